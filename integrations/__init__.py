@@ -1,0 +1,1 @@
+"""Publishing presence to Matrix and Microsoft Teams, and importing Microsoft presence."""

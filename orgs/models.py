@@ -1,0 +1,86 @@
+"""Users, organizations, their presence policy and who belongs where."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractUser
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+from presence.vocabulary import Priority
+
+DEVICE_TIMEOUT_BOUNDS = (30, 3600)
+
+
+class User(AbstractUser):
+    # What the API shows as `user_id`: not the row number, so ids say nothing about how many
+    # users exist or when someone joined.
+    public_id = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    # The OIDC subject, the stable key for sign-in with the organization account.
+    oidc_subject = models.CharField(max_length=255, unique=True, null=True, blank=True)
+
+    @property
+    def display_name(self) -> str:
+        return self.get_full_name() or self.username
+
+
+class Organization(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class PresencePolicy(models.Model):
+    """What an organization allows and defaults to; users choose within it."""
+
+    organization = models.OneToOneField(Organization, on_delete=models.CASCADE, primary_key=True, related_name="policy")
+    device_timeout_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(DEVICE_TIMEOUT_BOUNDS[0]), MaxValueValidator(DEVICE_TIMEOUT_BOUNDS[1])],
+        help_text="Seconds without a signal after which a device no longer counts. Empty: the server default.",
+    )
+    allow_calendar = models.BooleanField(default=True, help_text="Calendar busy blocks may make users busy.")
+    allow_microsoft = models.BooleanField(default=True, help_text="Imported Microsoft presence may be used.")
+    allow_external_dispatch = models.BooleanField(
+        default=True, help_text="Presence may be published to Matrix and Microsoft Teams."
+    )
+    default_priority = models.CharField(
+        max_length=20,
+        choices=[(p.value, p.value.replace("_", " ")) for p in Priority],
+        default=Priority.CALENDAR_FIRST,
+        help_text="Which wins for users who did not choose: calendar busy or the manual status.",
+    )
+
+    class Meta:
+        verbose_name_plural = "presence policies"
+
+    def __str__(self) -> str:
+        return f"Presence policy of {self.organization}"
+
+
+class Membership(models.Model):
+    class Role(models.TextChoices):
+        MEMBER = "member"
+        ADMIN = "admin"
+
+    # One organization per user: the organization decides the presence policy that applies to
+    # the user, and a user under two policies would have no single honest status.
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="membership")
+    organization = models.ForeignKey(Organization, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=10, choices=Role.choices, default=Role.MEMBER)
+    joined_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["organization", "user"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.organization} ({self.role})"

@@ -1,0 +1,222 @@
+"""The REST API under /api/v1/. Thin: validate, call a service or selector, shape the answer."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.utils import timezone
+from drf_spectacular.utils import OpenApiResponse, extend_schema
+from rest_framework import exceptions, permissions, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.request import Request
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from presence import selectors, services
+from presence.models import ManualStatus
+from presence.serializers import (
+    CalendarSerializer,
+    ConfigSerializer,
+    DeviceRegistrationSerializer,
+    DeviceSerializer,
+    ManualStatusOutSerializer,
+    ManualStatusSerializer,
+    PeerSerializer,
+    PresenceSerializer,
+    PrivacySerializer,
+    SignalBatchSerializer,
+    SignalOutcomeSerializer,
+)
+from presence.vocabulary import SignalType, Status
+
+
+class AggregatorDisabled(exceptions.APIException):
+    status_code = status.HTTP_409_CONFLICT
+    default_code = "aggregator_disabled"
+    default_detail = (
+        "This deployment uses classic mode: presence is not aggregated on the server. "
+        "Clients publish presence to Matrix and Microsoft themselves."
+    )
+
+
+class AggregatorEnabled(permissions.BasePermission):
+    def has_permission(self, request, view) -> bool:
+        if not settings.PRESENCE_USE_AGGREGATOR:
+            raise AggregatorDisabled()
+        return True
+
+
+class PresenceAPIView(APIView):
+    """Base of every aggregated-mode endpoint: signed in, and the deployment aggregates."""
+
+    permission_classes = [permissions.IsAuthenticated, AggregatorEnabled]
+
+
+def _presence_response(state, http_status: int = status.HTTP_200_OK) -> Response:
+    return Response(PresenceSerializer(state, context={"now": timezone.now()}).data, status=http_status)
+
+
+def _device_not_found() -> exceptions.NotFound:
+    return exceptions.NotFound("No such device.")
+
+
+class ConfigView(APIView):
+    permission_classes = [permissions.AllowAny]
+
+    @extend_schema(responses=ConfigSerializer, summary="How this deployment does presence")
+    def get(self, request: Request) -> Response:
+        device_timeout = settings.PRESENCE_DEVICE_TIMEOUT_SECONDS
+        if request.user.is_authenticated:
+            policy = selectors.policy_of(selectors.organization_of(request.user))
+            device_timeout = int(selectors.device_timeout_for(policy).total_seconds())
+        return Response(
+            ConfigSerializer(
+                {
+                    "aggregator": settings.PRESENCE_USE_AGGREGATOR,
+                    "server_dispatch": settings.PRESENCE_SERVER_DISPATCH,
+                    "sse": settings.PRESENCE_USE_SSE,
+                    "device_timeout_seconds": device_timeout,
+                    "heartbeat_interval_seconds": settings.PRESENCE_HEARTBEAT_INTERVAL_SECONDS,
+                    "idle_timeout_seconds": settings.PRESENCE_IDLE_TIMEOUT_SECONDS,
+                }
+            ).data
+        )
+
+
+class DeviceListView(PresenceAPIView):
+    @extend_schema(responses=DeviceSerializer(many=True), summary="My signed-in devices")
+    def get(self, request: Request) -> Response:
+        return Response(DeviceSerializer(selectors.devices_of(request.user), many=True).data)
+
+    @extend_schema(
+        request=DeviceRegistrationSerializer,
+        responses={201: DeviceSerializer, 200: DeviceSerializer},
+        summary="Sign a device in (201 new, 200 the same installation again)",
+    )
+    def post(self, request: Request) -> Response:
+        serializer = DeviceRegistrationSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        device, created = services.register_device(
+            request.user, serializer.validated_data["installation_id"], serializer.validated_data.get("label")
+        )
+        return Response(
+            DeviceSerializer(device).data, status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+
+class DeviceDetailView(PresenceAPIView):
+    @extend_schema(responses={204: None, 404: OpenApiResponse(description="No such device")}, summary="Sign out")
+    def delete(self, request: Request, device_id: str) -> Response:
+        try:
+            services.sign_out_device(request.user, device_id)
+        except services.DeviceNotFound:
+            raise _device_not_found() from None
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class SignalsView(PresenceAPIView):
+    @extend_schema(
+        request=SignalBatchSerializer,
+        responses={202: SignalOutcomeSerializer},
+        summary="Report device signals; answers with the user's presence",
+    )
+    def post(self, request: Request, device_id: str) -> Response:
+        serializer = SignalBatchSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        signals = [
+            services.Signal(type=SignalType(s["type"]), value=s["value"], seq=s["seq"])
+            for s in serializer.validated_data["signals"]
+        ]
+        try:
+            outcome = services.ingest_signals(request.user, device_id, signals)
+        except services.DeviceNotFound:
+            raise _device_not_found() from None
+        body = PresenceSerializer(outcome.presence, context={"now": timezone.now()}).data
+        body.update(signals_applied=outcome.applied, signals_ignored=outcome.ignored)
+        return Response(body, status=status.HTTP_202_ACCEPTED)
+
+
+class MyPresenceView(PresenceAPIView):
+    @extend_schema(responses=PresenceSerializer, summary="My aggregated presence and the rule that decided it")
+    def get(self, request: Request) -> Response:
+        return _presence_response(services.current_presence(request.user))
+
+
+class MyStatusView(PresenceAPIView):
+    @extend_schema(responses=ManualStatusOutSerializer, summary="My manual status (404 when none is set)")
+    def get(self, request: Request) -> Response:
+        manual = ManualStatus.objects.filter(user=request.user).first()
+        if manual is None or (manual.until is not None and manual.until <= timezone.now()):
+            raise exceptions.NotFound("No manual status is set.")
+        return Response(ManualStatusOutSerializer(manual).data)
+
+    @extend_schema(request=ManualStatusSerializer, responses=PresenceSerializer, summary="Set my manual status")
+    def put(self, request: Request) -> Response:
+        serializer = ManualStatusSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        data = serializer.validated_data
+        state = services.set_manual_status(request.user, Status(data["status"]), data["message"], data["until"])
+        return _presence_response(state)
+
+    @extend_schema(responses=PresenceSerializer, summary="Clear my manual status")
+    def delete(self, request: Request) -> Response:
+        return _presence_response(services.clear_manual_status(request.user))
+
+
+class MyCalendarView(PresenceAPIView):
+    @extend_schema(responses=CalendarSerializer, summary="My calendar busy blocks")
+    def get(self, request: Request) -> Response:
+        blocks = selectors.calendar_of(request.user)
+        return Response(CalendarSerializer({"blocks": [{"start": b.start, "end": b.end} for b in blocks]}).data)
+
+    @extend_schema(request=CalendarSerializer, responses=PresenceSerializer, summary="Replace my busy blocks")
+    def put(self, request: Request) -> Response:
+        serializer = CalendarSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        blocks = [(b["start"], b["end"]) for b in serializer.validated_data["blocks"]]
+        return _presence_response(services.replace_calendar(request.user, blocks))
+
+
+class MyPrivacyView(PresenceAPIView):
+    def _context(self, request: Request) -> dict:
+        return {"policy": selectors.policy_of(selectors.organization_of(request.user))}
+
+    @extend_schema(responses=PrivacySerializer, summary="My Privacy → Presence (server) settings")
+    def get(self, request: Request) -> Response:
+        preferences = selectors.preferences_of(request.user)
+        return Response(PrivacySerializer(preferences, context=self._context(request)).data)
+
+    @extend_schema(request=PrivacySerializer, responses=PrivacySerializer, summary="Change my presence settings")
+    def patch(self, request: Request) -> Response:
+        context = self._context(request)
+        serializer = PrivacySerializer(
+            selectors.preferences_of(request.user), data=request.data, partial=True, context=context
+        )
+        serializer.is_valid(raise_exception=True)
+        preferences = services.update_preferences(request.user, **serializer.validated_data)
+        return Response(PrivacySerializer(preferences, context=context).data)
+
+
+class PeerPagination(LimitOffsetPagination):
+    default_limit = 100
+    max_limit = 500
+
+
+class PeerListView(PresenceAPIView):
+    @extend_schema(responses=PeerSerializer(many=True), summary="Colleagues of my organization")
+    def get(self, request: Request) -> Response:
+        paginator = PeerPagination()
+        page = paginator.paginate_queryset(selectors.colleagues_of(request.user), request, view=self)
+        now = timezone.now()
+        context = {"states": services.fresh_presence_of(page, now), "now": now}
+        return paginator.get_paginated_response(PeerSerializer(page, many=True, context=context).data)
+
+
+class PeerDetailView(PresenceAPIView):
+    @extend_schema(responses={200: PeerSerializer, 404: OpenApiResponse(description="Not a colleague")})
+    def get(self, request: Request, user_id: str) -> Response:
+        peer = selectors.colleague(request.user, user_id)
+        if peer is None:
+            raise exceptions.NotFound("No such colleague.")
+        now = timezone.now()
+        context = {"states": services.fresh_presence_of([peer], now), "now": now}
+        return Response(PeerSerializer(peer, context=context).data)

@@ -1,0 +1,267 @@
+"""Shapes of the public API: validation of what comes in, and what colleagues may see."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+
+from django.utils import timezone
+from rest_framework import serializers
+
+from presence.models import LABEL_MAX_LENGTH, MESSAGE_MAX_LENGTH, PresencePreferences, PresenceState
+from presence.vocabulary import SIGNAL_VALUES, Activity, Priority, Reason, SignalType, Status
+
+MAX_SIGNALS_PER_REQUEST = 100
+MAX_CALENDAR_BLOCKS = 1000
+MAX_CALENDAR_BLOCK_LENGTH = timedelta(days=31)
+MAX_MANUAL_STATUS_AHEAD = timedelta(days=366)
+MAX_SEQ = 2**63 - 1
+
+
+class StrictSerializer(serializers.Serializer):
+    """Rejects fields it does not know, so that a typo is an error rather than silently ignored."""
+
+    def to_internal_value(self, data):
+        unknown: dict[str, list[str]] = {}
+        if isinstance(data, Mapping):
+            known = {name for name, field in self.fields.items() if not field.read_only}
+            unknown = {str(name): ["Unknown field."] for name in sorted(set(data) - known, key=str)}
+        try:
+            value = super().to_internal_value(data)
+        except serializers.ValidationError as exc:
+            if unknown and isinstance(exc.detail, dict):
+                raise serializers.ValidationError({**exc.detail, **unknown}) from None
+            raise
+        if unknown:
+            raise serializers.ValidationError(unknown)
+        return value
+
+
+class AwareDateTimeField(serializers.DateTimeField):
+    """An ISO 8601 time that carries its UTC offset: a naive time is ambiguous, so refused."""
+
+    default_error_messages = {"naive": "Give the time with its UTC offset, e.g. 2026-11-25T14:00:00Z."}
+
+    def to_internal_value(self, value):
+        if isinstance(value, str):
+            try:
+                naive = datetime.fromisoformat(value).tzinfo is None
+            except ValueError:
+                naive = False  # not ISO 8601 at all: DRF's own message says so
+            if naive:
+                self.fail("naive")
+        return super().to_internal_value(value)
+
+
+# --- Devices and signals -------------------------------------------------------------------
+
+
+class DeviceRegistrationSerializer(StrictSerializer):
+    installation_id = serializers.CharField(min_length=1, max_length=256)
+    label = serializers.CharField(max_length=LABEL_MAX_LENGTH, required=False, allow_blank=True)
+
+
+class DeviceSerializer(serializers.Serializer):
+    device_id = serializers.CharField()
+    label = serializers.CharField()
+    registered_at = serializers.DateTimeField()
+    last_seen_at = serializers.DateTimeField()
+
+
+class SignalSerializer(StrictSerializer):
+    type = serializers.ChoiceField(choices=[t.value for t in SignalType])
+    value = serializers.CharField(required=False, allow_null=True, max_length=20)
+    seq = serializers.IntegerField(min_value=0, max_value=MAX_SEQ)
+
+    def validate(self, attrs):
+        signal_type = SignalType(attrs["type"])
+        allowed = SIGNAL_VALUES[signal_type]
+        value = attrs.get("value")
+        if allowed is None:
+            if value is not None:
+                raise serializers.ValidationError({"value": [f"A {signal_type} signal carries no value."]})
+        elif value not in allowed:
+            choices = ", ".join(sorted(allowed))
+            raise serializers.ValidationError({"value": [f"A {signal_type} signal takes one of: {choices}."]})
+        attrs["value"] = value
+        return attrs
+
+
+class SignalBatchSerializer(StrictSerializer):
+    signals = serializers.ListField(child=SignalSerializer(), allow_empty=False, max_length=MAX_SIGNALS_PER_REQUEST)
+
+
+# --- The user's own inputs -----------------------------------------------------------------
+
+
+class ManualStatusSerializer(StrictSerializer):
+    status = serializers.ChoiceField(choices=[s.value for s in Status])
+    message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH, required=False, allow_blank=True, default="")
+    until = AwareDateTimeField(required=False, allow_null=True)
+    duration_seconds = serializers.IntegerField(
+        required=False, min_value=60, max_value=int(MAX_MANUAL_STATUS_AHEAD.total_seconds())
+    )
+
+    def validate(self, attrs):
+        now = timezone.now()
+        until = attrs.get("until")
+        duration = attrs.pop("duration_seconds", None)
+        if until is not None and duration is not None:
+            raise serializers.ValidationError(
+                {
+                    "until": ["Give either until or duration_seconds, not both."],
+                    "duration_seconds": ["Give either until or duration_seconds, not both."],
+                }
+            )
+        if duration is not None:
+            until = now + timedelta(seconds=duration)
+        elif until is not None:
+            if until <= now:
+                raise serializers.ValidationError({"until": ["Must be in the future."]})
+            if until > now + MAX_MANUAL_STATUS_AHEAD:
+                raise serializers.ValidationError({"until": ["Must be within a year from now."]})
+        attrs["until"] = until
+        return attrs
+
+
+class ManualStatusOutSerializer(serializers.Serializer):
+    status = serializers.CharField()
+    message = serializers.CharField()
+    until = serializers.DateTimeField(allow_null=True)
+    set_at = serializers.DateTimeField()
+
+
+class CalendarBlockSerializer(StrictSerializer):
+    start = AwareDateTimeField()
+    end = AwareDateTimeField()
+
+    def validate(self, attrs):
+        if attrs["end"] <= attrs["start"]:
+            raise serializers.ValidationError({"end": ["Must be after start."]})
+        if attrs["end"] - attrs["start"] > MAX_CALENDAR_BLOCK_LENGTH:
+            raise serializers.ValidationError({"end": ["A busy block lasts at most 31 days."]})
+        return attrs
+
+
+class CalendarSerializer(StrictSerializer):
+    blocks = serializers.ListField(child=CalendarBlockSerializer(), allow_empty=True, max_length=MAX_CALENDAR_BLOCKS)
+
+
+class PrivacySerializer(StrictSerializer, serializers.ModelSerializer):
+    priority = serializers.ChoiceField(choices=[p.value for p in Priority], allow_null=True, required=False)
+    effective_priority = serializers.SerializerMethodField()
+    organization_allows = serializers.SerializerMethodField()
+
+    class Meta:
+        model = PresencePreferences
+        fields = [
+            "use_calendar_busy",
+            "include_microsoft_presence",
+            "share_externally",
+            "priority",
+            "effective_priority",
+            "organization_allows",
+        ]
+
+    def validate(self, attrs):
+        # Turning an option off is always allowed; turning on one the organization forbids is not,
+        # as on the settings page, where such an option is disabled.
+        allows = self.get_organization_allows(None)
+        forbidden = {
+            name: ["Not allowed by your organization's presence policy."]
+            for name, value in attrs.items()
+            if value is True and allows.get(name) is False
+        }
+        if forbidden:
+            raise serializers.ValidationError(forbidden)
+        return attrs
+
+    def validate_priority(self, value: str | None) -> str:
+        return value or ""  # null: back to the organization's default
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["priority"] = data["priority"] or None
+        return data
+
+    def get_effective_priority(self, preferences: PresencePreferences) -> str:
+        return preferences.priority or self.context["policy"].default_priority
+
+    def get_organization_allows(self, preferences: PresencePreferences | None) -> dict[str, bool]:
+        policy = self.context["policy"]
+        return {
+            "use_calendar_busy": policy.allow_calendar,
+            "include_microsoft_presence": policy.allow_microsoft,
+            "share_externally": policy.allow_external_dispatch,
+        }
+
+
+# --- Presence out --------------------------------------------------------------------------
+
+
+def last_active_ago_ms(last_active: datetime | None, now: datetime) -> int | None:
+    if last_active is None:
+        return None
+    return max(0, int((now - last_active).total_seconds() * 1000))
+
+
+class PresenceSerializer(serializers.Serializer):
+    """The user's own presence: the engine's decision, with which rule decided."""
+
+    status = serializers.ChoiceField(choices=[s.value for s in Status])
+    activity = serializers.ChoiceField(choices=[a.value for a in Activity])
+    status_msg = serializers.SerializerMethodField()
+    last_active = serializers.DateTimeField(source="last_active_at", allow_null=True)
+    last_active_ago = serializers.SerializerMethodField()
+    currently_active = serializers.BooleanField()
+    reason = serializers.ChoiceField(choices=[r.value for r in Reason])
+
+    def get_status_msg(self, state: PresenceState) -> str | None:
+        return state.status_msg or None
+
+    def get_last_active_ago(self, state: PresenceState) -> int | None:
+        return last_active_ago_ms(state.last_active_at, self.context["now"])
+
+
+class SignalOutcomeSerializer(PresenceSerializer):
+    signals_applied = serializers.IntegerField()
+    signals_ignored = serializers.IntegerField()
+
+
+class PeerSerializer(serializers.Serializer):
+    """What a colleague may see: the visible status, never devices or preferences."""
+
+    user_id = serializers.UUIDField(source="public_id")
+    display_name = serializers.CharField()
+    status = serializers.SerializerMethodField()
+    activity = serializers.SerializerMethodField()
+    status_msg = serializers.SerializerMethodField()
+    last_active_ago = serializers.SerializerMethodField()
+    currently_active = serializers.SerializerMethodField()
+
+    def _state(self, user) -> PresenceState:
+        return self.context["states"][user.pk]
+
+    def get_status(self, user) -> str:
+        return self._state(user).status
+
+    def get_activity(self, user) -> str:
+        return self._state(user).activity
+
+    def get_status_msg(self, user) -> str | None:
+        return self._state(user).status_msg or None
+
+    def get_last_active_ago(self, user) -> int | None:
+        return last_active_ago_ms(self._state(user).last_active_at, self.context["now"])
+
+    def get_currently_active(self, user) -> bool:
+        return self._state(user).currently_active
+
+
+class ConfigSerializer(serializers.Serializer):
+    aggregator = serializers.BooleanField()
+    server_dispatch = serializers.BooleanField()
+    sse = serializers.BooleanField()
+    device_timeout_seconds = serializers.IntegerField()
+    heartbeat_interval_seconds = serializers.IntegerField()
+    idle_timeout_seconds = serializers.IntegerField()

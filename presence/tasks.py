@@ -1,0 +1,23 @@
+"""Celery tasks of presence: thin wrappers around services."""
+
+from celery import shared_task
+
+from presence import services
+
+
+@shared_task(name="presence.tasks.sweep_expired_presence", ignore_result=True)
+def sweep_expired_presence() -> int:
+    """Recompute the users whose decision may have changed with time (devices timed out, a
+    manual status or calendar block ended, ...). Idempotent: running it twice changes nothing."""
+    return services.sweep_expired()
+
+
+@shared_task(name="presence.tasks.recompute_organization", ignore_result=True)
+def recompute_organization(organization_id: int) -> int:
+    """Recompute every member after the organization's policy changed."""
+    return services.recompute_organization(organization_id)
+
+
+@shared_task(name="presence.tasks.recompute_user", ignore_result=True)
+def recompute_user(user_id: int) -> None:
+    services.recompute_user_by_id(user_id)

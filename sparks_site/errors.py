@@ -1,0 +1,80 @@
+"""One error shape for the whole API: a 4xx JSON body that names the offending field.
+
+{"error": "validation_error", "detail": "Invalid input.", "fields": {"signals.1.value": ["..."]}}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.http import HttpRequest, JsonResponse
+from rest_framework import exceptions, status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler
+
+
+def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    response = exception_handler(exc, context)
+    if response is None:
+        return None
+    if isinstance(exc, exceptions.ValidationError):
+        response.data = {
+            "error": "validation_error",
+            "detail": "Invalid input.",
+            "fields": flatten_field_errors(exc.detail),
+        }
+    elif isinstance(exc, exceptions.APIException):
+        response.data = {"error": _code_of(exc), "detail": _message_of(exc.detail)}
+    return response
+
+
+def flatten_field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
+    """Turn DRF's nested error detail into dotted field paths: {"signals.1.value": [...]}."""
+    if isinstance(detail, dict):
+        flat: dict[str, list[str]] = {}
+        for key, value in detail.items():
+            path = f"{prefix}.{key}" if prefix else str(key)
+            flat.update(flatten_field_errors(value, path))
+        return flat
+    if isinstance(detail, list) and detail and all(isinstance(item, (dict, list)) for item in detail):
+        flat = {}
+        for index, value in enumerate(detail):
+            if value:
+                flat.update(flatten_field_errors(value, f"{prefix}.{index}" if prefix else str(index)))
+        return flat
+    messages = detail if isinstance(detail, list) else [detail]
+    return {prefix or "non_field_errors": [str(message) for message in messages]}
+
+
+def _code_of(exc: exceptions.APIException) -> str:
+    codes = exc.get_codes()
+    return codes if isinstance(codes, str) else exc.default_code
+
+
+def _message_of(detail: Any) -> str:
+    if isinstance(detail, list) and detail:
+        return str(detail[0])
+    return str(detail)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return request.path.startswith("/api/")
+
+
+def not_found(request: HttpRequest, exception: Exception | None = None):
+    if _wants_json(request):
+        return JsonResponse({"error": "not_found", "detail": "Not found."}, status=status.HTTP_404_NOT_FOUND)
+    from django.views.defaults import page_not_found
+
+    return page_not_found(request, exception)
+
+
+def server_error(request: HttpRequest):
+    if _wants_json(request):
+        return JsonResponse(
+            {"error": "server_error", "detail": "The server failed; the request can be retried."},
+            status=status.HTTP_500_INTERNAL_SERVER_ERROR,
+        )
+    from django.views.defaults import server_error as html_server_error
+
+    return html_server_error(request)

@@ -1,0 +1,192 @@
+"""Settings for SPARKS Presence, read from the environment (see `.env.example`).
+
+With nothing set, the service runs on an embedded default: a SQLite file, an in-memory channel
+layer, a local-memory cache and Celery tasks run in-process. `DATABASE_URL` and `REDIS_URL` move
+it onto PostgreSQL and Redis, which is what several web and worker processes share.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+
+import environ
+from django.core.exceptions import ImproperlyConfigured
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+env = environ.Env()
+environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+
+DEBUG = env.bool("DEBUG", default=False)
+_INSECURE_DEV_KEY = "insecure-development-key-do-not-use-in-production"
+SECRET_KEY = env.str("SECRET_KEY", default="")
+if not SECRET_KEY:
+    if not DEBUG:
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (see .env.example).")
+    SECRET_KEY = _INSECURE_DEV_KEY
+
+ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
+CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
+
+INSTALLED_APPS = [
+    # daphne first: its `runserver` serves the ASGI application.
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "channels",
+    "orgs",
+    "presence",
+    "integrations",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "sparks_site.urls"
+WSGI_APPLICATION = "sparks_site.wsgi.application"
+ASGI_APPLICATION = "sparks_site.asgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DATABASES["default"]["CONN_MAX_AGE"] = env.int("DATABASE_CONN_MAX_AGE", default=60)
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The embedded default runs the expiry sweep in a thread beside the requests: take the write
+    # lock at BEGIN so two writers wait for each other instead of failing with "database is locked".
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"] = {
+        "transaction_mode": "IMMEDIATE",
+        "timeout": 20,
+        "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+    }
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "orgs.User"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+# --- Redis: cache, channel layer, Celery broker -------------------------------------------
+REDIS_URL = env.str("REDIS_URL", default="")
+
+if REDIS_URL:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNEL_LAYER_PREFIX", default="sparks")},
+        }
+    }
+else:
+    CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "sparks"}}
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+# --- Celery ---------------------------------------------------------------------------------
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
+CELERY_RESULT_BACKEND = None
+CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDIS_URL)
+CELERY_TASK_EAGER_PROPAGATES = True
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_TIMEZONE = TIME_ZONE
+
+# --- Presence (the PRESENCE_* keys of the SPARKS manual) -----------------------------------
+PRESENCE_USE_AGGREGATOR = env.bool("PRESENCE_USE_AGGREGATOR", default=True)
+PRESENCE_SERVER_DISPATCH = env.bool("PRESENCE_SERVER_DISPATCH", default=False)
+PRESENCE_USE_SSE = env.bool("PRESENCE_USE_SSE", default=False)
+PRESENCE_DEVICE_TIMEOUT_SECONDS = env.int("PRESENCE_DEVICE_TIMEOUT_SECONDS", default=120)
+PRESENCE_IDLE_TIMEOUT_SECONDS = env.int("PRESENCE_IDLE_TIMEOUT_SECONDS", default=300)
+PRESENCE_HEARTBEAT_INTERVAL_SECONDS = env.int("PRESENCE_HEARTBEAT_INTERVAL_SECONDS", default=30)
+PRESENCE_MICROSOFT_MAX_AGE_SECONDS = env.int("PRESENCE_MICROSOFT_MAX_AGE_SECONDS", default=300)
+PRESENCE_SWEEP_INTERVAL_SECONDS = env.int("PRESENCE_SWEEP_INTERVAL_SECONDS", default=5)
+# Runs the expiry sweep in a thread of the web process when no Celery beat runs (embedded default).
+PRESENCE_IN_PROCESS_SWEEP = env.bool("PRESENCE_IN_PROCESS_SWEEP", default=not REDIS_URL)
+# Key of the keyed hash that turns an installation id into a pseudonymous device id.
+PRESENCE_DEVICE_ID_KEY = env.str("PRESENCE_DEVICE_ID_KEY", default=f"device-id:{SECRET_KEY}")
+
+if PRESENCE_HEARTBEAT_INTERVAL_SECONDS >= PRESENCE_DEVICE_TIMEOUT_SECONDS:
+    raise ImproperlyConfigured(
+        "PRESENCE_HEARTBEAT_INTERVAL_SECONDS must be shorter than PRESENCE_DEVICE_TIMEOUT_SECONDS, "
+        "or every device would time out between two heartbeats."
+    )
+
+CELERY_BEAT_SCHEDULE = {
+    "presence-sweep-expired": {
+        "task": "presence.tasks.sweep_expired_presence",
+        "schedule": timedelta(seconds=PRESENCE_SWEEP_INTERVAL_SECONDS),
+        "options": {"expires": PRESENCE_SWEEP_INTERVAL_SECONDS},
+    },
+}
+
+# --- API ------------------------------------------------------------------------------------
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first, so that an anonymous request is answered 401 with a WWW-Authenticate header.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    "DEFAULT_PARSER_CLASSES": ["rest_framework.parsers.JSONParser"],
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "sparks_site.errors.api_exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "SPARKS Presence API",
+    "DESCRIPTION": "One honest presence status per person, aggregated from devices, calendar, "
+    "manual status and Microsoft presence.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    "COMPONENT_SPLIT_REQUEST": True,
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+}
