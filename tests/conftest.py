@@ -1,0 +1,90 @@
+"""Shared fixtures: organizations, members, authenticated API clients, a clean Redis."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import pytest
+from django.core.cache import cache
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from orgs.models import Membership, Organization, User
+from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _runs_on_the_real_stack(django_db_setup, django_db_blocker) -> None:
+    """The suite is meant for PostgreSQL and Redis; SQLite would hide locking and SQL differences."""
+    from django.conf import settings
+    from django.db import connection
+
+    if os.environ.get("SPARKS_TESTS_ALLOW_EMBEDDED"):
+        return
+    with django_db_blocker.unblock():
+        vendor = connection.vendor
+    if vendor != "postgresql" or not settings.REDIS_URL:
+        pytest.exit(
+            "The test suite runs against PostgreSQL and Redis: use `make test` (or set DATABASE_URL and REDIS_URL).",
+            returncode=2,
+        )
+
+
+@pytest.fixture(autouse=True)
+def _clean_cache() -> None:
+    cache.clear()
+
+
+@pytest.fixture
+def organization() -> Organization:
+    return OrganizationFactory(slug="demo", name="Demo")
+
+
+@pytest.fixture
+def other_organization() -> Organization:
+    return OrganizationFactory(slug="acme", name="Acme")
+
+
+@pytest.fixture
+def make_member(organization: Organization) -> Callable[..., User]:
+    def make(username: str, org: Organization | None = None, role: str = Membership.Role.MEMBER) -> User:
+        user = UserFactory(username=username)
+        MembershipFactory(user=user, organization=org or organization, role=role)
+        return user
+
+    return make
+
+
+@pytest.fixture
+def alice(make_member) -> User:
+    return make_member("alice")
+
+
+@pytest.fixture
+def bob(make_member) -> User:
+    return make_member("bob")
+
+
+@pytest.fixture
+def carol(make_member, other_organization) -> User:
+    return make_member("carol", other_organization)
+
+
+@pytest.fixture
+def api_for() -> Callable[[User | None], APIClient]:
+    """An API client signed in with the user's DRF token (anonymous for None)."""
+
+    def make(user: User | None) -> APIClient:
+        client = APIClient()
+        if user is not None:
+            token, _ = Token.objects.get_or_create(user=user)
+            client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+        return client
+
+    return make
+
+
+@pytest.fixture
+def alice_api(api_for, alice) -> APIClient:
+    return api_for(alice)

@@ -1,0 +1,64 @@
+"""factory_boy factories for the models tests need."""
+
+from __future__ import annotations
+
+import factory
+from django.utils import timezone
+
+from orgs.models import Membership, Organization, PresencePolicy, User
+from presence.models import Device
+
+
+class OrganizationFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Organization
+        django_get_or_create = ("slug",)
+        skip_postgeneration_save = True
+
+    slug = factory.Sequence(lambda n: f"org-{n}")
+    name = factory.LazyAttribute(lambda o: o.slug.title())
+    policy = factory.RelatedFactory("tests.factories.PresencePolicyFactory", factory_related_name="organization")
+
+
+class PresencePolicyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = PresencePolicy
+        django_get_or_create = ("organization",)
+
+    organization = factory.SubFactory(OrganizationFactory, policy=None)
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    first_name = factory.Faker("first_name")
+    last_name = factory.Faker("last_name")
+    email = factory.LazyAttribute(lambda u: f"{u.username}@example.test")
+    password = factory.PostGenerationMethodCall("set_password", "correct horse battery staple")
+
+
+class MembershipFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Membership
+
+    user = factory.SubFactory(UserFactory)
+    organization = factory.SubFactory(OrganizationFactory)
+    role = Membership.Role.MEMBER
+
+
+class DeviceFactory(factory.django.DjangoModelFactory):
+    """A device row written directly, for tests that need a device in a given state."""
+
+    class Meta:
+        model = Device
+
+    device_id = factory.Sequence(lambda n: f"{n:032x}")
+    user = factory.SubFactory(UserFactory)
+    label = "laptop"
+    registered_at = factory.LazyFunction(timezone.now)
+    last_seen_at = factory.LazyFunction(timezone.now)
+    last_active_at = factory.LazyFunction(timezone.now)
