@@ -26,12 +26,13 @@ run: $(VENV)/.installed-runtime
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py seed_demo
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
-## test: lint, then the whole suite against PostgreSQL and Redis on 127.0.0.1 (a fresh test database)
+## test: lint, then the whole suite against PostgreSQL and Redis on 127.0.0.1 (a fresh test database).
+## Tasks run in-process for determinism; the worker tests start real Celery workers on Redis.
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) SECRET_KEY=test-only-secret-key DEBUG=0 \
-		$(BIN)/pytest $(PYTEST_ARGS)
+		CELERY_TASK_ALWAYS_EAGER=1 PRESENCE_IN_PROCESS_SWEEP=0 $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
