@@ -37,6 +37,13 @@ class Organization(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    def save(self, *args, **kwargs) -> None:
+        creating = self._state.adding
+        super().save(*args, **kwargs)
+        if creating:
+            # Every organization has a policy row, so that admins see and edit what applies.
+            PresencePolicy.objects.get_or_create(organization=self)
+
 
 class PresencePolicy(models.Model):
     """What an organization allows and defaults to; users choose within it."""

@@ -76,7 +76,9 @@ def device_input(device: Device) -> DeviceInput:
 def presence_inputs_for(user: User, now: datetime) -> PresenceInputs:
     """Everything the engine needs to decide `user`'s presence at `now`."""
     policy = policy_of(organization_of(user))
-    preferences = preferences_of(user)
+    # Read what is stored, not `user.presence_preferences`: that relation may be cached on this
+    # user object from before a change in the same request (PATCH me/privacy), deciding on stale choices.
+    preferences = PresencePreferences.objects.filter(user=user).first() or PresencePreferences()
     devices = tuple(device_input(d) for d in Device.objects.filter(user=user))
     manual = ManualStatus.objects.filter(user=user).first()
     # Only blocks that are running or still to come matter; the next one is enough to know

@@ -91,6 +91,11 @@ def register_device(user: User, installation_id: str, label: str | None = None) 
             device.last_active_at = now
             device.network = NetworkValue.ONLINE
             device.activity = ActivityValue.ACTIVE
+            # A new session knows nothing of the old one's call, meeting or hidden window, and
+            # would never send the signal that ends them: start from a fresh, visible session.
+            device.visibility = VisibilityValue.VISIBLE
+            device.in_call = False
+            device.in_meeting = False
             device.last_seq = -1
             if label is not None:
                 device.label = label

@@ -10,33 +10,49 @@ import logging
 import threading
 
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import close_old_connections, connections
 
 logger = logging.getLogger(__name__)
 
-_started = threading.Event()
+
+class InProcessSweeper:
+    def __init__(self, interval_seconds: float) -> None:
+        self.interval_seconds = interval_seconds
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="presence-sweeper", daemon=True)
+
+    def start(self) -> InProcessSweeper:
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        from presence.services import sweep_expired
+
+        while not self._stop.wait(self.interval_seconds):
+            try:
+                close_old_connections()
+                sweep_expired()
+            except Exception:
+                logger.exception("The in-process presence sweep failed; it runs again in %s s", self.interval_seconds)
+            finally:
+                close_old_connections()
+        connections.close_all()  # this thread's own connections
 
 
-def start_in_process_sweeper() -> bool:
-    """Start the sweep thread once per process when the settings ask for it."""
-    if not settings.PRESENCE_IN_PROCESS_SWEEP or _started.is_set():
-        return False
-    _started.set()
-    thread = threading.Thread(target=_run_forever, name="presence-sweeper", daemon=True)
-    thread.start()
-    return True
+_sweeper: InProcessSweeper | None = None
+_lock = threading.Lock()
 
 
-def _run_forever() -> None:
-    from presence.services import sweep_expired
-
-    interval = settings.PRESENCE_SWEEP_INTERVAL_SECONDS
-    stop = threading.Event()
-    while not stop.wait(interval):
-        try:
-            close_old_connections()
-            sweep_expired()
-        except Exception:
-            logger.exception("The in-process presence sweep failed; it runs again in %s s", interval)
-        finally:
-            close_old_connections()
+def start_in_process_sweeper() -> InProcessSweeper | None:
+    """Start the process's sweeper once, when the settings ask for it."""
+    global _sweeper
+    if not settings.PRESENCE_IN_PROCESS_SWEEP:
+        return None
+    with _lock:
+        if _sweeper is None:
+            _sweeper = InProcessSweeper(settings.PRESENCE_SWEEP_INTERVAL_SECONDS).start()
+    return _sweeper

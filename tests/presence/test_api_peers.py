@@ -1,0 +1,219 @@
+"""GET /api/v1/peers and /api/v1/peers/{user_id}: colleagues of my organization, and what I may see of them."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.utils import timezone
+
+from orgs.models import Membership, User
+from presence.models import PresenceState
+
+pytestmark = pytest.mark.django_db
+
+PEER_KEYS = {"user_id", "display_name", "status", "activity", "status_msg", "last_active_ago", "currently_active"}
+
+
+def _register_device(client, installation_id: str = "install-1") -> None:
+    response = client.post("/api/v1/devices", {"installation_id": installation_id}, format="json")
+    assert response.status_code in (200, 201), response.content
+
+
+def _peer_ids(body: dict) -> list[str]:
+    return [peer["user_id"] for peer in body["results"]]
+
+
+def test_peers_lists_colleagues_of_my_organization_only(api_for, alice, bob, carol):
+    response = api_for(alice).get("/api/v1/peers")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["count"] == 1
+    assert _peer_ids(body) == [str(bob.public_id)]
+
+
+def test_peer_shows_only_the_public_fields(api_for, alice, bob):
+    bob_api = api_for(bob)
+    _register_device(bob_api)
+    bob_api.put("/api/v1/me/status", {"status": "dnd", "message": "focus"}, format="json")
+
+    [peer] = api_for(alice).get("/api/v1/peers").json()["results"]
+
+    assert set(peer) == PEER_KEYS
+    assert peer["display_name"] == bob.display_name
+
+
+def test_peer_shows_a_colleagues_live_manual_status(api_for, alice, bob):
+    bob_api = api_for(bob)
+    _register_device(bob_api)
+    response = bob_api.put("/api/v1/me/status", {"status": "busy", "message": "release"}, format="json")
+    assert response.status_code == 200
+
+    [peer] = api_for(alice).get("/api/v1/peers").json()["results"]
+
+    assert peer["user_id"] == str(bob.public_id)
+    assert peer["status"] == "busy"
+    assert peer["activity"] == "busy"
+    assert peer["status_msg"] == "release"
+
+
+def test_peer_with_an_active_device_is_available_and_currently_active(api_for, alice, bob):
+    _register_device(api_for(bob))
+
+    [peer] = api_for(alice).get("/api/v1/peers").json()["results"]
+
+    assert peer["status"] == "available"
+    assert peer["status_msg"] is None
+    assert peer["currently_active"] is True
+    assert 0 <= peer["last_active_ago"] < 60_000
+
+
+def test_peer_whose_device_went_stale_is_offline_at_read_time_without_a_sweep(api_for, alice, bob):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        _register_device(api_for(bob))
+    assert PresenceState.objects.get(user=bob).status == "available"
+
+    with time_machine.travel(start + timedelta(minutes=10), tick=False):
+        [peer] = api_for(alice).get("/api/v1/peers").json()["results"]
+
+    assert peer["status"] == "offline"
+    assert peer["activity"] == "offline"
+    assert peer["currently_active"] is False
+    assert peer["last_active_ago"] == 10 * 60 * 1000
+
+
+def test_peer_detail_of_a_stale_colleague_is_offline_at_read_time(api_for, alice, bob):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        _register_device(api_for(bob))
+
+    with time_machine.travel(start + timedelta(minutes=10), tick=False):
+        response = api_for(alice).get(f"/api/v1/peers/{bob.public_id}")
+
+    assert response.json()["status"] == "offline"
+
+
+def test_peer_without_any_presence_yet_is_offline(api_for, alice, bob):
+    [peer] = api_for(alice).get("/api/v1/peers").json()["results"]
+
+    assert peer["status"] == "offline"
+    assert peer["last_active_ago"] is None
+    assert peer["currently_active"] is False
+
+
+def test_peers_are_paginated_with_limit_and_offset(api_for, alice, make_member):
+    colleagues = [make_member(name) for name in ("bob", "dave", "erin", "frank")]
+
+    response = api_for(alice).get("/api/v1/peers?limit=2&offset=1")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == {"count", "next", "previous", "results"}
+    assert body["count"] == 4
+    assert _peer_ids(body) == [str(colleagues[1].public_id), str(colleagues[2].public_id)]
+    assert "limit=2" in body["next"] and "offset=3" in body["next"]
+    assert body["previous"] is not None and "limit=2" in body["previous"]
+
+
+def test_peers_last_page_has_no_next(api_for, alice, make_member):
+    for name in ("bob", "dave", "erin"):
+        make_member(name)
+
+    body = api_for(alice).get("/api/v1/peers?limit=2&offset=2").json()
+
+    assert body["count"] == 3
+    assert len(body["results"]) == 1
+    assert body["next"] is None
+
+
+def test_peers_limit_is_capped_at_500(api_for, alice, organization):
+    now = timezone.now()
+    users = User.objects.bulk_create(User(username=f"peer{i:04d}", password="!") for i in range(501))
+    Membership.objects.bulk_create(Membership(user=user, organization=organization) for user in users)
+    PresenceState.objects.bulk_create(PresenceState(user=user, changed_at=now, computed_at=now) for user in users)
+
+    body = api_for(alice).get("/api/v1/peers?limit=1000").json()
+
+    assert body["count"] == 501
+    assert len(body["results"]) == 500
+    assert "limit=500" in body["next"] and "offset=500" in body["next"]
+
+
+def test_peer_detail_of_a_colleague_has_the_peer_shape(api_for, alice, bob):
+    _register_device(api_for(bob))
+
+    response = api_for(alice).get(f"/api/v1/peers/{bob.public_id}")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert set(body) == PEER_KEYS
+    assert body["user_id"] == str(bob.public_id)
+    assert body["status"] == "available"
+
+
+def test_peer_detail_of_someone_in_another_organization_is_404(api_for, alice, carol):
+    response = api_for(alice).get(f"/api/v1/peers/{carol.public_id}")
+
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+def test_peer_detail_of_an_unknown_uuid_is_404(api_for, alice):
+    response = api_for(alice).get(f"/api/v1/peers/{uuid.uuid4()}")
+
+    assert response.status_code == 404
+    assert response.json()["error"] == "not_found"
+
+
+@pytest.mark.parametrize("user_id", ["not-a-uuid", "1", "12345678-1234-1234-1234-12345678901z"])
+def test_peer_detail_of_a_non_uuid_is_a_json_404(api_for, alice, user_id):
+    response = api_for(alice).get(f"/api/v1/peers/{user_id}")
+
+    assert response.status_code == 404
+    assert response["Content-Type"].startswith("application/json")
+    assert response.json()["error"] == "not_found"
+
+
+def test_user_without_membership_sees_no_peers(api_for, alice, bob):
+    loner = User.objects.create_user(username="loner", password="x")
+
+    response = api_for(loner).get("/api/v1/peers")
+
+    assert response.status_code == 200
+    assert response.json()["count"] == 0
+    assert response.json()["results"] == []
+
+
+def test_user_without_membership_cannot_look_up_anyone(api_for, alice):
+    loner = User.objects.create_user(username="loner", password="x")
+
+    response = api_for(loner).get(f"/api/v1/peers/{alice.public_id}")
+
+    assert response.status_code == 404
+
+
+def test_inactive_colleagues_are_not_listed(api_for, alice, bob, make_member):
+    dave = make_member("dave")
+    User.objects.filter(pk=bob.pk).update(is_active=False)
+
+    body = api_for(alice).get("/api/v1/peers").json()
+
+    assert _peer_ids(body) == [str(dave.public_id)]
+
+
+def test_inactive_colleague_detail_is_404(api_for, alice, bob):
+    User.objects.filter(pk=bob.pk).update(is_active=False)
+
+    response = api_for(alice).get(f"/api/v1/peers/{bob.public_id}")
+
+    assert response.status_code == 404
+
+
+def test_peers_require_authentication(api_for):
+    response = api_for(None).get("/api/v1/peers")
+
+    assert response.status_code == 401

@@ -1,0 +1,172 @@
+"""Publishing visible presence changes to the organization's group on the real (Redis) channel layer."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+import time_machine
+from asgiref.sync import async_to_sync
+from channels.layers import get_channel_layer
+from django.utils import timezone
+
+from presence.events import organization_group
+from presence.models import PresenceState
+from presence.tasks import sweep_expired_presence
+
+# Publishing happens when the transaction commits: these tests need real commits.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+QUIET_SECONDS = 0.5
+
+
+async def _receive(layer, channel: str, timeout: float) -> dict | None:
+    try:
+        return await asyncio.wait_for(layer.receive(channel), timeout)
+    except TimeoutError:
+        return None
+
+
+class Listener:
+    """A channel in an organization's group, as a colleague's socket would be."""
+
+    def __init__(self, organization_id: int) -> None:
+        self.layer = get_channel_layer()
+        self.group = organization_group(organization_id)
+        self.channel = async_to_sync(self.layer.new_channel)()
+        async_to_sync(self.layer.group_add)(self.group, self.channel)
+
+    def receive(self, timeout: float = 5) -> dict | None:
+        return async_to_sync(_receive)(self.layer, self.channel, timeout)
+
+    def close(self) -> None:
+        async_to_sync(self.layer.group_discard)(self.group, self.channel)
+
+
+@pytest.fixture
+def listen():
+    listeners: list[Listener] = []
+
+    def make(organization_id: int) -> Listener:
+        listener = Listener(organization_id)
+        listeners.append(listener)
+        return listener
+
+    yield make
+    for listener in listeners:
+        listener.close()
+
+
+@pytest.fixture
+def bob_api(api_for, bob):
+    client = api_for(bob)
+    response = client.post("/api/v1/devices", {"installation_id": "install-1"}, format="json")
+    assert response.status_code == 201
+    client.device_id = response.json()["device_id"]
+    return client
+
+
+def _heartbeat(client, seq: int):
+    return client.post(
+        f"/api/v1/devices/{client.device_id}/signals", {"signals": [{"type": "heartbeat", "seq": seq}]}, format="json"
+    )
+
+
+def test_the_channel_layer_is_redis():
+    assert type(get_channel_layer()).__module__.startswith("channels_redis")
+
+
+def test_a_manual_status_is_published_to_the_organization(listen, organization, bob, bob_api):
+    listener = listen(organization.id)
+
+    response = bob_api.put("/api/v1/me/status", {"status": "busy", "message": "release"}, format="json")
+    assert response.status_code == 200
+
+    message = listener.receive()
+    assert message is not None
+    assert message["type"] == "presence.change"
+    assert message["organization_id"] == organization.id
+    assert message["user_id"] == str(bob.public_id)
+    assert message["status"] == "busy"
+    assert message["status_msg"] == "release"
+    assert listener.receive(QUIET_SECONDS) is None
+
+
+def test_a_change_is_not_published_to_another_organization(listen, other_organization, bob_api):
+    listener = listen(other_organization.id)
+
+    bob_api.put("/api/v1/me/status", {"status": "busy", "message": "release"}, format="json")
+
+    assert listener.receive(QUIET_SECONDS) is None
+
+
+def test_a_signal_that_changes_nothing_visible_publishes_nothing(listen, organization, bob_api):
+    assert _heartbeat(bob_api, 1).status_code == 202
+    listener = listen(organization.id)
+
+    response = _heartbeat(bob_api, 2)
+
+    assert response.status_code == 202
+    assert response.json()["signals_applied"] == 1
+    assert listener.receive(QUIET_SECONDS) is None
+
+
+def test_signing_the_last_device_out_publishes_offline(listen, organization, bob, bob_api):
+    listener = listen(organization.id)
+
+    assert bob_api.delete(f"/api/v1/devices/{bob_api.device_id}").status_code == 204
+
+    message = listener.receive()
+    assert message is not None
+    assert (message["user_id"], message["status"]) == (str(bob.public_id), "offline")
+
+
+def test_the_sweep_turns_a_timed_out_user_offline_and_publishes_it(api_for, listen, organization, bob):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        api_for(bob).post("/api/v1/devices", {"installation_id": "install-1"}, format="json")
+    assert PresenceState.objects.get(user=bob).status == "available"
+
+    with time_machine.travel(start + timedelta(minutes=10), tick=False):
+        listener = listen(organization.id)
+        swept = sweep_expired_presence.apply().get()
+        message = listener.receive()
+
+    assert swept == 1
+    state = PresenceState.objects.get(user=bob)
+    assert (state.status, state.reason) == ("offline", "no_live_device")
+    assert message is not None
+    assert (message["user_id"], message["status"]) == (str(bob.public_id), "offline")
+
+
+def test_running_the_sweep_twice_is_idempotent(api_for, listen, organization, bob):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        api_for(bob).post("/api/v1/devices", {"installation_id": "install-1"}, format="json")
+
+    with time_machine.travel(start + timedelta(minutes=10), tick=False):
+        assert sweep_expired_presence.apply().get() == 1
+        state_after_first = PresenceState.objects.filter(user=bob).values().get()
+        listener = listen(organization.id)
+        swept_again = sweep_expired_presence.apply().get()
+        message = listener.receive(QUIET_SECONDS)
+
+    assert swept_again == 0
+    assert message is None
+    assert PresenceState.objects.filter(user=bob).values().get() == state_after_first
+
+
+def test_the_sweep_leaves_a_live_user_alone(api_for, listen, organization, bob):
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        api_for(bob).post("/api/v1/devices", {"installation_id": "install-1"}, format="json")
+
+    with time_machine.travel(start + timedelta(seconds=10), tick=False):
+        listener = listen(organization.id)
+        swept = sweep_expired_presence.apply().get()
+        message = listener.receive(QUIET_SECONDS)
+
+    assert swept == 0
+    assert message is None
+    assert PresenceState.objects.get(user=bob).status == "available"
