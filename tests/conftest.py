@@ -36,6 +36,12 @@ def _clean_cache() -> None:
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings) -> None:
+    # Real hashing costs ~0.3 s a user; what tests check of passwords does not depend on it.
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
 @pytest.fixture
 def organization() -> Organization:
     return OrganizationFactory(slug="demo", name="Demo")

@@ -13,11 +13,6 @@ from orgs.models import Membership, Organization, PresencePolicy, User
 pytestmark = pytest.mark.django_db
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 DEMO = {
     # username: (organization slug, role)
     "demo-admin": ("demo", "admin"),
