@@ -73,20 +73,20 @@ def device_input(device: Device) -> DeviceInput:
     )
 
 
-def presence_inputs_for(user: User, now: datetime) -> PresenceInputs:
-    """Everything the engine needs to decide `user`'s presence at `now`."""
-    policy = policy_of(organization_of(user))
+def presence_context_for(user: User, now: datetime) -> tuple[PresenceInputs, int | None]:
+    """The user's slow inputs at `now` (everything but devices, which the hot store keeps), and
+    the user's organization id."""
+    organization = organization_of(user)
+    policy = policy_of(organization)
     # Read what is stored, not `user.presence_preferences`: that relation may be cached on this
     # user object from before a change in the same request (PATCH me/privacy), deciding on stale choices.
     preferences = PresencePreferences.objects.filter(user=user).first() or PresencePreferences()
-    devices = tuple(device_input(d) for d in Device.objects.filter(user=user))
     manual = ManualStatus.objects.filter(user=user).first()
     # Only blocks that are running or still to come matter; the next one is enough to know
     # when the decision changes, but a running block may overlap it, so take a few.
     blocks = CalendarBlock.objects.filter(user=user, end__gt=now).order_by("start")[:8]
     microsoft = MicrosoftPresence.objects.filter(user=user).first()
-    return PresenceInputs(
-        devices=devices,
+    inputs = PresenceInputs(
         manual=ManualInput(Status(manual.status), manual.message, manual.until, manual.set_at) if manual else None,
         calendar=tuple(CalendarBlockInput(b.start, b.end) for b in blocks),
         microsoft=MicrosoftInput(microsoft.availability, microsoft.activity, microsoft.observed_at)
@@ -99,6 +99,7 @@ def presence_inputs_for(user: User, now: datetime) -> PresenceInputs:
         ),
         policy=policy_input(policy),
     )
+    return inputs, organization.pk if organization else None
 
 
 def colleagues_of(user: User) -> QuerySet[User]:

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from django.conf import settings
@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from orgs.models import User
-from presence import events, selectors
+from presence import events, hotstate, selectors
 from presence.engine import Decision, aggregate
 from presence.models import (
     CalendarBlock,
@@ -100,6 +100,7 @@ def register_device(user: User, installation_id: str, label: str | None = None) 
             if label is not None:
                 device.label = label
             device.save()
+        hotstate.store().commit_device(user.pk, _hot_device_of(device, flushed_at=now.timestamp()), None)
     recompute(user)
     return device, created
 
@@ -108,54 +109,157 @@ def sign_out_device(user: User, device_id: str) -> None:
     deleted, _ = Device.objects.filter(user=user, device_id=device_id).delete()
     if not deleted:
         raise DeviceNotFound(device_id)
-    recompute(user)
+    recompute(user, forget_devices=[device_id])
 
 
 def ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> SignalOutcome:
-    """Apply a device's signals in `seq` order; a signal not newer than the last applied is ignored."""
+    """Apply a device's signals in `seq` order; a signal not newer than the last applied is ignored.
+
+    The hot path: when the signals change no persistent device state (a heartbeat, another
+    "active") and the user's visible decision stays the same, this is one read and one
+    conditional write of the hot store, and no database query. Anything else takes the slow
+    path, which writes the device to the database and recomputes under the user's lock.
+    """
     now = timezone.now()
-    applied = ignored = 0
+    store = hotstate.store()
+    for _ in range(3):
+        hot = hotstate.HotUser.parse(store.read(user.pk))
+        device = hot.devices.get(device_id)
+        if device is None or not hot.ready:
+            break
+        updated, applied, ignored = apply_signals(device, signals, now.timestamp())
+        if not applied:
+            return SignalOutcome(applied=0, ignored=ignored, presence=current_presence(user, now))
+        if updated.persistent_state() != device.persistent_state():
+            break
+        context = hotstate.HotContext.decode(hot.context)
+        devices = [updated if d.device_id == device_id else d for d in hot.devices.values()]
+        decision = hotstate.HotDecision.of(aggregate(context.with_devices(devices), now))
+        if decision.visible_fields() != hot.decision.visible_fields():
+            break
+        flush_due = now.timestamp() - updated.flushed_at >= settings.PRESENCE_DEVICE_FLUSH_SECONDS
+        if flush_due:
+            updated = updated.with_changes(flushed_at=now.timestamp())
+        if store.commit_steady(
+            user.pk, updated, hot.version, device.seq, decision.encode(), decision.valid_until, flush_due
+        ):
+            return SignalOutcome(applied=applied, ignored=ignored, presence=_state_of(user.pk, decision))
+        # Another request for this user or device wrote in between: read again.
+    return _ingest_slowly(user, device_id, signals, now)
+
+
+def _ingest_slowly(user: User, device_id: str, signals: Sequence[Signal], now: datetime) -> SignalOutcome:
+    store = hotstate.store()
     with transaction.atomic():
-        device = Device.objects.select_for_update().filter(user=user, device_id=device_id).first()
-        if device is None:
+        row = Device.objects.select_for_update().filter(user=user, device_id=device_id).first()
+        if row is None:
             raise DeviceNotFound(device_id)
-        for signal in sorted(signals, key=lambda s: s.seq):
-            if signal.seq <= device.last_seq:
-                ignored += 1
-                continue
-            _apply_signal(device, signal, now)
-            device.last_seq = signal.seq
-            applied += 1
+        for attempt in range(5):
+            hot = hotstate.HotUser.parse(store.read(user.pk))
+            base = hot.devices.get(device_id) if hot.loaded else None
+            updated, applied, ignored = apply_signals(base or _hot_device_of(row), signals, now.timestamp())
+            if not applied:
+                break
+            updated = updated.with_changes(flushed_at=now.timestamp())
+            if not hot.loaded:
+                break  # recompute rebuilds the hot devices from the rows, this one included
+            # Heartbeats on the hot path do not take the row lock: compare-and-set on the seq,
+            # and after a few lost races write anyway (the row lock orders the slow paths).
+            expected_seq = base.seq if base is not None and attempt < 4 else None
+            if store.commit_device(user.pk, updated, expected_seq):
+                break
         if applied:
-            device.save()
-    presence = recompute(user) if applied else current_presence(user)
+            _write_device_row(row, updated)
+    presence = recompute(user, now) if applied else current_presence(user, now)
     return SignalOutcome(applied=applied, ignored=ignored, presence=presence)
 
 
-def _apply_signal(device: Device, signal: Signal, now: datetime) -> None:
-    device.last_seen_at = now
+def apply_signals(
+    device: hotstate.HotDevice, signals: Sequence[Signal], now: float
+) -> tuple[hotstate.HotDevice, int, int]:
+    """The device after `signals`, in seq order; those not newer than its seq are ignored."""
+    applied = ignored = 0
+    changes: dict[str, object] = {}
+    seq = device.seq
+    for signal in sorted(signals, key=lambda s: s.seq):
+        if signal.seq <= seq:
+            ignored += 1
+            continue
+        _apply_signal(changes, signal, now)
+        seq = signal.seq
+        applied += 1
+    return device.with_changes(seq=seq, **changes), applied, ignored
+
+
+def _apply_signal(changes: dict[str, object], signal: Signal, now: float) -> None:
+    changes["last_seen"] = now
     if signal.type == SignalType.NETWORK and signal.value == NetworkValue.OFFLINE:
-        device.network = NetworkValue.OFFLINE
+        changes["network"] = NetworkValue.OFFLINE.value
         return
     # Any other signal that arrives proves the device is connected again.
-    device.network = NetworkValue.ONLINE
+    changes["network"] = NetworkValue.ONLINE.value
     if signal.type == SignalType.ACTIVITY:
-        device.activity = signal.value
+        changes["activity"] = signal.value
         if signal.value == ActivityValue.ACTIVE:
-            device.last_active_at = now
+            changes["last_active"] = now
     elif signal.type == SignalType.VISIBILITY:
-        device.visibility = signal.value
+        changes["visibility"] = signal.value
         if signal.value == VisibilityValue.VISIBLE:
             # Bringing the window to the front is the user acting.
-            device.activity = ActivityValue.ACTIVE
-            device.last_active_at = now
+            changes["activity"] = ActivityValue.ACTIVE.value
+            changes["last_active"] = now
     elif signal.type in (SignalType.CALL, SignalType.MEETING):
         started = signal.value == SessionValue.START
-        if signal.type == SignalType.CALL:
-            device.in_call = started
-        else:
-            device.in_meeting = started
-        device.last_active_at = now
+        changes["in_call" if signal.type == SignalType.CALL else "in_meeting"] = started
+        changes["last_active"] = now
+
+
+def _hot_device_of(row: Device, flushed_at: float | None = None) -> hotstate.HotDevice:
+    return hotstate.HotDevice(
+        device_id=row.device_id,
+        last_seen=row.last_seen_at.timestamp(),
+        last_active=hotstate.to_epoch(row.last_active_at),
+        activity=row.activity,
+        visibility=row.visibility,
+        in_call=row.in_call,
+        in_meeting=row.in_meeting,
+        network=row.network,
+        seq=row.last_seq,
+        label=row.label,
+        flushed_at=flushed_at if flushed_at is not None else row.last_seen_at.timestamp(),
+    )
+
+
+def _write_device_row(row: Device, device: hotstate.HotDevice) -> None:
+    row.last_seen_at = hotstate.from_epoch(device.last_seen)
+    row.last_active_at = hotstate.from_epoch(device.last_active)
+    row.activity = device.activity
+    row.visibility = device.visibility
+    row.in_call = device.in_call
+    row.in_meeting = device.in_meeting
+    row.network = device.network
+    row.last_seq = device.seq
+    row.save()
+
+
+def flush_device_activity(batch_size: int = 1000) -> int:
+    """Write the hot path's last-seen and last-active times of devices to the database, for the
+    admin and for rebuilding after a Redis restart. Heartbeats mark a device for this at most
+    every PRESENCE_DEVICE_FLUSH_SECONDS."""
+    store = hotstate.store()
+    flushed = 0
+    while True:
+        marked = store.pop_dirty(batch_size)
+        for user_id, device_id in marked:
+            device = hotstate.HotUser.parse(store.read(user_id)).devices.get(device_id)
+            if device is not None:
+                flushed += Device.objects.filter(user_id=user_id, device_id=device_id).update(
+                    last_seen_at=hotstate.from_epoch(device.last_seen),
+                    last_active_at=hotstate.from_epoch(device.last_active),
+                    last_seq=device.seq,
+                )
+        if len(marked) < batch_size:
+            return flushed
 
 
 # --- Manual status, calendar, preferences, Microsoft import ---------------------------------
@@ -200,33 +304,55 @@ def record_microsoft_presence(user: User, availability: str, activity: str, obse
 # --- The decision ---------------------------------------------------------------------------
 
 
-def recompute(user: User, now: datetime | None = None) -> PresenceState:
-    """Decide the user's presence from what is stored now, store it, and publish a visible change.
+def recompute(user: User, now: datetime | None = None, forget_devices: Iterable[str] = ()) -> PresenceState:
+    """Decide the user's presence from the stored inputs, store it, and publish a visible change.
 
     The user's presence row is locked while deciding, so two processes recomputing the same user
     at once cannot store an older decision over a newer one: the second waits, then reads the
-    inputs the first had not seen.
+    inputs the first had not seen. The database is written only when the visible decision
+    changed; the hot store always gets the fresh inputs and decision (with a newer version, which
+    makes any heartbeat that read the old ones start over).
     """
+    store = hotstate.store()
+    forget = set(forget_devices)
     with transaction.atomic():
         _, created = PresenceState.objects.get_or_create(
             user=user, defaults={"changed_at": timezone.now(), "computed_at": timezone.now()}
         )
         state = PresenceState.objects.select_for_update().get(user=user)
         now = now or timezone.now()
-        decision = aggregate(selectors.presence_inputs_for(user, now), now)
+        hot = hotstate.HotUser.parse(store.read(user.pk))
+        inputs, organization_id = selectors.presence_context_for(user, now)
+        fields: dict[str, str] = {}
+        if hot.loaded:
+            devices = [d for d in hot.devices.values() if d.device_id not in forget]
+        else:
+            # First use, or the hot store lost its data: rebuild the devices from the database.
+            devices = [_hot_device_of(row) for row in Device.objects.filter(user=user)]
+            for device in devices:
+                fields.update(hotstate.device_fields(device))
+            fields["loaded"] = "1"
+        decision = aggregate(replace(inputs, devices=tuple(d.engine_input() for d in devices)), now)
+        hot_decision = hotstate.HotDecision.of(decision)
+        fields["ctx"] = hotstate.encode_context(inputs, organization_id)
+        fields["dec"] = hot_decision.encode()
+        removed = [
+            prefix + device_id for device_id in forget for prefix in (hotstate.DEVICE_PREFIX, hotstate.SEQ_PREFIX)
+        ]
+        store.commit_user(user.pk, hot.version + 1, fields, removed, hot_decision.valid_until)
         changed = created or _visible_fields(state) != decision.visible_fields()
-        _store(state, decision, now, changed)
         if changed:
+            _store(state, decision, now)
             change = events.PresenceChange.from_state(user, state)
             transaction.on_commit(lambda: events.publish(change))
-    return state
+    return state if changed else _state_of(user.pk, hot_decision)
 
 
 def _visible_fields(state: PresenceState) -> tuple[object, ...]:
     return (state.status, state.activity, state.status_msg or None, state.currently_active)
 
 
-def _store(state: PresenceState, decision: Decision, now: datetime, changed: bool) -> None:
+def _store(state: PresenceState, decision: Decision, now: datetime) -> None:
     state.status = decision.status
     state.activity = decision.activity
     state.status_msg = decision.status_msg or ""
@@ -235,52 +361,71 @@ def _store(state: PresenceState, decision: Decision, now: datetime, changed: boo
     state.reason = decision.reason
     state.valid_until = decision.valid_until
     state.computed_at = now
-    if changed:
-        state.changed_at = now
+    state.changed_at = now
     state.save()
+
+
+def _state_of(user_id: int, decision: hotstate.HotDecision) -> PresenceState:
+    """The hot decision in the shape readers use (not saved: the database has the last change)."""
+    return PresenceState(
+        user_id=user_id,
+        status=decision.status,
+        activity=decision.activity,
+        status_msg=decision.status_msg or "",
+        last_active_at=hotstate.from_epoch(decision.last_active),
+        currently_active=decision.currently_active,
+        reason=decision.reason,
+        valid_until=hotstate.from_epoch(decision.valid_until),
+    )
 
 
 def current_presence(user: User, now: datetime | None = None) -> PresenceState:
     """The user's presence, right at read time even if no sweep has run since it went stale."""
-    now = now or timezone.now()
-    state = PresenceState.objects.filter(user=user).first()
-    if state is None or _is_stale(state, now):
-        return recompute(user, now)
-    return state
+    return fresh_presence_of([user], now)[user.pk]
 
 
 def fresh_presence_of(users: Iterable[User], now: datetime | None = None) -> dict[int, PresenceState]:
-    """Presence of several users (their `presence_state` preloaded), recomputing only the stale."""
+    """Presence of several users from the hot store, recomputing only those whose decision is
+    missing or past its `valid_until`."""
     now = now or timezone.now()
+    users = list(users)
+    decisions = hotstate.store().read_decisions([u.pk for u in users])
     states: dict[int, PresenceState] = {}
     for user in users:
-        # A missing row raises RelatedObjectDoesNotExist, an AttributeError: getattr gives None.
-        state = getattr(user, "presence_state", None)
-        if state is None or _is_stale(state, now):
-            state = recompute(user, now)
-        states[user.pk] = state
+        encoded = decisions.get(user.pk)
+        decision = hotstate.HotDecision.decode(encoded) if encoded else None
+        if decision is None or decision.is_stale(now.timestamp()):
+            states[user.pk] = recompute(user, now)
+        else:
+            states[user.pk] = _state_of(user.pk, decision)
     return states
 
 
-def _is_stale(state: PresenceState, now: datetime) -> bool:
-    return state.valid_until is not None and state.valid_until <= now
-
-
 def sweep_expired(now: datetime | None = None, batch_size: int = 500) -> int:
-    """Recompute every user whose stored decision has passed its `valid_until`; idempotent."""
+    """Recompute every user whose decision has passed its `valid_until`; idempotent.
+
+    The due users come from the hot store's schedule (a sorted set by `valid_until` on Redis).
+    If the store lost its data, every user the database does not hold as plainly offline is
+    recomputed once, which rebuilds their hot state and schedule.
+    """
     now = now or timezone.now()
+    store = hotstate.store()
     swept = 0
+    if store.check_epoch():
+        maybe_live = PresenceState.objects.exclude(status=Status.OFFLINE, valid_until=None)
+        for user in User.objects.filter(pk__in=maybe_live.values("user_id")).iterator(chunk_size=batch_size):
+            if not hotstate.HotUser.parse(store.read(user.pk)).loaded:
+                recompute(user, now)
+                swept += 1
     while True:
-        user_ids = list(
-            PresenceState.objects.filter(valid_until__lte=now)
-            .order_by("valid_until")
-            .values_list("user_id", flat=True)[:batch_size]
-        )
-        if not user_ids:
-            return swept
-        for user in User.objects.filter(pk__in=user_ids):
-            recompute(user, now)
-            swept += 1
+        user_ids = store.due(now.timestamp(), batch_size)
+        users = User.objects.in_bulk(user_ids)
+        for user_id in user_ids:
+            if user_id in users:
+                recompute(users[user_id], now)
+                swept += 1
+            else:
+                store.forget_user(user_id)  # deleted since it was scheduled
         if len(user_ids) < batch_size:
             return swept
 

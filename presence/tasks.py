@@ -21,3 +21,9 @@ def recompute_organization(organization_id: int) -> int:
 @shared_task(name="presence.tasks.recompute_user", ignore_result=True)
 def recompute_user(user_id: int) -> None:
     services.recompute_user_by_id(user_id)
+
+
+@shared_task(name="presence.tasks.flush_device_activity", ignore_result=True)
+def flush_device_activity() -> int:
+    """Copy devices' last-seen/last-active times from the hot store to the database."""
+    return services.flush_device_activity()

@@ -139,6 +139,9 @@ PRESENCE_IDLE_TIMEOUT_SECONDS = env.int("PRESENCE_IDLE_TIMEOUT_SECONDS", default
 PRESENCE_HEARTBEAT_INTERVAL_SECONDS = env.int("PRESENCE_HEARTBEAT_INTERVAL_SECONDS", default=30)
 PRESENCE_MICROSOFT_MAX_AGE_SECONDS = env.int("PRESENCE_MICROSOFT_MAX_AGE_SECONDS", default=300)
 PRESENCE_SWEEP_INTERVAL_SECONDS = env.int("PRESENCE_SWEEP_INTERVAL_SECONDS", default=5)
+# Heartbeats keep device times in the hot store; the database copy (for the admin, and to rebuild
+# after a Redis restart) is refreshed at most this often per device.
+PRESENCE_DEVICE_FLUSH_SECONDS = env.int("PRESENCE_DEVICE_FLUSH_SECONDS", default=180)
 # Runs the expiry sweep in a thread of the web process when no Celery beat runs (embedded default).
 PRESENCE_IN_PROCESS_SWEEP = env.bool("PRESENCE_IN_PROCESS_SWEEP", default=not REDIS_URL)
 # Key of the keyed hash that turns an installation id into a pseudonymous device id.
@@ -155,6 +158,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "presence.tasks.sweep_expired_presence",
         "schedule": timedelta(seconds=PRESENCE_SWEEP_INTERVAL_SECONDS),
         "options": {"expires": PRESENCE_SWEEP_INTERVAL_SECONDS},
+    },
+    "presence-flush-device-activity": {
+        "task": "presence.tasks.flush_device_activity",
+        "schedule": timedelta(seconds=60),
+        "options": {"expires": 60},
     },
 }
 

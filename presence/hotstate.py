@@ -1,0 +1,476 @@
+"""Hot presence state: what changes every few seconds, kept out of the database.
+
+Per user, one hash holds everything a heartbeat needs: each device's state (liveness, last
+activity, sequence number), the user's slow inputs as last read from the database (the
+"context": policy, preferences, manual status, calendar, Microsoft import), and the last
+decision with its version. A steady heartbeat is then one read and one conditional write of
+that hash, and no database query at all.
+
+Two stores share this interface: Redis (with `REDIS_URL`, shared by every web and worker
+process) and process memory (the embedded default, one process). What must survive a restart of
+Redis lives in the database; after one, the hash is rebuilt from the database on first use.
+
+Layout of the user hash (`<prefix>u:<user id>`):
+    d:<device id>  device state (JSON)          q:<device id>  the device's last seq (decimal)
+    ctx            slow inputs (JSON)            dec            last decision (JSON)
+    ver            version of ctx/dec            loaded         "1" once devices came from the DB
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime, timedelta
+from functools import lru_cache
+from typing import Protocol
+
+from django.conf import settings
+
+from presence.engine import (
+    CalendarBlockInput,
+    Decision,
+    DeviceInput,
+    ManualInput,
+    MicrosoftInput,
+    PolicyInput,
+    PreferencesInput,
+    PresenceInputs,
+)
+from presence.vocabulary import ActivityValue, NetworkValue, Priority, Status, VisibilityValue
+
+DEVICE_PREFIX = "d:"
+SEQ_PREFIX = "q:"
+
+
+def to_epoch(moment: datetime | None) -> float | None:
+    return moment.timestamp() if moment is not None else None
+
+
+def from_epoch(seconds: float | None) -> datetime | None:
+    return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
+
+
+# --- What is stored -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class HotDevice:
+    """A device's state as the hot path keeps it (times as epoch seconds)."""
+
+    device_id: str
+    last_seen: float
+    last_active: float | None
+    activity: str = ActivityValue.ACTIVE
+    visibility: str = VisibilityValue.VISIBLE
+    in_call: bool = False
+    in_meeting: bool = False
+    network: str = NetworkValue.ONLINE
+    seq: int = -1
+    label: str = ""
+    # When last_seen/last_active were last written to the database (for the admin).
+    flushed_at: float = 0.0
+
+    def encode(self) -> str:
+        data = asdict(self)
+        del data["device_id"], data["seq"]  # the key and the q: field carry them
+        return json.dumps(data, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, device_id: str, text: str, seq: str | None) -> HotDevice:
+        return cls(device_id=device_id, seq=int(seq) if seq is not None else -1, **json.loads(text))
+
+    def persistent_state(self) -> tuple[object, ...]:
+        """What the database keeps of a device besides timestamps: a change here is written at once."""
+        return (self.activity, self.visibility, self.in_call, self.in_meeting, self.network)
+
+    def engine_input(self) -> DeviceInput:
+        return DeviceInput(
+            device_id=self.device_id,
+            label=self.label,
+            last_seen=from_epoch(self.last_seen),
+            last_active=from_epoch(self.last_active),
+            activity=ActivityValue(self.activity),
+            visibility=VisibilityValue(self.visibility),
+            in_call=self.in_call,
+            in_meeting=self.in_meeting,
+            network=NetworkValue(self.network),
+        )
+
+    def with_changes(self, **changes: object) -> HotDevice:
+        return replace(self, **changes)
+
+
+def encode_context(inputs: PresenceInputs, organization_id: int | None) -> str:
+    """The slow inputs of `inputs` (everything but devices), as stored in the hot hash."""
+    policy, preferences = inputs.policy, inputs.preferences
+    manual, microsoft = inputs.manual, inputs.microsoft
+    return json.dumps(
+        {
+            "org": organization_id,
+            "policy": [
+                policy.device_timeout.total_seconds(),
+                policy.idle_timeout.total_seconds(),
+                policy.microsoft_max_age.total_seconds(),
+                policy.allow_calendar,
+                policy.allow_microsoft,
+                policy.default_priority.value,
+            ],
+            "prefs": [preferences.use_calendar_busy, preferences.include_microsoft_presence, preferences.priority],
+            "manual": [manual.status.value, manual.message, to_epoch(manual.until), to_epoch(manual.set_at)]
+            if manual
+            else None,
+            "cal": [[b.start.timestamp(), b.end.timestamp()] for b in inputs.calendar],
+            "ms": [microsoft.availability, microsoft.activity, microsoft.observed_at.timestamp()]
+            if microsoft
+            else None,
+        },
+        separators=(",", ":"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class HotContext:
+    organization_id: int | None
+    inputs: PresenceInputs  # without devices
+
+    @classmethod
+    def decode(cls, text: str) -> HotContext:
+        data = json.loads(text)
+        timeout, idle, ms_age, allow_cal, allow_ms, default_priority = data["policy"]
+        use_cal, include_ms, priority = data["prefs"]
+        manual = data["manual"]
+        microsoft = data["ms"]
+        inputs = PresenceInputs(
+            policy=PolicyInput(
+                device_timeout=timedelta(seconds=timeout),
+                idle_timeout=timedelta(seconds=idle),
+                microsoft_max_age=timedelta(seconds=ms_age),
+                allow_calendar=allow_cal,
+                allow_microsoft=allow_ms,
+                default_priority=Priority(default_priority),
+            ),
+            preferences=PreferencesInput(use_cal, include_ms, Priority(priority) if priority else None),
+            manual=ManualInput(Status(manual[0]), manual[1], from_epoch(manual[2]), from_epoch(manual[3]))
+            if manual
+            else None,
+            calendar=tuple(CalendarBlockInput(from_epoch(s), from_epoch(e)) for s, e in data["cal"]),
+            microsoft=MicrosoftInput(microsoft[0], microsoft[1], from_epoch(microsoft[2])) if microsoft else None,
+        )
+        return cls(organization_id=data["org"], inputs=inputs)
+
+    def with_devices(self, devices: list[HotDevice]) -> PresenceInputs:
+        return replace(self.inputs, devices=tuple(d.engine_input() for d in devices))
+
+
+@dataclass(frozen=True, slots=True)
+class HotDecision:
+    status: str
+    activity: str
+    status_msg: str | None
+    last_active: float | None
+    currently_active: bool
+    reason: str
+    valid_until: float | None
+
+    @classmethod
+    def of(cls, decision: Decision) -> HotDecision:
+        return cls(
+            status=decision.status.value,
+            activity=decision.activity.value,
+            status_msg=decision.status_msg,
+            last_active=to_epoch(decision.last_active),
+            currently_active=decision.currently_active,
+            reason=decision.reason.value,
+            valid_until=to_epoch(decision.valid_until),
+        )
+
+    def encode(self) -> str:
+        return json.dumps(asdict(self), separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, text: str) -> HotDecision:
+        return cls(**json.loads(text))
+
+    def visible_fields(self) -> tuple[object, ...]:
+        return (self.status, self.activity, self.status_msg, self.currently_active)
+
+    def is_stale(self, now: float) -> bool:
+        return self.valid_until is not None and self.valid_until <= now
+
+
+@dataclass(frozen=True, slots=True)
+class HotUser:
+    """One user's hot hash, parsed."""
+
+    version: int
+    loaded: bool
+    devices: dict[str, HotDevice]
+    context: str | None
+    decision: HotDecision | None
+
+    @classmethod
+    def parse(cls, raw: dict[str, str]) -> HotUser:
+        devices = {}
+        for field, value in raw.items():
+            if field.startswith(DEVICE_PREFIX):
+                device_id = field[len(DEVICE_PREFIX) :]
+                devices[device_id] = HotDevice.decode(device_id, value, raw.get(SEQ_PREFIX + device_id))
+        decision = raw.get("dec")
+        return cls(
+            version=int(raw.get("ver", -1)),
+            loaded=raw.get("loaded") == "1",
+            devices=devices,
+            context=raw.get("ctx"),
+            decision=HotDecision.decode(decision) if decision else None,
+        )
+
+    @property
+    def ready(self) -> bool:
+        """Everything a heartbeat needs is here (else it takes the slow path, which rebuilds it)."""
+        return self.loaded and self.context is not None and self.decision is not None
+
+
+def device_fields(device: HotDevice) -> dict[str, str]:
+    return {DEVICE_PREFIX + device.device_id: device.encode(), SEQ_PREFIX + device.device_id: str(device.seq)}
+
+
+# --- The stores -----------------------------------------------------------------------------
+
+
+class HotStore(Protocol):
+    def read(self, user_id: int) -> dict[str, str]: ...
+
+    def read_decisions(self, user_ids: list[int]) -> dict[int, str]: ...
+
+    def commit_steady(
+        self,
+        user_id: int,
+        device: HotDevice,
+        expected_version: int,
+        expected_seq: int,
+        decision: str,
+        due: float | None,
+        mark_dirty: bool,
+    ) -> bool:
+        """Write a heartbeat's device and decision, if neither the user's version nor the
+        device's seq moved since they were read (else the caller takes the slow path)."""
+        ...
+
+    def commit_device(self, user_id: int, device: HotDevice, expected_seq: int | None) -> bool:
+        """Write one device if its seq is still `expected_seq` (None: whatever it is)."""
+        ...
+
+    def commit_user(
+        self, user_id: int, version: int, fields: dict[str, str], remove: list[str], due: float | None
+    ) -> bool:
+        """Write a recomputed user, if `version` is newer than the stored one."""
+        ...
+
+    def due(self, now: float, limit: int) -> list[int]: ...
+
+    def pop_dirty(self, limit: int) -> list[tuple[int, str]]: ...
+
+    def forget_user(self, user_id: int) -> None: ...
+
+    def check_epoch(self) -> bool:
+        """True when the store lost its data since last asked (a restarted Redis)."""
+        ...
+
+    def reset(self) -> None: ...
+
+
+_COMMIT_STEADY = """
+local ver = redis.call('HGET', KEYS[1], 'ver')
+if ver ~= ARGV[1] then return 0 end
+if redis.call('HGET', KEYS[1], 'q:' .. ARGV[3]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], 'd:' .. ARGV[3], ARGV[4], 'q:' .. ARGV[3], ARGV[5], 'dec', ARGV[6])
+if ARGV[7] == '' then redis.call('ZREM', KEYS[2], ARGV[8]) else redis.call('ZADD', KEYS[2], ARGV[7], ARGV[8]) end
+if ARGV[9] ~= '' then redis.call('SADD', KEYS[3], ARGV[9]) end
+return 1
+"""
+
+_COMMIT_DEVICE = """
+if ARGV[1] ~= '*' then
+  local seq = redis.call('HGET', KEYS[1], 'q:' .. ARGV[2])
+  if (seq or '') ~= ARGV[1] then return 0 end
+end
+redis.call('HSET', KEYS[1], 'd:' .. ARGV[2], ARGV[3], 'q:' .. ARGV[2], ARGV[4])
+return 1
+"""
+
+_COMMIT_USER = """
+local ver = tonumber(redis.call('HGET', KEYS[1], 'ver') or '-1')
+if ver >= tonumber(ARGV[1]) then return 0 end
+local nset = tonumber(ARGV[4])
+local args = {'ver', ARGV[1]}
+for i = 5, 4 + 2 * nset do args[#args + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(args))
+for i = 5 + 2 * nset, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+if ARGV[2] == '' then redis.call('ZREM', KEYS[2], ARGV[3]) else redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end
+return 1
+"""
+
+
+class RedisHotStore:
+    def __init__(self, url: str, prefix: str = "sparks:presence:") -> None:
+        import redis
+
+        self.client = redis.Redis.from_url(url, decode_responses=True)
+        self.prefix = prefix
+        self.due_key = prefix + "due"
+        self.dirty_key = prefix + "dirty"
+        self.epoch_key = prefix + "epoch"
+        self._steady = self.client.register_script(_COMMIT_STEADY)
+        self._device = self.client.register_script(_COMMIT_DEVICE)
+        self._user = self.client.register_script(_COMMIT_USER)
+
+    def user_key(self, user_id: int) -> str:
+        return f"{self.prefix}u:{user_id}"
+
+    def read(self, user_id: int) -> dict[str, str]:
+        return self.client.hgetall(self.user_key(user_id))
+
+    def read_decisions(self, user_ids: list[int]) -> dict[int, str]:
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hget(self.user_key(user_id), "dec")
+        return {uid: dec for uid, dec in zip(user_ids, pipe.execute(), strict=True) if dec}
+
+    def commit_steady(self, user_id, device, expected_version, expected_seq, decision, due, mark_dirty) -> bool:
+        args = [
+            str(expected_version),
+            str(expected_seq),
+            device.device_id,
+            device.encode(),
+            str(device.seq),
+            decision,
+            "" if due is None else repr(due),
+            str(user_id),
+            f"{user_id}:{device.device_id}" if mark_dirty else "",
+        ]
+        return bool(self._steady(keys=[self.user_key(user_id), self.due_key, self.dirty_key], args=args))
+
+    def commit_device(self, user_id, device, expected_seq) -> bool:
+        expected = "*" if expected_seq is None else ("" if expected_seq < 0 else str(expected_seq))
+        args = [expected, device.device_id, device.encode(), str(device.seq)]
+        return bool(self._device(keys=[self.user_key(user_id)], args=args))
+
+    def commit_user(self, user_id, version, fields, remove, due) -> bool:
+        args: list[str] = [str(version), "" if due is None else repr(due), str(user_id), str(len(fields))]
+        for name, value in fields.items():
+            args.extend((name, value))
+        args.extend(remove)
+        return bool(self._user(keys=[self.user_key(user_id), self.due_key], args=args))
+
+    def due(self, now: float, limit: int) -> list[int]:
+        return [int(uid) for uid in self.client.zrangebyscore(self.due_key, "-inf", now, start=0, num=limit)]
+
+    def pop_dirty(self, limit: int) -> list[tuple[int, str]]:
+        members = self.client.spop(self.dirty_key, limit) or []
+        return [(int(uid), device_id) for uid, device_id in (m.split(":", 1) for m in members)]
+
+    def forget_user(self, user_id: int) -> None:
+        self.client.pipeline(transaction=True).delete(self.user_key(user_id)).zrem(self.due_key, user_id).execute()
+
+    def check_epoch(self) -> bool:
+        # SET NX succeeds only when the key is missing: first use, or Redis lost its data.
+        return bool(self.client.set(self.epoch_key, str(time.time()), nx=True))
+
+    def reset(self) -> None:
+        keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
+        if keys:
+            self.client.delete(*keys)
+
+
+class LocalHotStore:
+    """The same store in process memory, for the embedded default (a single process)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self._users: dict[int, dict[str, str]] = {}
+        self._due: dict[int, float] = {}
+        self._dirty: set[tuple[int, str]] = set()
+        self._epoch = False
+
+    def read(self, user_id: int) -> dict[str, str]:
+        with self._lock:
+            return dict(self._users.get(user_id, {}))
+
+    def read_decisions(self, user_ids: list[int]) -> dict[int, str]:
+        with self._lock:
+            found = {uid: self._users.get(uid, {}).get("dec") for uid in user_ids}
+        return {uid: dec for uid, dec in found.items() if dec}
+
+    def _schedule(self, user_id: int, due: float | None) -> None:
+        if due is None:
+            self._due.pop(user_id, None)
+        else:
+            self._due[user_id] = due
+
+    def commit_steady(self, user_id, device, expected_version, expected_seq, decision, due, mark_dirty) -> bool:
+        with self._lock:
+            user = self._users.get(user_id, {})
+            if user.get("ver") != str(expected_version) or user.get(SEQ_PREFIX + device.device_id) != str(expected_seq):
+                return False
+            user.update(device_fields(device))
+            user["dec"] = decision
+            self._schedule(user_id, due)
+            if mark_dirty:
+                self._dirty.add((user_id, device.device_id))
+            return True
+
+    def commit_device(self, user_id, device, expected_seq) -> bool:
+        with self._lock:
+            user = self._users.setdefault(user_id, {})
+            if expected_seq is not None:
+                stored = user.get(SEQ_PREFIX + device.device_id, "")
+                if stored != ("" if expected_seq < 0 else str(expected_seq)):
+                    return False
+            user.update(device_fields(device))
+            return True
+
+    def commit_user(self, user_id, version, fields, remove, due) -> bool:
+        with self._lock:
+            user = self._users.setdefault(user_id, {})
+            if int(user.get("ver", -1)) >= version:
+                return False
+            user.update(fields)
+            user["ver"] = str(version)
+            for name in remove:
+                user.pop(name, None)
+            self._schedule(user_id, due)
+            return True
+
+    def due(self, now: float, limit: int) -> list[int]:
+        with self._lock:
+            return sorted((uid for uid, at in self._due.items() if at <= now), key=self._due.__getitem__)[:limit]
+
+    def pop_dirty(self, limit: int) -> list[tuple[int, str]]:
+        with self._lock:
+            popped = [self._dirty.pop() for _ in range(min(limit, len(self._dirty)))]
+        return popped
+
+    def forget_user(self, user_id: int) -> None:
+        with self._lock:
+            self._users.pop(user_id, None)
+            self._due.pop(user_id, None)
+
+    def check_epoch(self) -> bool:
+        with self._lock:
+            was_reset, self._epoch = not self._epoch, True
+            return was_reset
+
+
+@lru_cache(maxsize=4)
+def _store_for(redis_url: str) -> HotStore:
+    return RedisHotStore(redis_url) if redis_url else LocalHotStore()
+
+
+def store() -> HotStore:
+    """The hot store of this deployment (one per process, shared across threads)."""
+    return _store_for(settings.REDIS_URL)
