@@ -1,0 +1,224 @@
+"""The heartbeat hot path: steady heartbeats touch no database; what changes is persisted; a
+Redis that lost its data (restarted, it keeps nothing on disk) converges within a heartbeat."""
+
+from __future__ import annotations
+
+import threading
+from datetime import timedelta
+
+import pytest
+import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+
+from orgs.models import User
+from presence import hotstate, services
+from presence.models import Device, PresencePreferences, PresenceState
+from presence.services import Signal
+from presence.vocabulary import SignalType, Status
+
+pytestmark = pytest.mark.django_db
+
+WRITES = ("INSERT", "UPDATE", "DELETE")
+
+
+def heartbeat(seq: int) -> list[Signal]:
+    return [Signal(SignalType.HEARTBEAT, None, seq)]
+
+
+def writes_in(queries: CaptureQueriesContext) -> list[str]:
+    return [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(WRITES)]
+
+
+@pytest.fixture
+def laptop(alice) -> str:
+    device, _ = services.register_device(alice, "alice-laptop", "laptop")
+    services.ingest_signals(alice, device.device_id, heartbeat(1))
+    return device.device_id
+
+
+def test_a_steady_heartbeat_runs_no_database_query_at_all(alice, laptop):
+    with CaptureQueriesContext(connection) as queries:
+        outcome = services.ingest_signals(alice, laptop, heartbeat(2))
+
+    assert queries.captured_queries == []
+    assert (outcome.applied, outcome.presence.status) == (1, Status.AVAILABLE)
+
+
+def test_a_steady_heartbeat_over_the_api_writes_nothing_to_the_database(alice_api, alice, laptop):
+    with CaptureQueriesContext(connection) as queries:
+        response = alice_api.post(
+            f"/api/v1/devices/{laptop}/signals", {"signals": [{"type": "heartbeat", "seq": 2}]}, format="json"
+        )
+
+    assert response.status_code == 202
+    assert writes_in(queries) == []
+
+
+def test_repeated_activity_reports_are_steady_too(alice, laptop):
+    with CaptureQueriesContext(connection) as queries:
+        services.ingest_signals(alice, laptop, [Signal(SignalType.ACTIVITY, "active", 2)])
+
+    assert queries.captured_queries == []
+
+
+def test_a_signal_that_changes_the_device_is_written_to_the_database(alice, laptop):
+    with CaptureQueriesContext(connection) as queries:
+        outcome = services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "hidden", 2)])
+
+    assert outcome.presence.status == Status.AWAY
+    assert writes_in(queries)
+    assert Device.objects.get(device_id=laptop).visibility == "hidden"
+    assert PresenceState.objects.get(user=alice).status == Status.AWAY
+
+
+def test_a_hidden_second_device_changes_the_device_row_but_not_the_presence(alice, laptop):
+    phone, _ = services.register_device(alice, "alice-phone", "phone")
+    changed_at = PresenceState.objects.get(user=alice).changed_at
+
+    services.ingest_signals(alice, phone.device_id, [Signal(SignalType.VISIBILITY, "hidden", 1)])
+
+    assert Device.objects.get(device_id=phone.device_id).visibility == "hidden"
+    state = PresenceState.objects.get(user=alice)
+    assert (state.status, state.changed_at) == (Status.AVAILABLE, changed_at)
+
+
+def test_heartbeats_reach_the_database_copy_at_most_every_flush_interval(alice, laptop, settings):
+    settings.PRESENCE_DEVICE_FLUSH_SECONDS = 60
+    start = timezone.now()
+    with time_machine.travel(start + timedelta(seconds=30), tick=False):
+        services.ingest_signals(alice, laptop, [Signal(SignalType.ACTIVITY, "active", 2)])
+    assert services.flush_device_activity() == 0
+    assert Device.objects.get(device_id=laptop).last_seq == -1  # as registration left it
+
+    with time_machine.travel(start + timedelta(seconds=90), tick=False):
+        services.ingest_signals(alice, laptop, [Signal(SignalType.ACTIVITY, "active", 3)])
+    assert services.flush_device_activity() == 1
+
+    stored = Device.objects.get(device_id=laptop)
+    assert stored.last_seen_at == start + timedelta(seconds=90)
+    assert stored.last_active_at == start + timedelta(seconds=90)
+    assert stored.last_seq == 3
+
+
+def test_a_heartbeat_keeps_the_hot_decision_fresh_for_readers(alice, laptop):
+    later = timezone.now() + timedelta(seconds=100)
+    with time_machine.travel(later, tick=False):
+        services.ingest_signals(alice, laptop, heartbeat(2))
+    # Past the first heartbeat's timeout, but not the second's: still available, read from Redis.
+    with time_machine.travel(later + timedelta(seconds=100), tick=False), CaptureQueriesContext(connection) as queries:
+        state = services.current_presence(alice)
+
+    assert state.status == Status.AVAILABLE
+    assert queries.captured_queries == []
+
+
+@pytest.mark.django_db(transaction=True)
+def test_heartbeats_and_a_manual_change_at_once_end_in_the_engines_decision(alice, laptop):
+    """Heartbeats from two devices race a manual status change; the stored decision must be the
+    one the inputs give, whatever the interleaving."""
+    phone, _ = services.register_device(alice, "alice-phone", "phone")
+    user_id = alice.pk
+    errors: list[BaseException] = []
+
+    def beat(device_id: str, first_seq: int) -> None:
+        try:
+            user = User.objects.get(pk=user_id)
+            for seq in range(first_seq, first_seq + 40):
+                services.ingest_signals(user, device_id, heartbeat(seq))
+        except BaseException as error:
+            errors.append(error)
+        finally:
+            connection.close()
+
+    threads = [
+        threading.Thread(target=beat, args=(laptop, 10)),
+        threading.Thread(target=beat, args=(phone.device_id, 10)),
+    ]
+    for thread in threads:
+        thread.start()
+    services.set_manual_status(alice, Status.DND, "focus")
+    for thread in threads:
+        thread.join()
+
+    assert errors == []
+    stored = services.current_presence(alice)
+    assert (stored.status, stored.status_msg) == (Status.DND, "focus")
+    assert services.recompute(alice).status == Status.DND
+
+
+# --- A Redis that lost its data -------------------------------------------------------------
+
+
+def lose_hot_state() -> None:
+    """What a restart of a Redis that keeps nothing on disk leaves: no hot state at all."""
+    hotstate.store().reset()
+
+
+def test_preferences_and_manual_status_survive_a_redis_restart(alice, laptop):
+    services.update_preferences(alice, priority="manual_first", share_externally=True)
+    services.set_manual_status(alice, Status.BUSY, "release day")
+
+    lose_hot_state()
+    outcome = services.ingest_signals(alice, laptop, heartbeat(5))
+
+    assert (outcome.presence.status, outcome.presence.status_msg) == (Status.BUSY, "release day")
+    preferences = PresencePreferences.objects.get(user=alice)
+    assert (preferences.priority, preferences.share_externally) == ("manual_first", True)
+
+
+def test_presence_converges_within_one_heartbeat_after_a_redis_restart(alice, laptop, settings):
+    phone, _ = services.register_device(alice, "alice-phone", "phone")
+    services.ingest_signals(alice, phone.device_id, [Signal(SignalType.CALL, "start", 1)])
+    start = timezone.now()
+
+    lose_hot_state()
+    interval = timedelta(seconds=settings.PRESENCE_HEARTBEAT_INTERVAL_SECONDS)
+    with time_machine.travel(start + interval, tick=False):
+        services.ingest_signals(alice, laptop, heartbeat(2))
+        services.ingest_signals(alice, phone.device_id, heartbeat(2))
+        state = services.current_presence(alice)
+
+    # The call was persisted when it started, so the rebuilt state still knows it.
+    assert (state.status, state.activity) == (Status.BUSY, "in_call")
+
+
+def test_the_sweep_rebuilds_its_schedule_after_a_redis_restart(alice, laptop):
+    start = timezone.now()
+    lose_hot_state()
+
+    # Nobody reads alice's presence; only the sweep can notice her device went silent.
+    with time_machine.travel(start + timedelta(seconds=10), tick=False):
+        services.sweep_expired()
+    with time_machine.travel(start + timedelta(minutes=5), tick=False):
+        services.sweep_expired()
+
+    assert PresenceState.objects.get(user=alice).status == Status.OFFLINE
+
+
+def test_a_deleted_user_leaves_the_sweep_schedule(alice, laptop):
+    user_id = alice.pk
+    alice.delete()
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=5), tick=False):
+        assert services.sweep_expired() == 0
+
+    assert user_id not in hotstate.store().due(float("inf"), 100)
+
+
+def test_the_embedded_default_runs_the_same_path_in_process_memory(alice, settings):
+    settings.REDIS_URL = ""
+    assert isinstance(hotstate.store(), hotstate.LocalHotStore)
+    hotstate.store().reset()
+
+    device, _ = services.register_device(alice, "alice-laptop")
+    services.ingest_signals(alice, device.device_id, heartbeat(1))
+    with CaptureQueriesContext(connection) as queries:
+        outcome = services.ingest_signals(alice, device.device_id, heartbeat(2))
+
+    assert queries.captured_queries == []
+    assert outcome.presence.status == Status.AVAILABLE
+    with time_machine.travel(timezone.now() + timedelta(minutes=5), tick=False):
+        assert services.sweep_expired() >= 1
+    assert PresenceState.objects.get(user=alice).status == Status.OFFLINE
