@@ -43,6 +43,7 @@ INSTALLED_APPS = [
     "drf_spectacular",
     "drf_spectacular_sidecar",
     "channels",
+    "django_celery_beat",
     "orgs",
     "presence",
     "integrations",
@@ -129,6 +130,9 @@ CELERY_TASK_ALWAYS_EAGER = env.bool("CELERY_TASK_ALWAYS_EAGER", default=not REDI
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = TIME_ZONE
+# Beat keeps its schedule in the database, where admins see and edit it; the entries of
+# CELERY_BEAT_SCHEDULE below are written there when beat starts.
+CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 
 # --- Presence (the PRESENCE_* keys of the SPARKS manual) -----------------------------------
 PRESENCE_USE_AGGREGATOR = env.bool("PRESENCE_USE_AGGREGATOR", default=True)
