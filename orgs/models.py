@@ -25,6 +25,11 @@ class User(AbstractUser):
     def display_name(self) -> str:
         return self.get_full_name() or self.username
 
+    def save(self, *args, **kwargs) -> None:
+        if getattr(self, "partial_from_cache", False):
+            raise RuntimeError("A user rebuilt from the authentication cache cannot be saved.")
+        super().save(*args, **kwargs)
+
 
 class Organization(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
