@@ -102,12 +102,23 @@ class HotDevice:
         return replace(self, **changes)
 
 
+def settings_fingerprint() -> list[int]:
+    """The server settings a context was built under: a context from before a change of them
+    (a restart with other timeouts) is not used, but rebuilt."""
+    return [
+        settings.PRESENCE_DEVICE_TIMEOUT_SECONDS,
+        settings.PRESENCE_IDLE_TIMEOUT_SECONDS,
+        settings.PRESENCE_MICROSOFT_MAX_AGE_SECONDS,
+    ]
+
+
 def encode_context(inputs: PresenceInputs, organization_id: int | None) -> str:
     """The slow inputs of `inputs` (everything but devices), as stored in the hot hash."""
     policy, preferences = inputs.policy, inputs.preferences
     manual, microsoft = inputs.manual, inputs.microsoft
     return json.dumps(
         {
+            "cfg": settings_fingerprint(),
             "org": organization_id,
             "policy": [
                 policy.device_timeout.total_seconds(),
@@ -134,6 +145,7 @@ def encode_context(inputs: PresenceInputs, organization_id: int | None) -> str:
 class HotContext:
     organization_id: int | None
     inputs: PresenceInputs  # without devices
+    current: bool  # built under the settings in force now
 
     @classmethod
     def decode(cls, text: str) -> HotContext:
@@ -158,7 +170,7 @@ class HotContext:
             calendar=tuple(CalendarBlockInput(from_epoch(s), from_epoch(e)) for s, e in data["cal"]),
             microsoft=MicrosoftInput(microsoft[0], microsoft[1], from_epoch(microsoft[2])) if microsoft else None,
         )
-        return cls(organization_id=data["org"], inputs=inputs)
+        return cls(organization_id=data["org"], inputs=inputs, current=data.get("cfg") == settings_fingerprint())
 
     def with_devices(self, devices: list[HotDevice]) -> PresenceInputs:
         return replace(self.inputs, devices=tuple(d.engine_input() for d in devices))

@@ -133,6 +133,8 @@ def ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Sig
         if updated.persistent_state() != device.persistent_state():
             break
         context = hotstate.HotContext.decode(hot.context)
+        if not context.current:
+            break
         devices = [updated if d.device_id == device_id else d for d in hot.devices.values()]
         decision = hotstate.HotDecision.of(aggregate(context.with_devices(devices), now))
         if decision.visible_fields() != hot.decision.visible_fields():

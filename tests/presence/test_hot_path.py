@@ -222,3 +222,14 @@ def test_the_embedded_default_runs_the_same_path_in_process_memory(alice, settin
     with time_machine.travel(timezone.now() + timedelta(minutes=5), tick=False):
         assert services.sweep_expired() >= 1
     assert PresenceState.objects.get(user=alice).status == Status.OFFLINE
+
+
+def test_a_restart_with_another_device_timeout_applies_to_hot_users_at_once(alice, laptop, settings):
+    settings.PRESENCE_DEVICE_TIMEOUT_SECONDS = 40
+    later = timezone.now() + timedelta(seconds=20)
+    with time_machine.travel(later, tick=False):
+        services.ingest_signals(alice, laptop, [Signal(SignalType.ACTIVITY, "active", 2)])
+
+    # Under the old 120 s the device would still be live; under the new 40 s it is not.
+    with time_machine.travel(later + timedelta(seconds=45), tick=False):
+        assert services.current_presence(alice).status == Status.OFFLINE
