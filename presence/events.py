@@ -7,6 +7,7 @@ readers get it on their next read.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -35,10 +36,14 @@ class PresenceChange:
     @classmethod
     def from_state(cls, user, state) -> PresenceChange:
         membership = getattr(user, "membership", None)
+        return cls.of(membership.organization_id if membership else None, user.public_id, state)
+
+    @classmethod
+    def of(cls, organization_id: int | None, public_id, state) -> PresenceChange:
         last_active: datetime | None = state.last_active_at
         return cls(
-            organization_id=membership.organization_id if membership else None,
-            user_id=str(user.public_id),
+            organization_id=organization_id,
+            user_id=str(public_id),
             status=state.status,
             activity=state.activity,
             status_msg=state.status_msg or None,
@@ -48,14 +53,26 @@ class PresenceChange:
 
 
 def publish(change: PresenceChange) -> None:
-    if change.organization_id is None:
-        return
+    publish_many([change])
+
+
+def publish_many(changes: list[PresenceChange]) -> None:
+    """Send changes to their organizations' groups, concurrently (a sweep may have many)."""
+    changes = [change for change in changes if change.organization_id is not None]
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not changes:
         return
     try:
-        async_to_sync(layer.group_send)(
-            organization_group(change.organization_id), {"type": "presence.change", **asdict(change)}
-        )
+        async_to_sync(_send_all)(layer, changes)
     except Exception:
-        logger.exception("Could not publish the presence change of user %s", change.user_id)
+        logger.exception("Could not publish %d presence change(s)", len(changes))
+
+
+async def _send_all(layer, changes: list[PresenceChange]) -> None:
+    sends = [
+        layer.group_send(organization_group(change.organization_id), {"type": "presence.change", **asdict(change)})
+        for change in changes
+    ]
+    for result in await asyncio.gather(*sends, return_exceptions=True):
+        if isinstance(result, Exception):
+            logger.error("Could not publish a presence change: %r", result)

@@ -252,7 +252,13 @@ def device_fields(device: HotDevice) -> dict[str, str]:
 
 
 class HotStore(Protocol):
+    """Every write that touches a user's decision is a compare-and-set on the user's version and
+    moves it on by one, so a writer that read before another wrote must read again: no decision
+    computed from older inputs can replace one computed from newer ones."""
+
     def read(self, user_id: int) -> dict[str, str]: ...
+
+    def read_many(self, user_ids: list[int]) -> list[dict[str, str]]: ...
 
     def read_decisions(self, user_ids: list[int]) -> dict[int, str]: ...
 
@@ -267,17 +273,15 @@ class HotStore(Protocol):
         mark_dirty: bool,
     ) -> bool:
         """Write a heartbeat's device and decision, if neither the user's version nor the
-        device's seq moved since they were read (else the caller takes the slow path)."""
+        device's seq moved since they were read (else the caller reads again)."""
         ...
 
     def commit_device(self, user_id: int, device: HotDevice, expected_seq: int | None) -> bool:
         """Write one device if its seq is still `expected_seq` (None: whatever it is)."""
         ...
 
-    def commit_user(
-        self, user_id: int, version: int, fields: dict[str, str], remove: list[str], due: float | None
-    ) -> bool:
-        """Write a recomputed user, if `version` is newer than the stored one."""
+    def commit_users(self, commits: list[UserCommit]) -> list[bool]:
+        """Write recomputed users, each if its version is still the expected one."""
         ...
 
     def due(self, now: float, limit: int) -> list[int]: ...
@@ -293,11 +297,19 @@ class HotStore(Protocol):
     def reset(self) -> None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class UserCommit:
+    user_id: int
+    expected_version: int
+    fields: dict[str, str]
+    due: float | None
+    remove: tuple[str, ...] = ()
+
+
 _COMMIT_STEADY = """
-local ver = redis.call('HGET', KEYS[1], 'ver')
-if ver ~= ARGV[1] then return 0 end
+if (redis.call('HGET', KEYS[1], 'ver') or '-1') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'q:' .. ARGV[3]) ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'd:' .. ARGV[3], ARGV[4], 'q:' .. ARGV[3], ARGV[5], 'dec', ARGV[6])
+redis.call('HSET', KEYS[1], 'd:' .. ARGV[3], ARGV[4], 'q:' .. ARGV[3], ARGV[5], 'dec', ARGV[6], 'ver', ARGV[1] + 1)
 if ARGV[7] == '' then redis.call('ZREM', KEYS[2], ARGV[8]) else redis.call('ZADD', KEYS[2], ARGV[7], ARGV[8]) end
 if ARGV[9] ~= '' then redis.call('SADD', KEYS[3], ARGV[9]) end
 return 1
@@ -313,16 +325,19 @@ return 1
 """
 
 _COMMIT_USER = """
-local ver = tonumber(redis.call('HGET', KEYS[1], 'ver') or '-1')
-if ver >= tonumber(ARGV[1]) then return 0 end
+if (redis.call('HGET', KEYS[1], 'ver') or '-1') ~= ARGV[1] then return 0 end
 local nset = tonumber(ARGV[4])
-local args = {'ver', ARGV[1]}
+local args = {'ver', ARGV[1] + 1}
 for i = 5, 4 + 2 * nset do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
 for i = 5 + 2 * nset, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
 if ARGV[2] == '' then redis.call('ZREM', KEYS[2], ARGV[3]) else redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end
 return 1
 """
+
+
+def _score(due: float | None) -> str:
+    return "" if due is None else repr(due)
 
 
 class RedisHotStore:
@@ -344,6 +359,12 @@ class RedisHotStore:
     def read(self, user_id: int) -> dict[str, str]:
         return self.client.hgetall(self.user_key(user_id))
 
+    def read_many(self, user_ids: list[int]) -> list[dict[str, str]]:
+        pipe = self.client.pipeline(transaction=False)
+        for user_id in user_ids:
+            pipe.hgetall(self.user_key(user_id))
+        return pipe.execute()
+
     def read_decisions(self, user_ids: list[int]) -> dict[int, str]:
         pipe = self.client.pipeline(transaction=False)
         for user_id in user_ids:
@@ -358,7 +379,7 @@ class RedisHotStore:
             device.encode(),
             str(device.seq),
             decision,
-            "" if due is None else repr(due),
+            _score(due),
             str(user_id),
             f"{user_id}:{device.device_id}" if mark_dirty else "",
         ]
@@ -369,12 +390,17 @@ class RedisHotStore:
         args = [expected, device.device_id, device.encode(), str(device.seq)]
         return bool(self._device(keys=[self.user_key(user_id)], args=args))
 
-    def commit_user(self, user_id, version, fields, remove, due) -> bool:
-        args: list[str] = [str(version), "" if due is None else repr(due), str(user_id), str(len(fields))]
-        for name, value in fields.items():
-            args.extend((name, value))
-        args.extend(remove)
-        return bool(self._user(keys=[self.user_key(user_id), self.due_key], args=args))
+    def commit_users(self, commits: list[UserCommit]) -> list[bool]:
+        if not commits:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for commit in commits:
+            args = [str(commit.expected_version), _score(commit.due), str(commit.user_id), str(len(commit.fields))]
+            for name, value in commit.fields.items():
+                args.extend((name, value))
+            args.extend(commit.remove)
+            self._user(keys=[self.user_key(commit.user_id), self.due_key], args=args, client=pipe)
+        return [bool(result) for result in pipe.execute()]
 
     def due(self, now: float, limit: int) -> list[int]:
         return [int(uid) for uid in self.client.zrangebyscore(self.due_key, "-inf", now, start=0, num=limit)]
@@ -413,6 +439,10 @@ class LocalHotStore:
         with self._lock:
             return dict(self._users.get(user_id, {}))
 
+    def read_many(self, user_ids: list[int]) -> list[dict[str, str]]:
+        with self._lock:
+            return [dict(self._users.get(uid, {})) for uid in user_ids]
+
     def read_decisions(self, user_ids: list[int]) -> dict[int, str]:
         with self._lock:
             found = {uid: self._users.get(uid, {}).get("dec") for uid in user_ids}
@@ -427,10 +457,13 @@ class LocalHotStore:
     def commit_steady(self, user_id, device, expected_version, expected_seq, decision, due, mark_dirty) -> bool:
         with self._lock:
             user = self._users.get(user_id, {})
-            if user.get("ver") != str(expected_version) or user.get(SEQ_PREFIX + device.device_id) != str(expected_seq):
+            if user.get("ver", "-1") != str(expected_version):
+                return False
+            if user.get(SEQ_PREFIX + device.device_id) != str(expected_seq):
                 return False
             user.update(device_fields(device))
             user["dec"] = decision
+            user["ver"] = str(expected_version + 1)
             self._schedule(user_id, due)
             if mark_dirty:
                 self._dirty.add((user_id, device.device_id))
@@ -446,17 +479,21 @@ class LocalHotStore:
             user.update(device_fields(device))
             return True
 
-    def commit_user(self, user_id, version, fields, remove, due) -> bool:
+    def commit_users(self, commits: list[UserCommit]) -> list[bool]:
+        results = []
         with self._lock:
-            user = self._users.setdefault(user_id, {})
-            if int(user.get("ver", -1)) >= version:
-                return False
-            user.update(fields)
-            user["ver"] = str(version)
-            for name in remove:
-                user.pop(name, None)
-            self._schedule(user_id, due)
-            return True
+            for commit in commits:
+                user = self._users.setdefault(commit.user_id, {})
+                if user.get("ver", "-1") != str(commit.expected_version):
+                    results.append(False)
+                    continue
+                user.update(commit.fields)
+                user["ver"] = str(commit.expected_version + 1)
+                for name in commit.remove:
+                    user.pop(name, None)
+                self._schedule(commit.user_id, commit.due)
+                results.append(True)
+        return results
 
     def due(self, now: float, limit: int) -> list[int]:
         with self._lock:
@@ -464,8 +501,7 @@ class LocalHotStore:
 
     def pop_dirty(self, limit: int) -> list[tuple[int, str]]:
         with self._lock:
-            popped = [self._dirty.pop() for _ in range(min(limit, len(self._dirty)))]
-        return popped
+            return [self._dirty.pop() for _ in range(min(limit, len(self._dirty)))]
 
     def forget_user(self, user_id: int) -> None:
         with self._lock:

@@ -311,37 +311,45 @@ def recompute(user: User, now: datetime | None = None, forget_devices: Iterable[
 
     The user's presence row is locked while deciding, so two processes recomputing the same user
     at once cannot store an older decision over a newer one: the second waits, then reads the
-    inputs the first had not seen. The database is written only when the visible decision
-    changed; the hot store always gets the fresh inputs and decision (with a newer version, which
-    makes any heartbeat that read the old ones start over).
+    inputs the first had not seen. Heartbeats do not take that lock; the hot store's version
+    check makes whichever of the two wrote second read again. The database is written only when
+    the visible decision changed.
     """
     store = hotstate.store()
     forget = set(forget_devices)
+    removed = tuple(
+        prefix + device_id for device_id in forget for prefix in (hotstate.DEVICE_PREFIX, hotstate.SEQ_PREFIX)
+    )
     with transaction.atomic():
         _, created = PresenceState.objects.get_or_create(
             user=user, defaults={"changed_at": timezone.now(), "computed_at": timezone.now()}
         )
         state = PresenceState.objects.select_for_update().get(user=user)
         now = now or timezone.now()
-        hot = hotstate.HotUser.parse(store.read(user.pk))
         inputs, organization_id = selectors.presence_context_for(user, now)
-        fields: dict[str, str] = {}
-        if hot.loaded:
-            devices = [d for d in hot.devices.values() if d.device_id not in forget]
+        context = hotstate.encode_context(inputs, organization_id)
+        rows: list[hotstate.HotDevice] | None = None
+        for _ in range(10):
+            hot = hotstate.HotUser.parse(store.read(user.pk))
+            fields = {"ctx": context}
+            if hot.loaded:
+                devices = [d for d in hot.devices.values() if d.device_id not in forget]
+            else:
+                # First use, or the hot store lost its data: rebuild the devices from the database.
+                if rows is None:
+                    rows = [_hot_device_of(row) for row in Device.objects.filter(user=user)]
+                devices = rows
+                for device in devices:
+                    fields.update(hotstate.device_fields(device))
+                fields["loaded"] = "1"
+            decision = aggregate(replace(inputs, devices=tuple(d.engine_input() for d in devices)), now)
+            hot_decision = hotstate.HotDecision.of(decision)
+            fields["dec"] = hot_decision.encode()
+            commit = hotstate.UserCommit(user.pk, hot.version, fields, hot_decision.valid_until, removed)
+            if store.commit_users([commit])[0]:
+                break
         else:
-            # First use, or the hot store lost its data: rebuild the devices from the database.
-            devices = [_hot_device_of(row) for row in Device.objects.filter(user=user)]
-            for device in devices:
-                fields.update(hotstate.device_fields(device))
-            fields["loaded"] = "1"
-        decision = aggregate(replace(inputs, devices=tuple(d.engine_input() for d in devices)), now)
-        hot_decision = hotstate.HotDecision.of(decision)
-        fields["ctx"] = hotstate.encode_context(inputs, organization_id)
-        fields["dec"] = hot_decision.encode()
-        removed = [
-            prefix + device_id for device_id in forget for prefix in (hotstate.DEVICE_PREFIX, hotstate.SEQ_PREFIX)
-        ]
-        store.commit_user(user.pk, hot.version + 1, fields, removed, hot_decision.valid_until)
+            logger.warning("Presence of user %s kept changing while recomputed; stored the last decision", user.pk)
         changed = created or _visible_fields(state) != decision.visible_fields()
         if changed:
             _store(state, decision, now)
@@ -354,7 +362,25 @@ def _visible_fields(state: PresenceState) -> tuple[object, ...]:
     return (state.status, state.activity, state.status_msg or None, state.currently_active)
 
 
+_STATE_FIELDS = [
+    "status",
+    "activity",
+    "status_msg",
+    "last_active_at",
+    "currently_active",
+    "reason",
+    "valid_until",
+    "computed_at",
+    "changed_at",
+]
+
+
 def _store(state: PresenceState, decision: Decision, now: datetime) -> None:
+    _apply(state, decision, now)
+    state.save()
+
+
+def _apply(state: PresenceState, decision: Decision, now: datetime) -> None:
     state.status = decision.status
     state.activity = decision.activity
     state.status_msg = decision.status_msg or ""
@@ -364,7 +390,6 @@ def _store(state: PresenceState, decision: Decision, now: datetime) -> None:
     state.valid_until = decision.valid_until
     state.computed_at = now
     state.changed_at = now
-    state.save()
 
 
 def _state_of(user_id: int, decision: hotstate.HotDecision) -> PresenceState:
@@ -406,9 +431,11 @@ def fresh_presence_of(users: Iterable[User], now: datetime | None = None) -> dic
 def sweep_expired(now: datetime | None = None, batch_size: int = 500) -> int:
     """Recompute every user whose decision has passed its `valid_until`; idempotent.
 
-    The due users come from the hot store's schedule (a sorted set by `valid_until` on Redis).
-    If the store lost its data, every user the database does not hold as plainly offline is
-    recomputed once, which rebuilds their hot state and schedule.
+    The due users come from the hot store's schedule (a sorted set by `valid_until` on Redis) and
+    are decided from their hot state in batches: no database query for a user whose visible
+    status stays, one locked batch update for those whose status changed. If the store lost its
+    data, every user the database does not hold as plainly offline is recomputed once first,
+    which rebuilds their hot state and schedule.
     """
     now = now or timezone.now()
     store = hotstate.store()
@@ -421,15 +448,94 @@ def sweep_expired(now: datetime | None = None, batch_size: int = 500) -> int:
                 swept += 1
     while True:
         user_ids = store.due(now.timestamp(), batch_size)
-        users = User.objects.in_bulk(user_ids)
-        for user_id in user_ids:
-            if user_id in users:
-                recompute(users[user_id], now)
-                swept += 1
-            else:
-                store.forget_user(user_id)  # deleted since it was scheduled
+        swept += _sweep_batch(user_ids, now)
         if len(user_ids) < batch_size:
             return swept
+
+
+def _decide_from_hot(
+    raw: dict[str, str], now: datetime
+) -> tuple[hotstate.HotUser, hotstate.HotContext, Decision] | None:
+    """A user's decision from the hot state alone, or None when that state is not complete."""
+    hot = hotstate.HotUser.parse(raw)
+    if not hot.ready:
+        return None
+    context = hotstate.HotContext.decode(hot.context)
+    if not context.current:
+        return None
+    return hot, context, aggregate(context.with_devices(list(hot.devices.values())), now)
+
+
+def _sweep_batch(user_ids: list[int], now: datetime) -> int:
+    store = hotstate.store()
+    quiet: list[hotstate.UserCommit] = []
+    changed: list[int] = []
+    slow: list[int] = []
+    for user_id, raw in zip(user_ids, store.read_many(user_ids), strict=True):
+        decided = _decide_from_hot(raw, now)
+        if decided is None:
+            slow.append(user_id)
+            continue
+        hot, _, decision = decided
+        if decision.visible_fields() == hot.decision.visible_fields():
+            encoded = hotstate.HotDecision.of(decision)
+            quiet.append(hotstate.UserCommit(user_id, hot.version, {"dec": encoded.encode()}, encoded.valid_until))
+        else:
+            changed.append(user_id)
+    for commit, stored in zip(quiet, store.commit_users(quiet), strict=True):
+        if not stored:
+            slow.append(commit.user_id)
+    slow.extend(_store_changed_decisions(changed, now))
+    users = User.objects.in_bulk(slow)
+    forgotten = 0
+    for user_id in slow:
+        if user_id in users:
+            recompute(users[user_id], now)
+        else:
+            store.forget_user(user_id)  # deleted since it was scheduled
+            forgotten += 1
+    return len(user_ids) - forgotten
+
+
+def _store_changed_decisions(user_ids: list[int], now: datetime) -> list[int]:
+    """Store, in one locked batch, the decisions of users whose visible status changed with
+    time; returns the users this could not do from the hot state (for a full recompute)."""
+    if not user_ids:
+        return []
+    store = hotstate.store()
+    leftovers: list[int] = []
+    with transaction.atomic():
+        states = {
+            s.user_id: s
+            for s in PresenceState.objects.select_for_update().filter(user_id__in=user_ids).order_by("user_id")
+        }
+        public_ids = dict(User.objects.filter(pk__in=list(states)).values_list("pk", "public_id"))
+        commits: list[hotstate.UserCommit] = []
+        decided_now: list[tuple[PresenceState, Decision, int | None]] = []
+        # Read again under the lock: a heartbeat may have landed since the first read.
+        for user_id, raw in zip(user_ids, store.read_many(user_ids), strict=True):
+            decided = _decide_from_hot(raw, now)
+            state = states.get(user_id)
+            if decided is None or state is None or user_id not in public_ids:
+                leftovers.append(user_id)
+                continue
+            hot, context, decision = decided
+            encoded = hotstate.HotDecision.of(decision)
+            commits.append(hotstate.UserCommit(user_id, hot.version, {"dec": encoded.encode()}, encoded.valid_until))
+            decided_now.append((state, decision, context.organization_id))
+        updated: list[PresenceState] = []
+        changes: list[events.PresenceChange] = []
+        for (state, decision, organization_id), stored in zip(decided_now, store.commit_users(commits), strict=True):
+            if not stored:
+                leftovers.append(state.user_id)
+            elif _visible_fields(state) != decision.visible_fields():
+                _apply(state, decision, now)
+                updated.append(state)
+                changes.append(events.PresenceChange.of(organization_id, public_ids[state.user_id], state))
+        PresenceState.objects.bulk_update(updated, _STATE_FIELDS)
+        if changes:
+            transaction.on_commit(lambda: events.publish_many(changes))
+    return leftovers
 
 
 def recompute_organization(organization_id: int) -> int:

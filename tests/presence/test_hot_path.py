@@ -233,3 +233,33 @@ def test_a_restart_with_another_device_timeout_applies_to_hot_users_at_once(alic
     # Under the old 120 s the device would still be live; under the new 40 s it is not.
     with time_machine.travel(later + timedelta(seconds=45), tick=False):
         assert services.current_presence(alice).status == Status.OFFLINE
+
+
+# --- The sweep, from the hot state --------------------------------------------------------
+
+
+def test_a_sweep_that_changes_nothing_visible_runs_no_database_query(alice, laptop):
+    # In a call the idle timer passing changes nothing: the user stays busy.
+    services.ingest_signals(alice, laptop, [Signal(SignalType.CALL, "start", 2)])
+    services.sweep_expired()  # the first sweep checks for a lost store
+    later = timezone.now() + timedelta(seconds=61)
+
+    with time_machine.travel(later, tick=False), CaptureQueriesContext(connection) as queries:
+        swept = services.sweep_expired()
+
+    assert swept == 1
+    assert queries.captured_queries == []
+    assert services.current_presence(alice).status == Status.BUSY
+
+
+def test_a_sweep_turns_many_silent_users_offline_in_one_batch(make_member):
+    users = [make_member(f"member{n}") for n in range(12)]
+    for user in users:
+        services.register_device(user, f"install-{user.pk}")
+    services.sweep_expired()
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=3), tick=False):
+        assert services.sweep_expired(batch_size=5) == 12
+
+    statuses = set(PresenceState.objects.filter(user__in=users).values_list("status", "reason"))
+    assert statuses == {(Status.OFFLINE, "no_live_device")}

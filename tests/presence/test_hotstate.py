@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.conf import settings
 
-from presence.hotstate import HotDecision, HotDevice, HotUser, LocalHotStore, RedisHotStore
+from presence.hotstate import HotDecision, HotDevice, HotUser, LocalHotStore, RedisHotStore, UserCommit
 
 
 @pytest.fixture(params=["redis", "memory"])
@@ -23,8 +23,9 @@ def device(seq: int, last_seen: float = 1000.0, **changes) -> HotDevice:
 DECISION = HotDecision("available", "available", None, 1000.0, True, "device_active", 1060.0)
 
 
-def prime(store, version: int = 0) -> None:
-    store.commit_user(7, version, {"loaded": "1", "ctx": "{}", "dec": DECISION.encode()}, [], 1060.0)
+def prime(store) -> None:
+    """User 7 at version 0 with one device."""
+    assert store.commit_users([UserCommit(7, -1, {"loaded": "1", "ctx": "{}", "dec": DECISION.encode()}, 1060.0)])
     store.commit_device(7, device(seq=1), None)
 
 
@@ -39,12 +40,13 @@ def test_a_user_is_read_back_as_written(store):
     assert user.decision == DECISION
 
 
-def test_a_steady_commit_lands_when_nothing_moved(store):
+def test_a_steady_commit_lands_when_nothing_moved_and_moves_the_version_on(store):
     prime(store)
 
     assert store.commit_steady(7, device(seq=2, last_seen=1030.0), 0, 1, DECISION.encode(), 1090.0, True)
 
-    assert HotUser.parse(store.read(7)).devices["dev1"].seq == 2
+    user = HotUser.parse(store.read(7))
+    assert (user.devices["dev1"].seq, user.version) == (2, 1)
     assert store.due(1089.0, 10) == []
     assert store.due(1090.0, 10) == [7]
     assert store.pop_dirty(10) == [(7, "dev1")]
@@ -53,7 +55,7 @@ def test_a_steady_commit_lands_when_nothing_moved(store):
 
 def test_a_steady_commit_is_refused_after_a_recompute(store):
     prime(store)
-    store.commit_user(7, 1, {"dec": DECISION.encode()}, [], 1060.0)
+    assert store.commit_users([UserCommit(7, 0, {"dec": DECISION.encode()}, 1060.0)]) == [True]
 
     assert not store.commit_steady(7, device(seq=2), 0, 1, DECISION.encode(), 1090.0, False)
     assert HotUser.parse(store.read(7)).devices["dev1"].seq == 1
@@ -75,20 +77,25 @@ def test_a_device_commit_compares_its_seq(store):
     assert HotUser.parse(store.read(7)).devices["dev1"].seq == 0
 
 
-def test_only_a_newer_version_of_a_user_is_stored(store):
-    prime(store, version=3)
+def test_a_user_commit_lands_only_on_the_version_it_read(store):
+    prime(store)
 
-    assert not store.commit_user(7, 3, {"ctx": "older"}, [], None)
-    assert store.commit_user(7, 4, {"ctx": "newer"}, ["d:dev1", "q:dev1"], None)
+    results = store.commit_users(
+        [
+            UserCommit(7, 3, {"ctx": "read long ago"}, None),
+            UserCommit(7, 0, {"ctx": "newer"}, None, ("d:dev1", "q:dev1")),
+            UserCommit(7, 0, {"ctx": "raced"}, None),
+        ]
+    )
 
+    assert results == [False, True, False]
     user = HotUser.parse(store.read(7))
-    assert (user.version, user.context, user.devices) == (4, "newer", {})
+    assert (user.version, user.context, user.devices) == (1, "newer", {})
     assert store.due(float("inf"), 10) == []
 
 
 def test_due_users_come_in_order_up_to_the_limit(store):
-    for user_id, due in ((1, 30.0), (2, 10.0), (3, 20.0), (4, 99.0)):
-        store.commit_user(user_id, 0, {}, [], due)
+    store.commit_users([UserCommit(uid, -1, {}, due) for uid, due in ((1, 30.0), (2, 10.0), (3, 20.0), (4, 99.0))])
 
     assert store.due(50.0, 2) == [2, 3]
     assert store.due(50.0, 10) == [2, 3, 1]
