@@ -258,6 +258,17 @@ class PeerSerializer(serializers.Serializer):
         return self._state(user).currently_active
 
 
+MAX_SUBSCRIBED_PEERS = 500
+
+
+class PeerSubscriptionSerializer(StrictSerializer):
+    """Whom a live connection watches: some colleagues by user id, or null for the whole organization."""
+
+    user_ids = serializers.ListField(
+        child=serializers.UUIDField(), allow_null=True, allow_empty=False, max_length=MAX_SUBSCRIBED_PEERS
+    )
+
+
 class ConfigSerializer(serializers.Serializer):
     aggregator = serializers.BooleanField()
     server_dispatch = serializers.BooleanField()

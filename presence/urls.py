@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from presence import api
+from presence import api, sse
 from sparks_site.errors import not_found
 
 urlpatterns = [
@@ -13,6 +13,7 @@ urlpatterns = [
     path("me/calendar", api.MyCalendarView.as_view(), name="my-calendar"),
     path("me/privacy", api.MyPrivacyView.as_view(), name="my-privacy"),
     path("peers", api.PeerListView.as_view(), name="peers"),
+    path("peers/stream", sse.peer_stream, name="peer-stream"),
     path("peers/<uuid:user_id>", api.PeerDetailView.as_view(), name="peer"),
     # Anything else under the API is a JSON 404, in debug mode too.
     re_path(r"^.*$", not_found),

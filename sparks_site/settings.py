@@ -116,7 +116,12 @@ if REDIS_URL:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [REDIS_URL], "prefix": env.str("CHANNEL_LAYER_PREFIX", default="sparks")},
+            "CONFIG": {
+                # channels_redis waits for messages in blocking reads of 5 s, and redis-py 8 gives up on
+                # any read after 5 s by default: idle websockets died with "Timeout reading from …".
+                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
+                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="sparks"),
+            },
         }
     }
 else:

@@ -1,0 +1,112 @@
+"""The presence websocket, `/ws/presence/`: colleagues' presence live, and a device's signals in.
+
+Thin: who may connect and what they watch is decided here; the shapes, the validation and the
+writes are `presence.live`'s and `presence.services`'.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from channels.db import database_sync_to_async
+from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
+from django.core.serializers.json import DjangoJSONEncoder
+from django.utils import timezone
+
+from presence import events, live, selectors
+from sparks_site.live_auth import chosen_subprotocol
+
+logger = logging.getLogger(__name__)
+
+# Close codes, in the application's range 4000-4999: 4000 + the HTTP status the REST API would answer.
+CLOSE_NOT_AUTHENTICATED = 4401
+CLOSE_FORBIDDEN = 4403  # no organization, or a subscription to someone who is not a colleague
+CLOSE_AGGREGATOR_DISABLED = 4409
+
+
+class PresenceConsumer(AsyncWebsocketConsumer):
+    watch: live.Watch | None = None
+    group: str | None = None
+
+    async def connect(self) -> None:
+        # Accept first, then close: a refusal before accepting reaches the client as a bare HTTP
+        # 403, and the close code is what tells it to sign in again rather than retry.
+        await self.accept(subprotocol=chosen_subprotocol(self.scope))
+        user = self.scope.get("user")
+        if user is None or not user.is_authenticated:
+            await self.close(CLOSE_NOT_AUTHENTICATED)
+            return
+        if not settings.PRESENCE_USE_AGGREGATOR:
+            await self.close(CLOSE_AGGREGATOR_DISABLED)
+            return
+        organization = await database_sync_to_async(selectors.organization_of)(user)
+        if organization is None:
+            await self.close(CLOSE_FORBIDDEN)
+            return
+        # Join before taking the snapshot: a change made meanwhile arrives after it (messages are
+        # handled one at a time), so the client may see it twice but never misses it.
+        self.group = events.organization_group(organization.id)
+        await self.channel_layer.group_add(self.group, self.channel_name)
+        self.watch = live.Watch(organization.id)
+        await self._send_snapshot(None)
+
+    async def disconnect(self, code: int) -> None:
+        if self.group is not None:
+            await self.channel_layer.group_discard(self.group, self.channel_name)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        if self.watch is None:
+            return  # refused and closing
+        message = None
+        try:
+            message = live.parse_message(text_data)
+            handler = self._handlers.get(message["type"])
+            if handler is None:
+                known = ", ".join(sorted(self._handlers))
+                raise live.validation_error({"type": [f"Unknown message type; one of: {known}."]})
+            await handler(self, message)
+        except live.MessageError as error:
+            await self._send_json(error.as_message(live.request_id_of(message)))
+        except Exception:
+            # One bad message must not take the colleagues' presence down with the socket.
+            logger.exception("Presence websocket message failed")
+            await self._send_json(
+                live.MessageError("server_error", "The server failed; the message can be retried.").as_message(
+                    live.request_id_of(message)
+                )
+            )
+
+    async def _subscribe(self, message: dict[str, Any]) -> None:
+        user_ids = live.parse_user_ids(message)
+        if user_ids is None:
+            self.watch = live.Watch(self.watch.organization_id)
+            await self._send_snapshot(None)
+            return
+        try:
+            peers = await database_sync_to_async(live.subscribed_peers)(self.scope["user"], user_ids)
+        except live.NotColleagues:
+            self.watch = None
+            await self.close(CLOSE_FORBIDDEN)
+            return
+        self.watch = live.Watch(self.watch.organization_id, frozenset(user_ids))
+        await self._send_snapshot(peers)
+
+    async def _signals(self, message: dict[str, Any]) -> None:
+        await self._send_json(await database_sync_to_async(live.signals_reply)(self.scope["user"], message))
+
+    _handlers = {"subscribe": _subscribe, "signals": _signals}
+
+    async def presence_change(self, change: dict[str, Any]) -> None:
+        """A `presence.change` of the organization's group (`presence.events.publish`)."""
+        if self.watch is not None and self.watch.accepts(change):
+            await self._send_json(live.presence_delta(change, timezone.now()))
+
+    async def _send_snapshot(self, peers) -> None:
+        for page in await database_sync_to_async(live.snapshot_pages)(self.scope["user"], peers):
+            await self._send_json(page)
+
+    async def _send_json(self, message: dict[str, Any]) -> None:
+        await self.send(text_data=json.dumps(message, cls=DjangoJSONEncoder))

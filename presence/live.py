@@ -1,0 +1,195 @@
+"""Live presence, shared by the websocket consumer and the SSE stream.
+
+What a watcher gets: a snapshot of the colleagues it watches, in pages, then one `presence` message
+per visible change published to its organization's group (`presence.events`). The functions here
+that touch the database are synchronous; the consumer and the stream call them off the event loop.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import connections
+from django.utils import timezone
+
+from orgs.models import User
+from presence import selectors, services
+from presence.serializers import (
+    PeerSerializer,
+    PeerSubscriptionSerializer,
+    PresenceSerializer,
+    SignalBatchSerializer,
+    last_active_ago_ms,
+)
+from presence.vocabulary import SignalType
+from sparks_site.errors import flatten_field_errors
+
+SNAPSHOT_PAGE_SIZE = 500
+MAX_REQUEST_ID_LENGTH = 200
+DEVICE_ID_MAX_LENGTH = 64
+
+# What every message may carry besides its content: its type and the client's correlation id.
+_ENVELOPE = ("type", "id")
+
+
+class MessageError(Exception):
+    """A client message that cannot be acted on; answered with an error message, never a crash."""
+
+    def __init__(self, error: str, detail: str, fields: dict[str, list[str]] | None = None) -> None:
+        super().__init__(detail)
+        self.error = error
+        self.detail = detail
+        self.fields = fields
+
+    def as_message(self, request_id: Any = None) -> dict[str, Any]:
+        message: dict[str, Any] = {"type": "error", "id": request_id, "error": self.error, "detail": self.detail}
+        if self.fields is not None:
+            message["fields"] = self.fields
+        return message
+
+
+def validation_error(fields: dict[str, list[str]]) -> MessageError:
+    return MessageError("validation_error", "Invalid input.", fields)
+
+
+class NotColleagues(Exception):
+    """Some of the requested user ids are not colleagues (another organization, or nobody)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """What one connection watches: its organization, and within it everyone or only some users."""
+
+    organization_id: int
+    user_ids: frozenset[str] | None = None
+
+    def accepts(self, change: dict[str, Any]) -> bool:
+        # The group is the organization's already; checking again keeps a misrouted message out.
+        if change.get("organization_id") != self.organization_id:
+            return False
+        return self.user_ids is None or change.get("user_id") in self.user_ids
+
+
+def presence_delta(change: dict[str, Any], now: datetime) -> dict[str, Any]:
+    """The watcher's message for a `presence.change` group message; `last_active_ago` as of sending."""
+    last_active = change.get("last_active")
+    return {
+        "type": "presence",
+        "user_id": change["user_id"],
+        "status": change["status"],
+        "activity": change["activity"],
+        "status_msg": change.get("status_msg"),
+        "currently_active": change["currently_active"],
+        "last_active_ago": last_active_ago_ms(datetime.fromisoformat(last_active) if last_active else None, now),
+    }
+
+
+def snapshot_pages(user: User, peers: list[User] | None = None) -> list[dict[str, Any]]:
+    """The snapshot messages: `peers` (a subscription), or else every colleague; at least one page."""
+    now = timezone.now()
+    if peers is None:
+        peers = list(selectors.colleagues_of(user))
+    chunks = [peers[i : i + SNAPSHOT_PAGE_SIZE] for i in range(0, len(peers), SNAPSHOT_PAGE_SIZE)] or [[]]
+    pages = []
+    for number, chunk in enumerate(chunks, start=1):
+        context = {"states": services.fresh_presence_of(chunk, now), "now": now}
+        pages.append(
+            {
+                "type": "snapshot",
+                "peers": PeerSerializer(chunk, many=True, context=context).data,
+                "page": number,
+                "last": number == len(chunks),
+            }
+        )
+    return pages
+
+
+def parse_user_ids(message: dict[str, Any]) -> list[str] | None:
+    """Validate a subscription's `user_ids` (None: the whole organization again)."""
+    serializer = PeerSubscriptionSerializer(data={k: v for k, v in message.items() if k not in _ENVELOPE})
+    if not serializer.is_valid():
+        raise validation_error(flatten_field_errors(serializer.errors))
+    user_ids = serializer.validated_data["user_ids"]
+    return None if user_ids is None else list(dict.fromkeys(str(u) for u in user_ids))
+
+
+def subscribed_peers(user: User, user_ids: list[str]) -> list[User]:
+    """The users behind `user_ids`, in the order asked, if every one is a colleague (or the user)."""
+    found = {str(peer.public_id): peer for peer in selectors.colleagues_of(user).filter(public_id__in=user_ids)}
+    if str(user.public_id) in user_ids:
+        # Oneself is no colleague to list, but may be watched, as `GET peers/{own id}` may be read.
+        found[str(user.public_id)] = selectors.colleague(user, str(user.public_id))
+    if set(user_ids) - found.keys():
+        raise NotColleagues()
+    return [found[user_id] for user_id in user_ids]
+
+
+def parse_message(text: str | None) -> dict[str, Any]:
+    """A client frame as a message object with a string `type`."""
+    if text is None:
+        raise MessageError("parse_error", "Send JSON text frames, not binary ones.")
+    try:
+        message = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise MessageError("parse_error", f"Malformed JSON: {exc}") from None
+    if not isinstance(message, dict):
+        raise validation_error({"non_field_errors": ["A message is a JSON object."]})
+    if not isinstance(message.get("type"), str):
+        raise validation_error({"type": ["This field is required."]})
+    return message
+
+
+def request_id_of(message: Any) -> str | int | None:
+    """The client's correlation id to echo in the reply: a string or an integer, else none."""
+    request_id = message.get("id") if isinstance(message, dict) else None
+    if isinstance(request_id, bool) or not isinstance(request_id, (str, int)):
+        return None
+    if isinstance(request_id, str) and len(request_id) > MAX_REQUEST_ID_LENGTH:
+        return None
+    return request_id
+
+
+def signals_reply(user: User, message: dict[str, Any]) -> dict[str, Any]:
+    """Apply a `signals` message as `POST devices/{id}/signals` would, and answer with an ack or an error."""
+    request_id = request_id_of(message)
+    fields: dict[str, list[str]] = {}
+    if message.get("id") is not None and request_id is None:
+        fields["id"] = [f"A string of at most {MAX_REQUEST_ID_LENGTH} characters, or an integer."]
+    device_id = message.get("device_id")
+    if device_id is None:
+        fields["device_id"] = ["This field is required."]
+    elif not isinstance(device_id, str) or not device_id or len(device_id) > DEVICE_ID_MAX_LENGTH:
+        fields["device_id"] = ["A device id as returned by POST devices."]
+    # The very serializer of the REST endpoint: same limits, same messages, unknown fields refused.
+    batch = SignalBatchSerializer(data={k: v for k, v in message.items() if k not in (*_ENVELOPE, "device_id")})
+    if not batch.is_valid():
+        fields.update(flatten_field_errors(batch.errors))
+    if fields:
+        return validation_error(fields).as_message(request_id)
+    signals = [
+        services.Signal(type=SignalType(s["type"]), value=s["value"], seq=s["seq"])
+        for s in batch.validated_data["signals"]
+    ]
+    try:
+        outcome = services.ingest_signals(user, device_id, signals)
+    except services.DeviceNotFound:
+        return MessageError("not_found", "No such device.").as_message(request_id)
+    body = PresenceSerializer(outcome.presence, context={"now": timezone.now()}).data
+    return {
+        "type": "ack",
+        "id": request_id,
+        **body,
+        "signals_applied": outcome.applied,
+        "signals_ignored": outcome.ignored,
+    }
+
+
+def release_db_connections() -> None:
+    """Close this thread's database connections: a stream lives for hours and would otherwise hold
+    one idle all along. Never inside a transaction (a test's, say), which closing would break."""
+    for connection in connections.all(initialized_only=True):
+        if not connection.in_atomic_block:
+            connection.close()

@@ -1,0 +1,136 @@
+"""Who is on the other end of a long-lived connection (the presence websocket, the SSE stream).
+
+A connection carries at most one explicit credential, named by a scheme: today a DRF token
+(`token`), from the query (`?token=…`), a websocket subprotocol (`token.<key>`) or an
+`Authorization: Token …` header. OIDC bearer tokens come later as one more scheme with its own
+resolver in `_RESOLVERS`; nothing else changes. Without a credential, the Django session decides.
+An explicit credential that does not resolve makes the connection anonymous, never falls back to
+the session: as with the REST API, a wrong token is an error, not a silent sign-in as someone else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from urllib.parse import parse_qs, urlsplit
+
+from channels.auth import AuthMiddlewareStack
+from channels.db import database_sync_to_async
+from channels.middleware import BaseMiddleware
+from django.conf import settings
+from django.contrib.auth.models import AnonymousUser
+from django.utils.http import is_same_domain
+from rest_framework import exceptions
+from rest_framework.authentication import TokenAuthentication
+from rest_framework.settings import api_settings
+
+from orgs.models import User
+
+TOKEN_SCHEME = "token"
+TOKEN_SUBPROTOCOL_PREFIX = "token."
+# Offered beside `token.<key>`, the server selects this one, so the token is not echoed back.
+PRESENCE_SUBPROTOCOL = "sparks.presence.v1"
+
+
+@dataclass(frozen=True, slots=True)
+class Credential:
+    scheme: str
+    value: str
+
+
+def credential_from_authorization(header: str | None) -> Credential | None:
+    """`Authorization: Token <key>`; other schemes are not ours (yet) and are left alone, as DRF does."""
+    if not header:
+        return None
+    scheme, _, value = header.strip().partition(" ")
+    if scheme.lower() != TOKEN_SCHEME:
+        return None
+    return Credential(TOKEN_SCHEME, value.strip())
+
+
+def credential_from_websocket(scope: dict) -> Credential | None:
+    """A token from `?token=` or from a `token.<key>` subprotocol (browsers cannot set headers)."""
+    query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
+    if "token" in query:
+        return Credential(TOKEN_SCHEME, query["token"][0])
+    for protocol in scope.get("subprotocols") or ():
+        if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
+            return Credential(TOKEN_SCHEME, protocol.removeprefix(TOKEN_SUBPROTOCOL_PREFIX))
+    return None
+
+
+def chosen_subprotocol(scope: dict) -> str | None:
+    """The subprotocol to accept with: a browser drops a socket whose offered protocols all went unanswered."""
+    offered = scope.get("subprotocols") or ()
+    if PRESENCE_SUBPROTOCOL in offered:
+        return PRESENCE_SUBPROTOCOL
+    return next((p for p in offered if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)), None)
+
+
+def _token_authentication() -> TokenAuthentication:
+    """The token authentication the REST API is configured with: a token valid (or revoked) there
+    is valid (or revoked) here too."""
+    for authentication_class in api_settings.DEFAULT_AUTHENTICATION_CLASSES:
+        if issubclass(authentication_class, TokenAuthentication):
+            return authentication_class()
+    return TokenAuthentication()
+
+
+@database_sync_to_async
+def _user_for_drf_token(key: str) -> User | None:
+    try:
+        user, _ = _token_authentication().authenticate_credentials(key)
+    except exceptions.AuthenticationFailed:
+        return None
+    return user
+
+
+_RESOLVERS: dict[str, Callable[[str], Awaitable[User | None]]] = {TOKEN_SCHEME: _user_for_drf_token}
+
+
+async def user_for(credential: Credential) -> User | None:
+    resolver = _RESOLVERS.get(credential.scheme)
+    if resolver is None or not credential.value:
+        return None
+    return await resolver(credential.value)
+
+
+def _origin_may_use_session(scope: dict) -> bool:
+    """A page of another site must not open a socket on the browser's session cookie (cross-site
+    websocket hijacking): the session counts only from this site's own origin or a trusted one,
+    as Django's CSRF check has it. Without an Origin header the client is no browser, so no risk."""
+    headers = dict(scope.get("headers") or ())
+    origin = headers.get(b"origin")
+    if origin is None:
+        return True
+    origin_text = origin.decode("latin-1")
+    parsed = urlsplit(origin_text)
+    if parsed.netloc and parsed.netloc == headers.get(b"host", b"").decode("latin-1"):
+        return True
+    for trusted in settings.CSRF_TRUSTED_ORIGINS:
+        if origin_text == trusted:
+            return True
+        # "https://*.example.com" trusts every subdomain, as in CSRF_TRUSTED_ORIGINS.
+        trusted_parsed = urlsplit(trusted)
+        wildcard = "*" in trusted_parsed.netloc and trusted_parsed.scheme == parsed.scheme
+        if wildcard and is_same_domain(parsed.netloc, trusted_parsed.netloc.replace("*", "", 1)):
+            return True
+    return False
+
+
+class CredentialAuthMiddleware(BaseMiddleware):
+    """Runs inside Channels' session stack: an explicit credential replaces the session user."""
+
+    async def __call__(self, scope, receive, send):
+        scope = dict(scope)
+        credential = credential_from_websocket(scope)
+        if credential is not None:
+            scope["user"] = await user_for(credential) or AnonymousUser()
+        elif not _origin_may_use_session(scope):
+            scope["user"] = AnonymousUser()
+        return await super().__call__(scope, receive, send)
+
+
+def live_auth_stack(inner):
+    """Session cookie first (Channels), then the explicit credential of the connection, if any."""
+    return AuthMiddlewareStack(CredentialAuthMiddleware(inner))

@@ -1,0 +1,534 @@
+"""The presence websocket `/ws/presence/`, in process, on the real (Redis) channel layer."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.layers import get_channel_layer
+from channels.testing import WebsocketCommunicator
+from django.conf import settings as django_settings
+from django.test import Client
+
+from orgs.models import Membership, User
+from sparks_site.asgi import application
+from tests.presence.live_helpers import register_device, settle, token_of
+
+# Changes are published when their transaction commits: these tests need real commits.
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PATH = "/ws/presence/"
+QUIET_SECONDS = 0.5
+PEER_KEYS = {"user_id", "display_name", "status", "activity", "status_msg", "last_active_ago", "currently_active"}
+DELTA_KEYS = {"type", "user_id", "status", "activity", "status_msg", "currently_active", "last_active_ago"}
+
+
+@pytest.fixture
+def bob_device(bob) -> str:
+    return register_device(bob, "bob-laptop")
+
+
+def session_cookie(user: User) -> tuple[bytes, bytes]:
+    client = Client()
+    # As stored: the factory's password is not saved, and the session is bound to the stored one.
+    client.force_login(User.objects.get(pk=user.pk))
+    name = django_settings.SESSION_COOKIE_NAME
+    return b"cookie", f"{name}={client.cookies[name].value}".encode()
+
+
+def run(scenario: Callable) -> None:
+    async_to_sync(scenario)()
+
+
+@asynccontextmanager
+async def socket(user: User | None = None, *, path: str = PATH, headers=None, subprotocols=None, token=None):
+    """A connected socket; signed in with the user's token in the query unless told otherwise."""
+    if user is not None:
+        token = await database_sync_to_async(token_of)(user)
+    if token is not None:
+        path = f"{path}?token={token}"
+    communicator = WebsocketCommunicator(application, path, headers=headers, subprotocols=subprotocols)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected
+    try:
+        yield communicator
+    finally:
+        await communicator.disconnect()
+
+
+async def snapshot(communicator: WebsocketCommunicator, timeout: float = 10) -> list[dict]:
+    pages = []
+    while not pages or not pages[-1]["last"]:
+        page = await communicator.receive_json_from(timeout)
+        assert page["type"] == "snapshot", page
+        pages.append(page)
+    return pages
+
+
+async def peers_of(communicator: WebsocketCommunicator) -> dict[str, dict]:
+    return {peer["user_id"]: peer for page in await snapshot(communicator) for peer in page["peers"]}
+
+
+async def receive_until(communicator: WebsocketCommunicator, predicate, timeout: float = 5) -> dict:
+    while True:
+        message = await communicator.receive_json_from(timeout)
+        if predicate(message):
+            return message
+
+
+async def close_code(communicator: WebsocketCommunicator) -> int:
+    output = await communicator.receive_output(timeout=5)
+    assert output["type"] == "websocket.close", output
+    return output["code"]
+
+
+async def refused_with(*, path: str = PATH, headers=None, subprotocols=None) -> int:
+    communicator = WebsocketCommunicator(application, path, headers=headers, subprotocols=subprotocols)
+    connected, _ = await communicator.connect(timeout=5)
+    assert connected  # accepted, so that the client sees the close code
+    code = await close_code(communicator)
+    # The consumer is done at once; only the channel layer's cancelled Redis read lingers (~1 s with
+    # redis-py 8), which the harness would otherwise wait out on every refusal.
+    await communicator.disconnect(timeout=0.1)
+    return code
+
+
+def rest(client, method: str, path: str, body=None):
+    """A REST call made from the scenario, as another client would."""
+    return database_sync_to_async(lambda: getattr(client, method)(path, body, format="json"))()
+
+
+def is_delta_of(user: User, **fields) -> Callable[[dict], bool]:
+    def matches(message: dict) -> bool:
+        return (
+            message["type"] == "presence"
+            and message["user_id"] == str(user.public_id)
+            and all(message[key] == value for key, value in fields.items())
+        )
+
+    return matches
+
+
+def test_waiting_on_the_channel_layer_outlasts_its_blocking_reads_of_redis():
+    """An idle socket waits on the layer for hours; with redis-py's default 5 s read timeout, the
+    layer's 5 s blocking read failed instead ("Timeout reading from …") and the socket died (1011)."""
+
+    async def scenario():
+        layer = get_channel_layer()
+        channel = await layer.new_channel()
+        with pytest.raises(TimeoutError):  # the wait's own, not redis.exceptions.TimeoutError
+            await asyncio.wait_for(layer.receive(channel), layer.brpop_timeout + 1)
+
+    run(scenario)
+
+
+# --- Signing in ---------------------------------------------------------------------------------
+
+
+def test_the_session_cookie_signs_in_and_the_snapshot_is_the_organizations_colleagues(
+    api_for, alice, bob, carol, bob_device
+):
+    cookie = session_cookie(alice)
+    alice_device = register_device(alice)
+    api_for(bob).put("/api/v1/me/status", {"status": "busy", "message": "release"}, format="json")
+    settle(alice, bob, carol)
+    rest_peer = api_for(alice).get("/api/v1/peers").json()["results"][0]
+
+    async def scenario():
+        async with socket(headers=[cookie]) as ws:
+            peers = await peers_of(ws)
+            assert set(peers) == {str(bob.public_id)}
+            peer = peers[str(bob.public_id)]
+            assert set(peer) == PEER_KEYS
+            assert {k: v for k, v in peer.items() if k != "last_active_ago"} == {
+                k: v for k, v in rest_peer.items() if k != "last_active_ago"
+            }
+            assert (peer["status"], peer["status_msg"]) == ("busy", "release")
+
+            # The session's user also reports signals.
+            signals = [{"type": "heartbeat", "seq": 1}]
+            await ws.send_json_to({"type": "signals", "device_id": alice_device, "signals": signals})
+            ack = await receive_until(ws, lambda m: m["type"] != "presence")
+            assert (ack["type"], ack["signals_applied"]) == ("ack", 1)
+
+    run(scenario)
+
+
+def test_a_token_in_the_query_signs_in(alice, bob):
+    async def scenario():
+        async with socket(alice) as ws:
+            assert set(await peers_of(ws)) == {str(bob.public_id)}
+
+    run(scenario)
+
+
+def test_a_token_subprotocol_signs_in_and_the_presence_protocol_is_selected(alice, bob):
+    key = token_of(alice)
+
+    async def scenario():
+        for offered, selected in [
+            (["sparks.presence.v1", f"token.{key}"], "sparks.presence.v1"),
+            ([f"token.{key}"], f"token.{key}"),  # a browser needs one of its offers answered
+        ]:
+            communicator = WebsocketCommunicator(application, PATH, subprotocols=offered)
+            assert await communicator.connect(timeout=5) == (True, selected)
+            assert set(await peers_of(communicator)) == {str(bob.public_id)}
+            await communicator.disconnect()
+
+    run(scenario)
+
+
+def test_without_valid_credentials_the_socket_is_closed_4401(alice):
+    cookie = session_cookie(alice)
+
+    async def scenario():
+        assert await refused_with() == 4401
+        assert await refused_with(path=f"{PATH}?token=not-a-token") == 4401
+        assert await refused_with(subprotocols=["sparks.presence.v1", "token.not-a-token"]) == 4401
+        # An explicit wrong token is an error, not a fallback to the session.
+        assert await refused_with(path=f"{PATH}?token=not-a-token", headers=[cookie]) == 4401
+
+    run(scenario)
+
+
+def test_an_inactive_users_token_is_refused(alice):
+    key = token_of(alice)
+    User.objects.filter(pk=alice.pk).update(is_active=False)
+
+    async def scenario():
+        assert await refused_with(path=f"{PATH}?token={key}") == 4401
+
+    run(scenario)
+
+
+def test_the_session_counts_only_from_the_sites_own_origin(alice):
+    cookie = session_cookie(alice)
+    host = (b"host", b"presence.example.test")
+
+    async def scenario():
+        foreign = [cookie, host, (b"origin", b"https://evil.example")]
+        assert await refused_with(headers=foreign) == 4401
+        async with socket(headers=[cookie, host, (b"origin", b"https://presence.example.test")]) as ws:
+            await snapshot(ws)
+
+    run(scenario)
+
+
+def test_a_user_in_no_organization_is_closed_4403(alice):
+    Membership.objects.filter(user=alice).delete()
+    key = token_of(alice)
+
+    async def scenario():
+        assert await refused_with(path=f"{PATH}?token={key}") == 4403
+
+    run(scenario)
+
+
+def test_classic_mode_closes_4409(settings, alice):
+    settings.PRESENCE_USE_AGGREGATOR = False
+    key = token_of(alice)
+
+    async def scenario():
+        assert await refused_with(path=f"{PATH}?token={key}") == 4409
+
+    run(scenario)
+
+
+# --- The snapshot -------------------------------------------------------------------------------
+
+
+def test_the_snapshot_comes_in_pages_of_at_most_500(alice, organization):
+    users = User.objects.bulk_create(User(username=f"peer-{i:04d}", password="!") for i in range(501))
+    Membership.objects.bulk_create(Membership(user=user, organization=organization) for user in users)
+
+    async def scenario():
+        async with socket(alice) as ws:
+            pages = await snapshot(ws)
+
+        assert [(page["page"], len(page["peers"]), page["last"]) for page in pages] == [(1, 500, False), (2, 1, True)]
+        ids = [peer["user_id"] for page in pages for peer in page["peers"]]
+        assert sorted(ids) == sorted(str(user.public_id) for user in users)
+
+    run(scenario)
+
+
+def test_a_user_without_colleagues_gets_one_empty_page(alice):
+    async def scenario():
+        async with socket(alice) as ws:
+            assert await snapshot(ws) == [{"type": "snapshot", "peers": [], "page": 1, "last": True}]
+
+    run(scenario)
+
+
+# --- Deltas -------------------------------------------------------------------------------------
+
+
+def test_a_colleagues_change_arrives_as_a_delta(api_for, alice, bob, bob_device):
+    settle(alice, bob)
+    bob_api = api_for(bob)
+
+    async def scenario():
+        async with socket(alice) as ws:
+            await snapshot(ws)
+            response = await rest(bob_api, "put", "/api/v1/me/status", {"status": "dnd", "message": "focus"})
+            assert response.status_code == 200
+
+            delta = await receive_until(ws, is_delta_of(bob))
+
+        assert set(delta) == DELTA_KEYS
+        assert (delta["status"], delta["activity"], delta["status_msg"]) == ("dnd", "do_not_disturb", "focus")
+
+    run(scenario)
+
+
+def test_a_delta_carries_the_visible_presence_and_how_long_ago_the_user_was_active(api_for, alice, bob):
+    settle(alice, bob)
+    bob_api = api_for(bob)
+
+    async def scenario():
+        async with socket(alice) as ws:
+            await snapshot(ws)
+            response = await rest(bob_api, "post", "/api/v1/devices", {"installation_id": "bob-laptop"})
+            assert response.status_code == 201
+
+            delta = await receive_until(ws, is_delta_of(bob))
+
+        assert delta["status"] == "available"
+        assert delta["activity"] == "available"
+        assert delta["status_msg"] is None
+        assert delta["currently_active"] is True
+        assert 0 <= delta["last_active_ago"] < 60_000
+
+    run(scenario)
+
+
+def test_no_delta_comes_from_another_organization(api_for, alice, bob, carol):
+    settle(alice, bob, carol)
+    carol_api, bob_api = api_for(carol), api_for(bob)
+
+    async def scenario():
+        async with socket(alice) as ws:
+            await snapshot(ws)
+            assert (await rest(carol_api, "post", "/api/v1/devices", {"installation_id": "c"})).status_code == 201
+            assert await ws.receive_nothing(QUIET_SECONDS)
+            # Alive all along: a colleague's change still arrives, and it is the first thing that does.
+            assert (await rest(bob_api, "post", "/api/v1/devices", {"installation_id": "b"})).status_code == 201
+            delta = await ws.receive_json_from(5)
+
+        assert (delta["type"], delta["user_id"]) == ("presence", str(bob.public_id))
+
+    run(scenario)
+
+
+def test_a_subscription_restricts_the_deltas_and_starts_with_its_own_snapshot(api_for, alice, bob, make_member):
+    dave = make_member("dave")
+    settle(alice, bob, dave)
+    bob_api, dave_api = api_for(bob), api_for(dave)
+
+    async def scenario():
+        async with socket(alice) as ws:
+            assert set(await peers_of(ws)) == {str(bob.public_id), str(dave.public_id)}
+
+            await ws.send_json_to({"type": "subscribe", "user_ids": [str(bob.public_id)]})
+            assert set(await peers_of(ws)) == {str(bob.public_id)}
+
+            assert (await rest(dave_api, "post", "/api/v1/devices", {"installation_id": "d"})).status_code == 201
+            assert await ws.receive_nothing(QUIET_SECONDS)
+            assert (await rest(bob_api, "post", "/api/v1/devices", {"installation_id": "b"})).status_code == 201
+            delta = await ws.receive_json_from(5)
+            assert delta["user_id"] == str(bob.public_id)
+
+            # null: the whole organization again.
+            await ws.send_json_to({"type": "subscribe", "user_ids": None})
+            assert set(await peers_of(ws)) == {str(bob.public_id), str(dave.public_id)}
+
+    run(scenario)
+
+
+@pytest.mark.parametrize("whom", ["other_organization", "unknown"])
+def test_subscribing_to_someone_not_a_colleague_closes_4403(alice, bob, carol, whom):
+    target = str(carol.public_id) if whom == "other_organization" else str(uuid.uuid4())
+
+    async def scenario():
+        async with socket(alice) as ws:
+            await snapshot(ws)
+            await ws.send_json_to({"type": "subscribe", "user_ids": [str(bob.public_id), target]})
+            assert await close_code(ws) == 4403
+
+    run(scenario)
+
+
+def test_a_malformed_subscription_is_an_error_and_the_socket_stays(alice, bob):
+    async def scenario():
+        async with socket(alice) as ws:
+            await snapshot(ws)
+            await ws.send_json_to({"type": "subscribe", "user_ids": ["not-a-uuid"], "id": 7})
+            error = await ws.receive_json_from()
+            assert error["type"] == "error"
+            assert error["id"] == 7
+            assert error["error"] == "validation_error"
+            assert set(error["fields"]) == {"user_ids.0"}
+
+            await ws.send_json_to({"type": "subscribe", "user_ids": [str(bob.public_id)]})
+            assert set(await peers_of(ws)) == {str(bob.public_id)}
+
+    run(scenario)
+
+
+# --- Signals over the socket --------------------------------------------------------------------
+
+
+def test_signals_over_the_socket_are_acknowledged_with_presence_and_colleagues_see_the_change(alice, bob, bob_device):
+    settle(alice, bob)
+
+    async def scenario():
+        async with socket(alice) as alice_ws, socket(bob) as bob_ws:
+            await snapshot(alice_ws)
+            await snapshot(bob_ws)
+            await bob_ws.send_json_to(
+                {
+                    "type": "signals",
+                    "id": "r1",
+                    "device_id": bob_device,
+                    "signals": [{"type": "call", "value": "start", "seq": 1}],
+                }
+            )
+            ack = await receive_until(bob_ws, lambda m: m["type"] == "ack")
+            delta = await receive_until(alice_ws, is_delta_of(bob))
+
+        assert ack["id"] == "r1"
+        assert (ack["status"], ack["activity"], ack["reason"]) == ("busy", "in_call", "in_call")
+        assert (ack["signals_applied"], ack["signals_ignored"]) == (1, 0)
+        assert set(ack) == {
+            "type", "id", "status", "activity", "status_msg", "last_active", "last_active_ago",
+            "currently_active", "reason", "signals_applied", "signals_ignored",
+        }  # fmt: skip
+        assert (delta["status"], delta["activity"]) == ("busy", "in_call")
+
+    run(scenario)
+
+
+def test_invalid_signals_are_refused_naming_the_field(bob, bob_device):
+    async def scenario():
+        async with socket(bob) as ws:
+            await snapshot(ws)
+            await ws.send_json_to(
+                {
+                    "type": "signals",
+                    "id": 3,
+                    "device_id": bob_device,
+                    "signals": [{"type": "visibility", "value": "maybe", "seq": 1, "colour": "red"}],
+                    "extra": True,
+                }
+            )
+            assert await ws.receive_json_from() == {
+                "type": "error",
+                "id": 3,
+                "error": "validation_error",
+                "detail": "Invalid input.",
+                "fields": {"signals.0.colour": ["Unknown field."], "extra": ["Unknown field."]},
+            }
+
+            await ws.send_json_to(
+                {
+                    "type": "signals",
+                    "device_id": bob_device,
+                    "signals": [{"type": "heartbeat", "seq": 1}, {"type": "visibility", "value": "maybe", "seq": 2}],
+                }
+            )
+            error = await ws.receive_json_from()
+            assert error["id"] is None
+            assert error["fields"] == {"signals.1.value": ["A visibility signal takes one of: hidden, visible."]}
+
+            await ws.send_json_to({"type": "signals", "signals": [{"type": "heartbeat", "seq": 1}]})
+            error = await ws.receive_json_from()
+            assert error["fields"] == {"device_id": ["This field is required."]}
+
+    run(scenario)
+
+
+def test_a_signal_not_newer_than_the_last_applied_is_ignored(bob, bob_device):
+    def batch(seq: int) -> dict:
+        return {"type": "signals", "device_id": bob_device, "signals": [{"type": "heartbeat", "seq": seq}]}
+
+    async def scenario():
+        async with socket(bob) as ws:
+            await snapshot(ws)
+            await ws.send_json_to(batch(5))
+            first = await receive_until(ws, lambda m: m["type"] == "ack")
+            await ws.send_json_to(batch(3))
+            second = await receive_until(ws, lambda m: m["type"] == "ack")
+
+        assert (first["signals_applied"], first["signals_ignored"]) == (1, 0)
+        assert (second["signals_applied"], second["signals_ignored"]) == (0, 1)
+        assert second["status"] == "available"
+
+    run(scenario)
+
+
+def test_another_users_device_is_not_found(alice, bob_device):
+    async def scenario():
+        async with socket(alice) as ws:
+            await snapshot(ws)
+            await ws.send_json_to(
+                {"type": "signals", "id": "x", "device_id": bob_device, "signals": [{"type": "heartbeat", "seq": 1}]}
+            )
+            error = await ws.receive_json_from()
+
+        assert error == {"type": "error", "id": "x", "error": "not_found", "detail": "No such device."}
+
+    run(scenario)
+
+
+def test_a_heartbeat_that_changes_nothing_visible_sends_no_delta(alice, bob, bob_device):
+    settle(alice, bob)
+
+    async def scenario():
+        async with socket(alice) as alice_ws, socket(bob) as bob_ws:
+            await snapshot(alice_ws)
+            await snapshot(bob_ws)
+            await bob_ws.send_json_to(
+                {"type": "signals", "device_id": bob_device, "signals": [{"type": "heartbeat", "seq": 1}]}
+            )
+            ack = await bob_ws.receive_json_from(5)
+            assert (ack["type"], ack["signals_applied"]) == ("ack", 1)
+            assert await alice_ws.receive_nothing(QUIET_SECONDS)
+
+    run(scenario)
+
+
+# --- Whatever a client sends, the socket answers ------------------------------------------------
+
+
+def test_malformed_and_unknown_messages_are_answered_with_errors(alice, bob):
+    async def scenario():
+        async with socket(alice) as ws:
+            await snapshot(ws)
+
+            await ws.send_to(text_data="{not json")
+            assert (await ws.receive_json_from())["error"] == "parse_error"
+
+            await ws.send_to(bytes_data=b"\x00\x01")
+            assert (await ws.receive_json_from())["error"] == "parse_error"
+
+            await ws.send_json_to(["a", "list"])
+            assert (await ws.receive_json_from())["fields"] == {"non_field_errors": ["A message is a JSON object."]}
+
+            await ws.send_json_to({"type": "dance", "id": "d"})
+            error = await ws.receive_json_from()
+            assert (error["id"], error["error"]) == ("d", "validation_error")
+            assert error["fields"]["type"] == ["Unknown message type; one of: signals, subscribe."]
+
+            await ws.send_json_to({"no": "type"})
+            assert (await ws.receive_json_from())["fields"] == {"type": ["This field is required."]}
+
+            # Still serving.
+            await ws.send_json_to({"type": "subscribe", "user_ids": [str(bob.public_id)]})
+            assert set(await peers_of(ws)) == {str(bob.public_id)}
+
+    run(scenario)
