@@ -412,19 +412,32 @@ def current_presence(user: User, now: datetime | None = None) -> PresenceState:
 
 
 def fresh_presence_of(users: Iterable[User], now: datetime | None = None) -> dict[int, PresenceState]:
-    """Presence of several users from the hot store, recomputing only those whose decision is
-    missing or past its `valid_until`."""
+    """Presence of several users, right at read time, recomputing only what time has outdated.
+
+    A user's hot decision is used while it is current. Without one (a user no heartbeat reached
+    since the hot store was emptied), the database's last decision is used while it is current,
+    and a user with no decision at all has never had an input: offline. Pass users with
+    `presence_state` preloaded (`select_related`) to read many at one query.
+    """
     now = now or timezone.now()
     users = list(users)
     decisions = hotstate.store().read_decisions([u.pk for u in users])
     states: dict[int, PresenceState] = {}
     for user in users:
         encoded = decisions.get(user.pk)
-        decision = hotstate.HotDecision.decode(encoded) if encoded else None
-        if decision is None or decision.is_stale(now.timestamp()):
+        if encoded is not None:
+            decision = hotstate.HotDecision.decode(encoded)
+            fresh = not decision.is_stale(now.timestamp())
+            states[user.pk] = _state_of(user.pk, decision) if fresh else recompute(user, now)
+            continue
+        # A missing row raises RelatedObjectDoesNotExist, an AttributeError: getattr gives None.
+        stored = getattr(user, "presence_state", None)
+        if stored is None:
+            states[user.pk] = PresenceState(user_id=user.pk)  # the model's defaults: offline
+        elif stored.valid_until is not None and stored.valid_until <= now:
             states[user.pk] = recompute(user, now)
         else:
-            states[user.pk] = _state_of(user.pk, decision)
+            states[user.pk] = stored
     return states
 
 

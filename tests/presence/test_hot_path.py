@@ -13,7 +13,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from orgs.models import User
-from presence import hotstate, services
+from presence import hotstate, selectors, services
 from presence.models import Device, PresencePreferences, PresenceState
 from presence.services import Signal
 from presence.vocabulary import SignalType, Status
@@ -263,3 +263,27 @@ def test_a_sweep_turns_many_silent_users_offline_in_one_batch(make_member):
 
     statuses = set(PresenceState.objects.filter(user__in=users).values_list("status", "reason"))
     assert statuses == {(Status.OFFLINE, "no_live_device")}
+
+
+def test_reading_colleagues_who_never_had_an_input_writes_nothing(alice, make_member):
+    for n in range(20):
+        make_member(f"quiet{n}")
+
+    with CaptureQueriesContext(connection) as queries:
+        states = services.fresh_presence_of(selectors.colleagues_of(alice))
+
+    assert {state.status for state in states.values()} == {Status.OFFLINE}
+    assert len(states) == 20
+    assert writes_in(queries) == []
+    assert len(queries.captured_queries) <= 2  # the organization, then the colleagues with their states
+
+
+def test_a_stored_decision_is_read_while_current_when_the_hot_store_lost_it(alice, laptop, bob):
+    services.set_manual_status(alice, Status.DND, "focus")
+    lose_hot_state()
+
+    with CaptureQueriesContext(connection) as queries:
+        state = services.fresh_presence_of(selectors.colleagues_of(bob))[alice.pk]
+
+    assert (state.status, state.status_msg) == (Status.DND, "focus")
+    assert writes_in(queries) == []
