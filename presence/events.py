@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 from dataclasses import asdict, dataclass
 from datetime import datetime
 
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 
 logger = logging.getLogger(__name__)
@@ -57,22 +58,63 @@ def publish(change: PresenceChange) -> None:
 
 
 def publish_many(changes: list[PresenceChange]) -> None:
-    """Send changes to their organizations' groups, concurrently (a sweep may have many)."""
+    """Send changes to their organizations' groups and wait until they are sent."""
     changes = [change for change in changes if change.organization_id is not None]
     layer = get_channel_layer()
     if layer is None or not changes:
         return
     try:
-        async_to_sync(_send_all)(layer, changes)
+        _publisher().run(_send_all(layer, changes))
     except Exception:
         logger.exception("Could not publish %d presence change(s)", len(changes))
 
 
+# At most this many sends at once: a sweep may publish thousands, and the channel layer's
+# connection pool is bounded.
+_CONCURRENT_SENDS = 32
+
+
 async def _send_all(layer, changes: list[PresenceChange]) -> None:
-    sends = [
-        layer.group_send(organization_group(change.organization_id), {"type": "presence.change", **asdict(change)})
-        for change in changes
-    ]
-    for result in await asyncio.gather(*sends, return_exceptions=True):
+    limit = asyncio.Semaphore(_CONCURRENT_SENDS)
+
+    async def send(change: PresenceChange) -> None:
+        async with limit:
+            await layer.group_send(
+                organization_group(change.organization_id), {"type": "presence.change", **asdict(change)}
+            )
+
+    results = await asyncio.gather(*(send(change) for change in changes), return_exceptions=True)
+    for result in results:
         if isinstance(result, Exception):
             logger.error("Could not publish a presence change: %r", result)
+
+
+class _Publisher:
+    """One event loop per process for sending from synchronous code.
+
+    The Redis channel layer keeps its connections per event loop; `async_to_sync` from a
+    request or task thread would run each send on a fresh loop and open new connections every
+    time (milliseconds per change). This loop lives as long as the process and reuses them.
+    """
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="presence-publisher", daemon=True)
+        self.thread.start()
+
+    def run(self, coroutine, timeout: float = 30.0) -> None:
+        asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+
+
+_publisher_lock = threading.Lock()
+_publisher_instance: _Publisher | None = None
+_publisher_pid: int | None = None
+
+
+def _publisher() -> _Publisher:
+    global _publisher_instance, _publisher_pid
+    with _publisher_lock:
+        # A forked worker (Celery prefork, gunicorn) must not use its parent's loop thread.
+        if _publisher_instance is None or _publisher_pid != os.getpid():
+            _publisher_instance, _publisher_pid = _Publisher(), os.getpid()
+        return _publisher_instance
