@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 
+from django.conf import settings
 from django.core.cache import cache
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
@@ -21,23 +24,66 @@ def _cache_key(token_key: str) -> str:
     return "auth:token:" + hashlib.sha256(token_key.encode()).hexdigest()
 
 
-class CachedTokenAuthentication(TokenAuthentication):
-    """DRF tokens, with the token → user lookup cached for a minute (in Redis when configured).
+class _ProcessCache:
+    """Token → user fields for a few seconds in this process: a heartbeat then resolves its
+    credentials without any round trip. Other processes learn of a revocation through the shared
+    cache within PRESENCE_AUTH_PROCESS_CACHE_SECONDS; this process at once."""
 
-    A revoked token or a deactivated user is dropped from the cache at once by the receivers
-    below; the minute bounds what any missed invalidation could cost.
+    def __init__(self) -> None:
+        self._entries: dict[str, tuple[float, dict]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, cache_key: str) -> dict | None:
+        entry = self._entries.get(cache_key)
+        if entry is None or entry[0] < time.monotonic():
+            return None
+        return entry[1]
+
+    def put(self, cache_key: str, fields: dict) -> None:
+        ttl = settings.PRESENCE_AUTH_PROCESS_CACHE_SECONDS
+        if ttl <= 0:
+            return
+        with self._lock:
+            if len(self._entries) > 100_000:
+                self._entries.clear()
+            self._entries[cache_key] = (time.monotonic() + ttl, fields)
+
+    def forget(self, cache_keys: list[str]) -> None:
+        with self._lock:
+            for cache_key in cache_keys:
+                self._entries.pop(cache_key, None)
+
+
+_process_cache = _ProcessCache()
+
+
+def cached_user_fields(key: str) -> dict | None:
+    """The cached fields of the active user a token belongs to; None if not cached (or inactive)."""
+    cache_key = _cache_key(key)
+    fields = _process_cache.get(cache_key)
+    if fields is None:
+        fields = cache.get(cache_key)
+        if fields is not None:
+            _process_cache.put(cache_key, fields)
+    return fields if fields is not None and fields["is_active"] else None
+
+
+class CachedTokenAuthentication(TokenAuthentication):
+    """DRF tokens, with the token → user lookup cached (in this process for a few seconds, in
+    Redis when configured for a minute).
+
+    A revoked token or a deactivated user is dropped from the caches by the receivers below; the
+    minute bounds what any missed invalidation could cost.
     """
 
     def authenticate_credentials(self, key: str):
-        cached = cache.get(_cache_key(key))
-        if cached is not None and cached["is_active"]:
+        cached = cached_user_fields(key)
+        if cached is not None:
             return cached_user(cached), key
         user, token = super().authenticate_credentials(key)
-        cache.set(
-            _cache_key(key),
-            {name: getattr(user, name) for name in _CACHED_FIELDS} | {"public_id": str(user.public_id)},
-            TOKEN_CACHE_SECONDS,
-        )
+        fields = {name: getattr(user, name) for name in _CACHED_FIELDS} | {"public_id": str(user.public_id)}
+        cache.set(_cache_key(key), fields, TOKEN_CACHE_SECONDS)
+        _process_cache.put(_cache_key(key), fields)
         return user, token
 
 
@@ -55,11 +101,13 @@ def forget_tokens_of(user_id: int) -> None:
     keys = [_cache_key(key) for key in Token.objects.filter(user_id=user_id).values_list("key", flat=True)]
     if keys:
         cache.delete_many(keys)
+        _process_cache.forget(keys)
 
 
 @receiver(post_delete, sender=Token)
 def _forget_deleted_token(sender, instance: Token, **kwargs) -> None:
     cache.delete(_cache_key(instance.key))
+    _process_cache.forget([_cache_key(instance.key)])
 
 
 @receiver(post_save, sender=User)

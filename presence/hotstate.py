@@ -42,6 +42,11 @@ from presence.vocabulary import ActivityValue, NetworkValue, Priority, Status, V
 
 DEVICE_PREFIX = "d:"
 SEQ_PREFIX = "q:"
+SEEN_PREFIX = "s:"
+FLUSHED_PREFIX = "f:"
+# Every field a device has in the user hash. The times have fields of their own so that a
+# heartbeat writes them as the exact strings Python made, never re-encoded by the script.
+DEVICE_FIELD_PREFIXES = (DEVICE_PREFIX, SEQ_PREFIX, SEEN_PREFIX, FLUSHED_PREFIX)
 
 
 def to_epoch(moment: datetime | None) -> float | None:
@@ -73,13 +78,30 @@ class HotDevice:
     flushed_at: float = 0.0
 
     def encode(self) -> str:
-        data = asdict(self)
-        del data["device_id"], data["seq"]  # the key and the q: field carry them
-        return json.dumps(data, separators=(",", ":"))
+        """The state a heartbeat does not change (the key and the other fields carry the rest)."""
+        return json.dumps(
+            [self.last_active, self.activity, self.visibility, self.in_call, self.in_meeting, self.network, self.label],
+            separators=(",", ":"),
+        )
 
     @classmethod
-    def decode(cls, device_id: str, text: str, seq: str | None) -> HotDevice:
-        return cls(device_id=device_id, seq=int(seq) if seq is not None else -1, **json.loads(text))
+    def decode(cls, device_id: str, raw: dict[str, str]) -> HotDevice:
+        last_active, activity, visibility, in_call, in_meeting, network, label = json.loads(
+            raw[DEVICE_PREFIX + device_id]
+        )
+        return cls(
+            device_id=device_id,
+            last_seen=float(raw[SEEN_PREFIX + device_id]),
+            last_active=last_active,
+            activity=activity,
+            visibility=visibility,
+            in_call=in_call,
+            in_meeting=in_meeting,
+            network=network,
+            seq=int(raw.get(SEQ_PREFIX + device_id, -1)),
+            label=label,
+            flushed_at=float(raw.get(FLUSHED_PREFIX + device_id, 0.0)),
+        )
 
     def persistent_state(self) -> tuple[object, ...]:
         """What the database keeps of a device besides timestamps: a change here is written at once."""
@@ -225,10 +247,10 @@ class HotUser:
     @classmethod
     def parse(cls, raw: dict[str, str]) -> HotUser:
         devices = {}
-        for field, value in raw.items():
+        for field in raw:
             if field.startswith(DEVICE_PREFIX):
                 device_id = field[len(DEVICE_PREFIX) :]
-                devices[device_id] = HotDevice.decode(device_id, value, raw.get(SEQ_PREFIX + device_id))
+                devices[device_id] = HotDevice.decode(device_id, raw)
         decision = raw.get("dec")
         return cls(
             version=int(raw.get("ver", -1)),
@@ -245,7 +267,13 @@ class HotUser:
 
 
 def device_fields(device: HotDevice) -> dict[str, str]:
-    return {DEVICE_PREFIX + device.device_id: device.encode(), SEQ_PREFIX + device.device_id: str(device.seq)}
+    device_id = device.device_id
+    return {
+        DEVICE_PREFIX + device_id: device.encode(),
+        SEQ_PREFIX + device_id: str(device.seq),
+        SEEN_PREFIX + device_id: repr(device.last_seen),
+        FLUSHED_PREFIX + device_id: repr(device.flushed_at),
+    }
 
 
 # --- The stores -----------------------------------------------------------------------------
@@ -284,6 +312,12 @@ class HotStore(Protocol):
         """Write recomputed users, each if its version is still the expected one."""
         ...
 
+    def heartbeat(self, user_id: int, device_id: str, seq: int, now: float) -> Heartbeat | None:
+        """A lone heartbeat of a live device, in one step: it changes no decision, so record it
+        and answer with the stored decision. None when this cannot be decided here (the device is
+        unknown or had timed out, the decision is outdated, ...): the caller takes the full path."""
+        ...
+
     def due(self, now: float, limit: int) -> list[int]: ...
 
     def pop_dirty(self, limit: int) -> list[tuple[int, str]]: ...
@@ -306,10 +340,50 @@ class UserCommit:
     remove: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class Heartbeat:
+    applied: bool  # False: its seq was not newer, it was ignored
+    decision: HotDecision
+
+
+# A heartbeat only proves a device is still there: on a device that is live, it changes no
+# decision (a device's liveness is all it moves, and the decision's `valid_until` already falls at
+# or before the old expiry, where the sweep recomputes quietly). Anything else is left to Python.
+_HEARTBEAT = """
+local h = KEYS[1]
+local id = ARGV[1]
+local v = redis.call('HMGET', h, 'ver', 'loaded', 'ctx', 'dec', 'd:' .. id, 'q:' .. id, 's:' .. id, 'f:' .. id)
+local ver, loaded, ctx, dec, dev, seq, seen, flushed = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
+if not ver or loaded ~= '1' or not ctx or not dec or not dev or not seq or not seen then return {0} end
+local function newer(a, b)  -- decimal strings of non-negative integers; b may be '-1'
+  if b == '-1' then return true end
+  if #a ~= #b then return #a > #b end
+  return a > b
+end
+if not newer(ARGV[2], seq) then return {2, dec} end
+local now = tonumber(ARGV[3])
+local decision = cjson.decode(dec)
+if decision.valid_until ~= cjson.null and decision.valid_until <= now then return {0} end
+local context = cjson.decode(ctx)
+local cfg = context.cfg
+if not cfg or cfg[1] ~= tonumber(ARGV[6]) or cfg[2] ~= tonumber(ARGV[7]) or cfg[3] ~= tonumber(ARGV[8]) then
+  return {0}
+end
+-- the device's state: [last_active, activity, visibility, in_call, in_meeting, network, label]
+if cjson.decode(dev)[6] ~= 'online' or tonumber(seen) + context.policy[1] <= now then return {0} end
+redis.call('HSET', h, 's:' .. id, ARGV[3], 'q:' .. id, ARGV[2], 'ver', ver + 1)
+if now - tonumber(flushed or '0') >= tonumber(ARGV[4]) then
+  redis.call('HSET', h, 'f:' .. id, ARGV[3])
+  redis.call('SADD', KEYS[2], ARGV[5] .. ':' .. id)
+end
+return {1, dec}
+"""
+
 _COMMIT_STEADY = """
 if (redis.call('HGET', KEYS[1], 'ver') or '-1') ~= ARGV[1] then return 0 end
 if redis.call('HGET', KEYS[1], 'q:' .. ARGV[3]) ~= ARGV[2] then return 0 end
-redis.call('HSET', KEYS[1], 'd:' .. ARGV[3], ARGV[4], 'q:' .. ARGV[3], ARGV[5], 'dec', ARGV[6], 'ver', ARGV[1] + 1)
+redis.call('HSET', KEYS[1], 'd:' .. ARGV[3], ARGV[4], 'q:' .. ARGV[3], ARGV[5], 'dec', ARGV[6], 'ver', ARGV[1] + 1,
+  's:' .. ARGV[3], ARGV[10], 'f:' .. ARGV[3], ARGV[11])
 if ARGV[7] == '' then redis.call('ZREM', KEYS[2], ARGV[8]) else redis.call('ZADD', KEYS[2], ARGV[7], ARGV[8]) end
 if ARGV[9] ~= '' then redis.call('SADD', KEYS[3], ARGV[9]) end
 return 1
@@ -320,7 +394,8 @@ if ARGV[1] ~= '*' then
   local seq = redis.call('HGET', KEYS[1], 'q:' .. ARGV[2])
   if (seq or '') ~= ARGV[1] then return 0 end
 end
-redis.call('HSET', KEYS[1], 'd:' .. ARGV[2], ARGV[3], 'q:' .. ARGV[2], ARGV[4])
+redis.call('HSET', KEYS[1], 'd:' .. ARGV[2], ARGV[3], 'q:' .. ARGV[2], ARGV[4], 's:' .. ARGV[2], ARGV[5],
+  'f:' .. ARGV[2], ARGV[6])
 return 1
 """
 
@@ -334,6 +409,24 @@ for i = 5 + 2 * nset, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
 if ARGV[2] == '' then redis.call('ZREM', KEYS[2], ARGV[3]) else redis.call('ZADD', KEYS[2], ARGV[2], ARGV[3]) end
 return 1
 """
+
+
+def heartbeat_args(user_id: int, device_id: str, seq: int, now: float) -> list[str]:
+    """Arguments of the heartbeat script, shared with the websocket's asynchronous client."""
+    return [
+        device_id,
+        str(seq),
+        repr(now),
+        str(settings.PRESENCE_DEVICE_FLUSH_SECONDS),
+        str(user_id),
+        *(str(value) for value in settings_fingerprint()),
+    ]
+
+
+def _heartbeat_result(result: list) -> Heartbeat | None:
+    if result[0] == 0:
+        return None
+    return Heartbeat(applied=result[0] == 1, decision=HotDecision.decode(result[1]))
 
 
 def _score(due: float | None) -> str:
@@ -352,6 +445,7 @@ class RedisHotStore:
         self._steady = self.client.register_script(_COMMIT_STEADY)
         self._device = self.client.register_script(_COMMIT_DEVICE)
         self._user = self.client.register_script(_COMMIT_USER)
+        self._heartbeat = self.client.register_script(_HEARTBEAT)
 
     def user_key(self, user_id: int) -> str:
         return f"{self.prefix}u:{user_id}"
@@ -382,12 +476,21 @@ class RedisHotStore:
             _score(due),
             str(user_id),
             f"{user_id}:{device.device_id}" if mark_dirty else "",
+            repr(device.last_seen),
+            repr(device.flushed_at),
         ]
         return bool(self._steady(keys=[self.user_key(user_id), self.due_key, self.dirty_key], args=args))
 
     def commit_device(self, user_id, device, expected_seq) -> bool:
         expected = "*" if expected_seq is None else ("" if expected_seq < 0 else str(expected_seq))
-        args = [expected, device.device_id, device.encode(), str(device.seq)]
+        args = [
+            expected,
+            device.device_id,
+            device.encode(),
+            str(device.seq),
+            repr(device.last_seen),
+            repr(device.flushed_at),
+        ]
         return bool(self._device(keys=[self.user_key(user_id)], args=args))
 
     def commit_users(self, commits: list[UserCommit]) -> list[bool]:
@@ -401,6 +504,13 @@ class RedisHotStore:
             args.extend(commit.remove)
             self._user(keys=[self.user_key(commit.user_id), self.due_key], args=args, client=pipe)
         return [bool(result) for result in pipe.execute()]
+
+    def heartbeat(self, user_id: int, device_id: str, seq: int, now: float) -> Heartbeat | None:
+        return _heartbeat_result(
+            self._heartbeat(
+                keys=[self.user_key(user_id), self.dirty_key], args=heartbeat_args(user_id, device_id, seq, now)
+            )
+        )
 
     def due(self, now: float, limit: int) -> list[int]:
         return [int(uid) for uid in self.client.zrangebyscore(self.due_key, "-inf", now, start=0, num=limit)]
@@ -494,6 +604,33 @@ class LocalHotStore:
                 self._schedule(commit.user_id, commit.due)
                 results.append(True)
         return results
+
+    def heartbeat(self, user_id: int, device_id: str, seq: int, now: float) -> Heartbeat | None:
+        with self._lock:
+            user = self._users.get(user_id, {})
+            stored_seq = user.get(SEQ_PREFIX + device_id)
+            encoded, context = user.get("dec"), user.get("ctx")
+            if user.get("loaded") != "1" or None in (stored_seq, encoded, context, user.get(DEVICE_PREFIX + device_id)):
+                return None
+            decision = HotDecision.decode(encoded)
+            if seq <= int(stored_seq):
+                return Heartbeat(applied=False, decision=decision)
+            device = HotDevice.decode(device_id, user)
+            context_data = json.loads(context)
+            if (
+                decision.is_stale(now)
+                or context_data.get("cfg") != settings_fingerprint()
+                or device.network != NetworkValue.ONLINE
+                or device.last_seen + context_data["policy"][0] <= now
+            ):
+                return None
+            flush = now - device.flushed_at >= settings.PRESENCE_DEVICE_FLUSH_SECONDS
+            device = device.with_changes(last_seen=now, seq=seq, flushed_at=now if flush else device.flushed_at)
+            user.update(device_fields(device))
+            user["ver"] = str(int(user["ver"]) + 1)
+            if flush:
+                self._dirty.add((user_id, device_id))
+            return Heartbeat(applied=True, decision=decision)
 
     def due(self, now: float, limit: int) -> list[int]:
         with self._lock:

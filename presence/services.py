@@ -150,6 +150,16 @@ def ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Sig
     return _ingest_slowly(user, device_id, signals, now)
 
 
+def steady_heartbeat(user_id: int, device_id: str, seq: int) -> tuple[int, int, hotstate.HotDecision] | None:
+    """A lone heartbeat of a live device, recorded in one step of the hot store: (applied,
+    ignored, the decision it leaves). None when it needs `ingest_signals` (the device is unknown
+    or had timed out, the user's hot state is incomplete or outdated)."""
+    beat = hotstate.store().heartbeat(user_id, device_id, seq, timezone.now().timestamp())
+    if beat is None:
+        return None
+    return (1, 0, beat.decision) if beat.applied else (0, 1, beat.decision)
+
+
 def _ingest_slowly(user: User, device_id: str, signals: Sequence[Signal], now: datetime) -> SignalOutcome:
     store = hotstate.store()
     with transaction.atomic():
@@ -317,9 +327,7 @@ def recompute(user: User, now: datetime | None = None, forget_devices: Iterable[
     """
     store = hotstate.store()
     forget = set(forget_devices)
-    removed = tuple(
-        prefix + device_id for device_id in forget for prefix in (hotstate.DEVICE_PREFIX, hotstate.SEQ_PREFIX)
-    )
+    removed = tuple(prefix + device_id for device_id in forget for prefix in hotstate.DEVICE_FIELD_PREFIXES)
     with transaction.atomic():
         _, created = PresenceState.objects.get_or_create(
             user=user, defaults={"changed_at": timezone.now(), "computed_at": timezone.now()}

@@ -1,13 +1,13 @@
 from django.urls import path, re_path
 
-from presence import api, sse
+from presence import api, fastpath, sse
 from sparks_site.errors import not_found
 
 urlpatterns = [
     path("config", api.ConfigView.as_view(), name="config"),
     path("devices", api.DeviceListView.as_view(), name="devices"),
     path("devices/<str:device_id>", api.DeviceDetailView.as_view(), name="device"),
-    path("devices/<str:device_id>/signals", api.SignalsView.as_view(), name="device-signals"),
+    path("devices/<str:device_id>/signals", fastpath.signals_endpoint, name="device-signals"),
     path("me/presence", api.MyPresenceView.as_view(), name="my-presence"),
     path("me/status", api.MyStatusView.as_view(), name="my-status"),
     path("me/calendar", api.MyCalendarView.as_view(), name="my-calendar"),

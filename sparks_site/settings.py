@@ -151,6 +151,9 @@ PRESENCE_SWEEP_INTERVAL_SECONDS = env.int("PRESENCE_SWEEP_INTERVAL_SECONDS", def
 # Heartbeats keep device times in the hot store; the database copy (for the admin, and to rebuild
 # after a Redis restart) is refreshed at most this often per device.
 PRESENCE_DEVICE_FLUSH_SECONDS = env.int("PRESENCE_DEVICE_FLUSH_SECONDS", default=180)
+# API tokens resolved in the last few seconds are known to each process without a round trip; a
+# revoked token is refused at once by the process that revoked it, by the others within this time.
+PRESENCE_AUTH_PROCESS_CACHE_SECONDS = env.int("PRESENCE_AUTH_PROCESS_CACHE_SECONDS", default=5)
 # Runs the expiry sweep in a thread of the web process when no Celery beat runs (embedded default).
 PRESENCE_IN_PROCESS_SWEEP = env.bool("PRESENCE_IN_PROCESS_SWEEP", default=not REDIS_URL)
 # Key of the keyed hash that turns an installation id into a pseudonymous device id.

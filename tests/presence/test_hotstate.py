@@ -83,7 +83,7 @@ def test_a_user_commit_lands_only_on_the_version_it_read(store):
     results = store.commit_users(
         [
             UserCommit(7, 3, {"ctx": "read long ago"}, None),
-            UserCommit(7, 0, {"ctx": "newer"}, None, ("d:dev1", "q:dev1")),
+            UserCommit(7, 0, {"ctx": "newer"}, None, ("d:dev1", "q:dev1", "s:dev1", "f:dev1")),
             UserCommit(7, 0, {"ctx": "raced"}, None),
         ]
     )
@@ -123,3 +123,53 @@ def test_decisions_of_many_users_are_read_at_once(store):
     prime(store)
 
     assert store.read_decisions([7, 8]) == {7: DECISION.encode()}
+
+
+def ready_user(store, last_seen: float = 1000.0, network: str = "online") -> None:
+    """User 7 as a recompute leaves it: a context (device timeout 120 s), a decision, one device."""
+    from presence.engine import PresenceInputs
+    from presence.hotstate import encode_context
+
+    context = encode_context(PresenceInputs(), organization_id=None)
+    store.commit_users([UserCommit(7, -1, {"loaded": "1", "ctx": context, "dec": DECISION.encode()}, 1060.0)])
+    store.commit_device(7, device(seq=1, last_seen=last_seen, network=network), None)
+
+
+def test_a_heartbeat_of_a_live_device_is_recorded_in_one_step(store):
+    ready_user(store)
+
+    beat = store.heartbeat(7, "dev1", 2, 1030.0)
+
+    assert (beat.applied, beat.decision) == (True, DECISION)
+    user = HotUser.parse(store.read(7))
+    assert (user.devices["dev1"].last_seen, user.devices["dev1"].seq, user.version) == (1030.0, 2, 1)
+
+
+def test_a_heartbeat_with_an_old_seq_is_ignored_but_answered(store):
+    ready_user(store)
+
+    beat = store.heartbeat(7, "dev1", 1, 1030.0)
+
+    assert (beat.applied, beat.decision) == (False, DECISION)
+    assert HotUser.parse(store.read(7)).devices["dev1"].last_seen == 1000.0
+
+
+def test_a_seq_beyond_double_precision_is_compared_exactly(store):
+    ready_user(store)
+    store.commit_device(7, device(seq=2**63 - 2), None)
+
+    assert store.heartbeat(7, "dev1", 2**63 - 2, 1030.0).applied is False
+    assert store.heartbeat(7, "dev1", 2**63 - 1, 1030.0).applied is True
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["timed out", "network offline", "decision outdated", "unknown device", "no hot state"],
+)
+def test_a_heartbeat_that_may_change_the_decision_is_left_to_the_full_path(store, case):
+    if case != "no hot state":
+        ready_user(store, network="offline" if case == "network offline" else "online")
+    now = {"timed out": 1120.0, "decision outdated": 1060.0}.get(case, 1030.0)
+    device_id = "other" if case == "unknown device" else "dev1"
+
+    assert store.heartbeat(7, device_id, 2, now) is None
