@@ -47,10 +47,10 @@ def _lone_heartbeat_seq(body: bytes) -> int | None:
     return seq
 
 
-def _answer(decision: HotDecision, applied: int, ignored: int) -> JsonResponse:
+def _answer_body(decision: HotDecision, applied: int, ignored: int) -> dict:
     now = timezone.now()
     last_active = datetime.fromtimestamp(decision.last_active, UTC) if decision.last_active is not None else None
-    body = {
+    return {
         "status": decision.status,
         "activity": decision.activity,
         "status_msg": decision.status_msg or None,
@@ -61,23 +61,31 @@ def _answer(decision: HotDecision, applied: int, ignored: int) -> JsonResponse:
         "signals_applied": applied,
         "signals_ignored": ignored,
     }
-    return JsonResponse(body, status=202)
+
+
+def quick_heartbeat(method: str, authorization: str, content_type: str, body: bytes, device_id: str) -> dict | None:
+    """The 202 body for a lone heartbeat of a live device signed in with a known API token, or
+    None for any other request (which the DRF view then answers in full)."""
+    if method != "POST" or not settings.PRESENCE_USE_AGGREGATOR or not authorization.startswith(_TOKEN_PREFIX):
+        return None
+    if content_type != "application/json":
+        return None
+    fields = cached_user_fields(authorization[len(_TOKEN_PREFIX) :].strip())
+    seq = _lone_heartbeat_seq(body) if fields is not None else None
+    if seq is None:
+        return None
+    outcome = services.steady_heartbeat(fields["id"], device_id, seq)
+    if outcome is None:
+        return None
+    return _answer_body(outcome[2], outcome[0], outcome[1])
 
 
 @csrf_exempt  # token requests only; a session request goes on to the DRF view and its CSRF check
 @functools.wraps(_signals_view)  # the schema generator sees the DRF view behind this one
 def signals_endpoint(request: HttpRequest, device_id: str) -> HttpResponse:
-    authorization = request.headers.get("Authorization", "")
-    if (
-        request.method == "POST"
-        and settings.PRESENCE_USE_AGGREGATOR
-        and authorization.startswith(_TOKEN_PREFIX)
-        and request.content_type == "application/json"
-    ):
-        fields = cached_user_fields(authorization[len(_TOKEN_PREFIX) :].strip())
-        seq = _lone_heartbeat_seq(request.body) if fields is not None else None
-        if seq is not None:
-            outcome = services.steady_heartbeat(fields["id"], device_id, seq)
-            if outcome is not None:
-                return _answer(outcome[2], outcome[0], outcome[1])
+    body = quick_heartbeat(
+        request.method, request.headers.get("Authorization", ""), request.content_type, request.body, device_id
+    )
+    if body is not None:
+        return JsonResponse(body, status=202)
     return _signals_view(request, device_id=device_id)

@@ -1,4 +1,4 @@
-"""WSGI entry point, for serving the REST API with synchronous workers."""
+"""WSGI entry point, for serving the REST API with synchronous workers (gunicorn)."""
 
 import os
 
@@ -6,4 +6,9 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sparks_site.settings")
 
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+from presence.fastlane import HeartbeatLane  # noqa: E402  (needs Django set up)
+
+# Heartbeats of live devices are answered before Django's request handling; all else goes on.
+application = HeartbeatLane(django_application)

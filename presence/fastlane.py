@@ -1,0 +1,59 @@
+"""A WSGI lane in front of Django for the most frequent request there is: a heartbeat.
+
+Under a WSGI server, `POST /api/v1/devices/{id}/signals` with one heartbeat of a live device
+and a known API token is answered here, before Django's request handling and middleware, by
+the same function the Django view uses (`fastpath.quick_heartbeat`). Anything else — another
+path, another method, another body, an unknown token, a device that must be recomputed — goes
+to Django unchanged, with its body as it came.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from collections.abc import Callable, Iterable
+
+from presence.fastpath import quick_heartbeat
+
+_SIGNALS_PATH = re.compile(r"^/api/v1/devices/([^/]+)/signals$")
+_MAX_BODY = 4096  # a lone heartbeat is some 60 bytes; anything bigger is not one
+# What Django's SecurityMiddleware and the JSON renderer would add to this answer.
+_HEADERS = [
+    ("Content-Type", "application/json"),
+    ("X-Content-Type-Options", "nosniff"),
+    ("Referrer-Policy", "same-origin"),
+    ("Cross-Origin-Opener-Policy", "same-origin"),
+    ("X-Frame-Options", "DENY"),
+    ("Vary", "Accept"),
+]
+
+
+class HeartbeatLane:
+    def __init__(self, application: Callable) -> None:
+        self.application = application
+
+    def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
+        match = _SIGNALS_PATH.match(environ.get("PATH_INFO", ""))
+        if match is None or environ.get("REQUEST_METHOD") != "POST" or "HTTP_AUTHORIZATION" not in environ:
+            return self.application(environ, start_response)
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+        except ValueError:
+            length = -1
+        if not 0 < length <= _MAX_BODY:
+            return self.application(environ, start_response)
+        body = environ["wsgi.input"].read(length)
+        answer = quick_heartbeat(
+            "POST",
+            environ["HTTP_AUTHORIZATION"],
+            environ.get("CONTENT_TYPE", "").split(";")[0].strip(),
+            body,
+            match.group(1),
+        )
+        if answer is None:
+            environ["wsgi.input"] = io.BytesIO(body)  # Django reads the body again
+            return self.application(environ, start_response)
+        payload = json.dumps(answer, separators=(",", ":")).encode()
+        start_response("202 Accepted", [*_HEADERS, ("Content-Length", str(len(payload)))])
+        return [payload]

@@ -1,0 +1,107 @@
+"""The WSGI lane: lone heartbeats answered before Django, everything else passed on intact."""
+
+from __future__ import annotations
+
+import io
+import json
+import sys
+
+import pytest
+from django.core.signals import request_finished, request_started
+from django.db import close_old_connections, connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+
+from presence.models import Device
+from sparks_site.wsgi import application
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture(autouse=True)
+def _keep_the_test_transactions_connection():
+    """Django's handler closes old connections around each request, which would end the test's
+    transaction; its test client turns that off the same way."""
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+def call(path: str, body: dict | None, token: str | None, method: str = "POST") -> tuple[str, dict, dict]:
+    raw = json.dumps(body).encode() if body is not None else b""
+    environ = {
+        "REQUEST_METHOD": method,
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "HTTP_HOST": "127.0.0.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(raw)),
+        "wsgi.input": io.BytesIO(raw),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+    }
+    if token:
+        environ["HTTP_AUTHORIZATION"] = f"Token {token}"
+    started: list = []
+    content = b"".join(application(environ, lambda status, headers, *_: started.extend((status, dict(headers)))))
+    return started[0], started[1], json.loads(content) if content else {}
+
+
+@pytest.fixture
+def token(alice) -> str:
+    return Token.objects.create(user=alice).key
+
+
+@pytest.fixture
+def device(token) -> str:
+    _, _, body = call("/api/v1/devices", {"installation_id": "install-1"}, token)
+    call(f"/api/v1/devices/{body['device_id']}/signals", {"signals": [{"type": "heartbeat", "seq": 1}]}, token)
+    return body["device_id"]
+
+
+def test_a_lone_heartbeat_is_answered_in_the_lane_without_the_database(token, device):
+    with CaptureQueriesContext(connection) as queries:
+        status, headers, body = call(
+            f"/api/v1/devices/{device}/signals", {"signals": [{"type": "heartbeat", "seq": 2}]}, token
+        )
+
+    assert status == "202 Accepted"
+    assert queries.captured_queries == []
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Content-Type-Options"] == "nosniff"
+    assert (body["status"], body["signals_applied"], body["signals_ignored"]) == ("available", 1, 0)
+
+
+def test_any_other_signal_reaches_django_with_its_body(token, device):
+    status, _, body = call(
+        f"/api/v1/devices/{device}/signals", {"signals": [{"type": "visibility", "value": "hidden", "seq": 2}]}, token
+    )
+
+    assert status.startswith("202")
+    assert body["status"] == "away"
+    assert Device.objects.get(device_id=device).visibility == "hidden"
+
+
+def test_a_bad_heartbeat_gets_djangos_full_validation(token, device):
+    status, _, body = call(f"/api/v1/devices/{device}/signals", {"signals": [{"type": "heartbeat", "seq": "x"}]}, token)
+
+    assert status.startswith("400")
+    assert "signals.0.seq" in body["fields"]
+
+
+def test_an_unknown_token_is_refused_by_django(device):
+    status, _, body = call(f"/api/v1/devices/{device}/signals", {"signals": [{"type": "heartbeat", "seq": 2}]}, "nope")
+
+    assert status.startswith("401")
+    assert body["error"] == "authentication_failed"
+
+
+def test_other_paths_pass_through(token):
+    status, _, body = call("/api/v1/me/presence", None, token, method="GET")
+
+    assert status.startswith("200")
+    assert body["status"] == "offline"
