@@ -127,27 +127,46 @@ def ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Sig
         device = hot.devices.get(device_id)
         if device is None or not hot.ready:
             break
-        updated, applied, ignored = apply_signals(device, signals, now.timestamp())
-        if not applied:
-            return SignalOutcome(applied=0, ignored=ignored, presence=current_presence(user, now))
-        if updated.persistent_state() != device.persistent_state():
-            break
         context = hotstate.HotContext.decode(hot.context)
         if not context.current:
             break
+        updated, applied, ignored = apply_signals(device, signals, now.timestamp())
+        if not applied:
+            return SignalOutcome(applied=0, ignored=ignored, presence=current_presence(user, now))
         devices = [updated if d.device_id == device_id else d for d in hot.devices.values()]
         decision = hotstate.HotDecision.of(aggregate(context.with_devices(devices), now))
-        if decision.visible_fields() != hot.decision.visible_fields():
-            break
-        flush_due = now.timestamp() - updated.flushed_at >= settings.PRESENCE_DEVICE_FLUSH_SECONDS
-        if flush_due:
-            updated = updated.with_changes(flushed_at=now.timestamp())
-        if store.commit_steady(
-            user.pk, updated, hot.version, device.seq, decision.encode(), decision.valid_until, flush_due
-        ):
-            return SignalOutcome(applied=applied, ignored=ignored, presence=_state_of(user.pk, decision))
-        # Another request for this user or device wrote in between: read again.
+        persistent = updated.persistent_state() != device.persistent_state()
+        if not persistent and decision.visible_fields() == hot.decision.visible_fields():
+            flush_due = now.timestamp() - updated.flushed_at >= settings.PRESENCE_DEVICE_FLUSH_SECONDS
+            if flush_due:
+                updated = updated.with_changes(flushed_at=now.timestamp())
+            if store.commit_steady(
+                user.pk, updated, hot.version, device.seq, decision.encode(), decision.valid_until, flush_due
+            ):
+                return SignalOutcome(applied=applied, ignored=ignored, presence=_state_of(user.pk, decision))
+            continue  # another request for this user or device wrote in between: read again
+        # The device's state or the user's visible status changes: record the device (hot store
+        # first, it orders the writers by seq), then decide under the user's lock.
+        updated = updated.with_changes(flushed_at=now.timestamp())
+        if not store.commit_device(user.pk, updated, device.seq):
+            continue
+        _persist_device(user.pk, updated)
+        return SignalOutcome(applied=applied, ignored=ignored, presence=recompute_from_hot(user, now))
     return _ingest_slowly(user, device_id, signals, now)
+
+
+def _persist_device(user_id: int, device: hotstate.HotDevice) -> None:
+    """The database copy of a device; a copy already at a newer seq is left as it is."""
+    Device.objects.filter(user_id=user_id, device_id=device.device_id, last_seq__lt=device.seq).update(
+        last_seen_at=hotstate.from_epoch(device.last_seen),
+        last_active_at=hotstate.from_epoch(device.last_active),
+        activity=device.activity,
+        visibility=device.visibility,
+        in_call=device.in_call,
+        in_meeting=device.in_meeting,
+        network=device.network,
+        last_seq=device.seq,
+    )
 
 
 def steady_heartbeat(user_id: int, device_id: str, seq: int) -> tuple[int, int, hotstate.HotDecision] | None:
@@ -366,6 +385,33 @@ def recompute(user: User, now: datetime | None = None, forget_devices: Iterable[
     return state if changed else _state_of(user.pk, hot_decision)
 
 
+def recompute_from_hot(user: User, now: datetime | None = None) -> PresenceState:
+    """`recompute` for a change the hot state already holds (a device's signal, time passing):
+    the slow inputs come from the hot context instead of seven tables. Falls back to `recompute`
+    when the hot state is incomplete or was built under other settings."""
+    store = hotstate.store()
+    with transaction.atomic():
+        state = PresenceState.objects.select_for_update().filter(user_id=user.pk).first()
+        now = now or timezone.now()
+        for _ in range(10):
+            decided = _decide_from_hot(store.read(user.pk), now) if state is not None else None
+            if decided is None:
+                return recompute(user, now)
+            hot, context, decision = decided
+            encoded = hotstate.HotDecision.of(decision)
+            commit = hotstate.UserCommit(user.pk, hot.version, {"dec": encoded.encode()}, encoded.valid_until)
+            if store.commit_users([commit])[0]:
+                break
+        else:
+            logger.warning("Presence of user %s kept changing while recomputed; stored the last decision", user.pk)
+        changed = _visible_fields(state) != decision.visible_fields()
+        if changed:
+            _store(state, decision, now)
+            change = events.PresenceChange.of(context.organization_id, user.public_id, state)
+            transaction.on_commit(lambda: events.publish(change))
+    return state if changed else _state_of(user.pk, encoded)
+
+
 def _visible_fields(state: PresenceState) -> tuple[object, ...]:
     return (state.status, state.activity, state.status_msg or None, state.currently_active)
 
@@ -436,7 +482,7 @@ def fresh_presence_of(users: Iterable[User], now: datetime | None = None) -> dic
         if encoded is not None:
             decision = hotstate.HotDecision.decode(encoded)
             fresh = not decision.is_stale(now.timestamp())
-            states[user.pk] = _state_of(user.pk, decision) if fresh else recompute(user, now)
+            states[user.pk] = _state_of(user.pk, decision) if fresh else recompute_from_hot(user, now)
             continue
         # A missing row raises RelatedObjectDoesNotExist, an AttributeError: getattr gives None.
         stored = getattr(user, "presence_state", None)
