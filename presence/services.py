@@ -150,8 +150,8 @@ def ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Sig
         updated = updated.with_changes(flushed_at=now.timestamp())
         if not store.commit_device(user.pk, updated, device.seq):
             continue
-        _persist_device(user.pk, updated)
-        return SignalOutcome(applied=applied, ignored=ignored, presence=recompute_from_hot(user, now))
+        presence = recompute_from_hot(user, now, persist_device=updated)
+        return SignalOutcome(applied=applied, ignored=ignored, presence=presence)
     return _ingest_slowly(user, device_id, signals, now)
 
 
@@ -385,12 +385,17 @@ def recompute(user: User, now: datetime | None = None, forget_devices: Iterable[
     return state if changed else _state_of(user.pk, hot_decision)
 
 
-def recompute_from_hot(user: User, now: datetime | None = None) -> PresenceState:
+def recompute_from_hot(
+    user: User, now: datetime | None = None, persist_device: hotstate.HotDevice | None = None
+) -> PresenceState:
     """`recompute` for a change the hot state already holds (a device's signal, time passing):
     the slow inputs come from the hot context instead of seven tables. Falls back to `recompute`
-    when the hot state is incomplete or was built under other settings."""
+    when the hot state is incomplete or was built under other settings. `persist_device` is
+    written to the database in the same transaction (one commit for the signal and its result)."""
     store = hotstate.store()
     with transaction.atomic():
+        if persist_device is not None:
+            _persist_device(user.pk, persist_device)
         state = PresenceState.objects.select_for_update().filter(user_id=user.pk).first()
         now = now or timezone.now()
         for _ in range(10):
@@ -431,7 +436,7 @@ _STATE_FIELDS = [
 
 def _store(state: PresenceState, decision: Decision, now: datetime) -> None:
     _apply(state, decision, now)
-    state.save()
+    state.save(update_fields=_STATE_FIELDS)
 
 
 def _apply(state: PresenceState, decision: Decision, now: datetime) -> None:
