@@ -1,0 +1,93 @@
+"""What the benchmarks share: a throw-away PostgreSQL database and Redis db, and Django on them.
+
+Each benchmark owns its database (created at start, dropped at the end) and its Redis db number
+(flushed at start and at the end), so it never touches a developer's or the test suite's data.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+PG_SERVER = os.environ.get("BENCH_PG_URL", "postgres://postgres@127.0.0.1:5432")
+REDIS_SERVER = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379")
+
+
+def database_url(name: str) -> str:
+    return f"{PG_SERVER.rstrip('/')}/{name}"
+
+
+def redis_url(db: int) -> str:
+    return f"{REDIS_SERVER.rstrip('/')}/{db}"
+
+
+def _admin_connection():
+    import psycopg
+
+    parts = urlsplit(PG_SERVER)
+    return psycopg.connect(urlunsplit(parts._replace(path="/postgres")), autocommit=True)
+
+
+def create_database(name: str) -> None:
+    with _admin_connection() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+
+
+def drop_database(name: str) -> None:
+    with _admin_connection() as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def flush_redis(db: int) -> None:
+    import redis
+
+    redis.Redis.from_url(redis_url(db)).flushdb()
+
+
+def server_environment(db_name: str, redis_db: int) -> dict[str, str]:
+    """The environment of a production-like process on the benchmark's database and Redis db."""
+    return {
+        "DJANGO_SETTINGS_MODULE": "sparks_site.settings",
+        "DATABASE_URL": database_url(db_name),
+        "REDIS_URL": redis_url(redis_db),
+        "SECRET_KEY": "benchmark-only-secret-key-not-for-production",
+        "DEBUG": "0",
+        "ALLOWED_HOSTS": "127.0.0.1,localhost",
+        "PRESENCE_IN_PROCESS_SWEEP": "0",
+        "CHANNEL_LAYER_PREFIX": "sparksbench",
+        "LOG_LEVEL": "WARNING",
+    }
+
+
+def setup_django(db_name: str, redis_db: int) -> None:
+    """Point this process at the benchmark's database and Redis db, set Django up and migrate."""
+    os.environ.update(server_environment(db_name, redis_db))
+    sys.path.insert(0, str(ROOT))
+    import django
+    from django.core.management import call_command
+
+    django.setup()
+    call_command("migrate", verbosity=0, interactive=False)
+
+
+def close_django() -> None:
+    from django.db import connections
+
+    connections.close_all()
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else float("nan")

@@ -1,0 +1,678 @@
+"""Heartbeat ingest under load: SPARKS (gunicorn, PostgreSQL, Redis) against a real Synapse.
+
+    python bench/heartbeat_ingest.py                 # 50 users, concurrency 8, median of 3 x 15 s
+    python bench/heartbeat_ingest.py --quick         # 10 users, 1 x 2 s (a smoke run)
+    python bench/heartbeat_ingest.py --no-synapse    # SPARKS only (no Synapse install needed)
+    python bench/heartbeat_ingest.py --websocket     # also websocket heartbeats (daphne, /ws/presence/)
+    python bench/heartbeat_ingest.py --profile       # also where a steady heartbeat's time goes
+
+Layout (2 cores): the servers run on core 0 (`taskset -c 0`), the load generator (`wrk -t1`, or
+the websocket client) on core 1. PostgreSQL and Redis are the machine's, not pinned.
+
+Synapse: `../shared/tools/synapse-local` with its files under /tmp (SYNAPSE_VENV, SYNAPSE_DIR),
+SQLite, its rate limits already relaxed by the script (rc_presence 1000/s); 50 users registered
+with the shared secret. Cases: (a) steady `PUT /presence/{userId}/status {"presence":"online"}`,
+(b) state-changing PUTs alternating online/unavailable.
+
+SPARKS: gunicorn sync workers (`sparks_site.wsgi:application`) on its own PostgreSQL database and
+Redis db, 50 users with DRF tokens and one device each, the hot state primed by one heartbeat.
+Cases: (a) steady heartbeats with an increasing seq per device, (b) state-changing
+`visibility` hidden/visible (persisted and published), (c) `GET /api/v1/config` with the token, a
+bare authenticated DRF endpoint, as a reference. The steady case also counts database writes per
+request from `pg_stat_database` (xact_commit, tup_inserted/updated/deleted) before and after.
+
+Targets: steady SPARKS/Synapse req/s >= 1.0 with p50 no worse; state-changing >= 2.0; websocket
+heartbeats >= 3x Synapse's steady PUTs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _stack
+
+DB_NAME = "sparks_presence_bench_http"
+REDIS_DB = 13
+SYNAPSE_TOOL = _stack.ROOT.parent / "shared" / "tools" / "synapse-local"
+SYNAPSE_HOME = Path(os.environ.get("BENCH_SYNAPSE_HOME", "/tmp/sparks-bench-synapse"))
+VENV_BIN = Path(sys.executable).parent
+
+WRK_SCRIPT = r"""
+local mode, seqbase = nil, 0
+local users = {}
+local seq = {}
+local i = 0
+
+function init(args)
+  mode = args[1]
+  seqbase = tonumber(args[3])
+  for line in io.lines(args[2]) do
+    local token, id, path = line:match("^(%S+)%s+(%S+)%s+(%S+)$")
+    table.insert(users, {token = token, id = id, path = path})
+  end
+end
+
+function request()
+  i = i + 1
+  local u = users[(i % #users) + 1]
+  local n = (seq[u.id] or 0) + 1
+  seq[u.id] = n
+  local s = string.format("%.0f", seqbase + n)
+  local odd = (n % 2) == 1
+  if mode == "ours_steady" then
+    return wrk.format("POST", u.path, {["Authorization"] = "Token " .. u.token, ["Content-Type"] = "application/json"},
+      '{"signals":[{"type":"heartbeat","seq":' .. s .. '}]}')
+  elseif mode == "ours_change" then
+    return wrk.format("POST", u.path, {["Authorization"] = "Token " .. u.token, ["Content-Type"] = "application/json"},
+      '{"signals":[{"type":"visibility","value":"' .. (odd and "hidden" or "visible") .. '","seq":' .. s .. '}]}')
+  elseif mode == "ours_config" then
+    return wrk.format("GET", u.path, {["Authorization"] = "Token " .. u.token})
+  elseif mode == "synapse_steady" then
+    return wrk.format("PUT", u.path, {["Authorization"] = "Bearer " .. u.token, ["Content-Type"] = "application/json"},
+      '{"presence":"online"}')
+  elseif mode == "synapse_change" then
+    return wrk.format("PUT", u.path, {["Authorization"] = "Bearer " .. u.token, ["Content-Type"] = "application/json"},
+      '{"presence":"' .. (odd and "unavailable" or "online") .. '"}')
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCHJSON {"requests":%d,"duration_us":%d,"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d,' ..
+    '"p50_us":%d,"p90_us":%d,"p99_us":%d,"mean_us":%.1f,"max_us":%d}\n',
+    summary.requests, summary.duration, e.connect, e.read, e.write, e.status, e.timeout,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99), latency.mean, latency.max))
+end
+"""
+
+
+# --- helpers ------------------------------------------------------------------------------------
+
+
+def http(method: str, url: str, body: dict | None = None, headers: dict | None = None) -> tuple[int, dict]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    for key, value in (headers or {}).items():
+        request.add_header(key, value)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read() or b"{}")
+
+
+def wait_http(url: str, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=2).read()
+            return
+        except urllib.error.HTTPError:
+            return  # it answers
+        except OSError:
+            time.sleep(0.2)
+    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+
+
+def seq_base() -> int:
+    """Increasing across runs: a run's seqs are base+1, base+2, ... (milliseconds x 1000)."""
+    time.sleep(0.002)
+    return time.time_ns() // 1_000
+
+
+def run_wrk(args, mode: str, base_url: str, users_file: Path, script: Path) -> dict:
+    cmd = [
+        *(["taskset", "-c", args.load_cpu] if args.load_cpu else []),
+        "wrk",
+        "-t1",
+        f"-c{args.connections}",
+        f"-d{args.duration}s",
+        "--timeout",
+        "10s",
+        "-s",
+        str(script),
+        base_url,
+        "--",
+        mode,
+        str(users_file),
+        str(seq_base()),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    line = next(line for line in out.splitlines() if line.startswith("BENCHJSON "))
+    result = json.loads(line.removeprefix("BENCHJSON "))
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    result["errors"] = sum(result[k] for k in ("connect", "read", "write", "status", "timeout"))
+    return result
+
+
+def summarize(results: list[dict]) -> dict:
+    return {
+        "rps": _stack.median([r["rps"] for r in results]),
+        "p50_ms": _stack.median([r["p50_us"] / 1e3 for r in results]),
+        "p99_ms": _stack.median([r["p99_us"] / 1e3 for r in results]),
+        "requests": sum(r["requests"] for r in results),
+        "errors": sum(r["errors"] for r in results),
+        "runs": [round(r["rps"], 1) for r in results],
+    }
+
+
+# --- SPARKS ---------------------------------------------------------------------------------
+
+
+class Sparks:
+    def __init__(self, args, workdir: Path) -> None:
+        self.args = args
+        self.workdir = workdir
+        self.base = f"http://127.0.0.1:{args.port}"
+        self.users: list[tuple[str, str]] = []  # (token, device id)
+        self.procs: list[subprocess.Popen] = []
+
+    def setup(self) -> None:
+        _stack.flush_redis(REDIS_DB)
+        _stack.create_database(DB_NAME)
+        _stack.setup_django(DB_NAME, REDIS_DB)
+        from rest_framework.authtoken.models import Token
+
+        from orgs.models import Membership, Organization, User
+        from presence import services
+
+        org = Organization.objects.create(slug="bench", name="Bench")
+        for i in range(self.args.users):
+            user = User.objects.create(username=f"bench{i:02d}", password="!")
+            Membership.objects.create(user=user, organization=org)
+            token = Token.objects.create(user=user)
+            device, _ = services.register_device(user, f"installation-{i:02d}", "bench laptop")
+            self.users.append((token.key, device.device_id))
+        _stack.close_django()
+
+    def start_gunicorn(self) -> None:
+        env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB)}
+        cmd = [
+            *(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []),
+            str(VENV_BIN / "gunicorn"),
+            "sparks_site.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{self.args.port}",
+            "--workers",
+            str(self.args.workers),
+            "--worker-class",
+            self.args.worker_class,
+            "--log-level",
+            "warning",
+            "--error-logfile",
+            str(self.workdir / "gunicorn.log"),
+        ]
+        self.procs.append(subprocess.Popen(cmd, cwd=_stack.ROOT, env=env))
+        wait_http(self.base + "/api/v1/config")
+
+    def start_daphne(self) -> None:
+        env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB)}
+        cmd = [
+            *(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []),
+            str(VENV_BIN / "daphne"),
+            "-b",
+            "127.0.0.1",
+            "-p",
+            str(self.args.ws_port),
+            "sparks_site.asgi:application",
+        ]
+        log = open(self.workdir / "daphne.log", "w")  # noqa: SIM115  (closed with the process)
+        self.procs.append(subprocess.Popen(cmd, cwd=_stack.ROOT, env=env, stdout=log, stderr=log))
+        wait_http(f"http://127.0.0.1:{self.args.ws_port}/api/v1/config")
+
+    def signal(self, token: str, device_id: str, signal: dict) -> dict:
+        status, body = http(
+            "POST",
+            f"{self.base}/api/v1/devices/{device_id}/signals",
+            {"signals": [signal]},
+            {"Authorization": f"Token {token}"},
+        )
+        if status != 202:
+            raise SystemExit(f"signal answered {status}: {body}")
+        return body
+
+    def prime(self, signal_type: str = "heartbeat", value: str | None = None) -> None:
+        """One signal per device (the steady state before a run)."""
+        seq = seq_base()
+        for token, device_id in self.users:
+            self.signal(token, device_id, {"type": signal_type, "value": value, "seq": seq})
+
+    def users_file(self, kind: str) -> Path:
+        path = self.workdir / f"sparks-{kind}.txt"
+        with path.open("w") as f:
+            for token, device_id in self.users:
+                url = "/api/v1/config" if kind == "config" else f"/api/v1/devices/{device_id}/signals"
+                f.write(f"{token} {device_id} {url}\n")
+        return path
+
+    def db_counters(self) -> dict:
+        import psycopg
+
+        with psycopg.connect(_stack.database_url(DB_NAME), autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT xact_commit, tup_inserted, tup_updated, tup_deleted FROM pg_stat_database "
+                "WHERE datname = current_database()"
+            ).fetchone()
+        return dict(zip(("xact_commit", "tup_inserted", "tup_updated", "tup_deleted"), row, strict=True))
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.procs.clear()
+
+    def cleanup(self) -> None:
+        _stack.drop_database(DB_NAME)
+        _stack.flush_redis(REDIS_DB)
+
+
+# --- Synapse --------------------------------------------------------------------------------
+
+
+class Synapse:
+    def __init__(self, args) -> None:
+        self.args = args
+        self.dir = SYNAPSE_HOME / "data"
+        self.env = {
+            **os.environ,
+            "SYNAPSE_VENV": str(SYNAPSE_HOME / "venv"),
+            "SYNAPSE_DIR": str(self.dir),
+            "SYNAPSE_PORT": str(args.synapse_port),
+        }
+        self.base = f"http://127.0.0.1:{args.synapse_port}"
+        self.users: list[tuple[str, str]] = []  # (access token, user id)
+        self.version = None
+
+    def tool(self, *argv: str) -> str:
+        cmd = [*(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []), str(SYNAPSE_TOOL), *argv]
+        return subprocess.run(cmd, env=self.env, capture_output=True, text=True, check=True).stdout
+
+    def start(self) -> None:
+        if self.dir.exists():
+            shutil.rmtree(self.dir)  # a fresh homeserver each run
+        # synapse-local already relaxes every rate limit it knows (rc_presence 1000/s, burst
+        # 1000); the override only restates the presence one so a change of the tool's default
+        # cannot silently throttle this benchmark.
+        self.dir.mkdir(parents=True)
+        (self.dir / "override.yaml").write_text("rc_presence:\n  per_user: {per_second: 10000, burst_count: 10000}\n")
+        status = json.loads(self.tool("start").strip().splitlines()[-1])
+        self.version = status.get("version")
+
+    def register(self, count: int) -> None:
+        import hashlib
+        import hmac
+
+        secret = next(
+            line.split(":", 1)[1].strip().strip('"')
+            for line in (self.dir / "secrets.yaml").read_text().splitlines()
+            if line.startswith("registration_shared_secret")
+        )
+        for i in range(count):
+            name, password = f"bench{i:02d}", f"bench-password-{i:02d}"
+            _, nonce = http("GET", self.base + "/_synapse/admin/v1/register")
+            mac = hmac.new(secret.encode(), digestmod=hashlib.sha1)
+            mac.update(b"\x00".join([nonce["nonce"].encode(), name.encode(), password.encode(), b"notadmin"]))
+            status, body = http(
+                "POST",
+                self.base + "/_synapse/admin/v1/register",
+                {
+                    "nonce": nonce["nonce"],
+                    "username": name,
+                    "password": password,
+                    "admin": False,
+                    "mac": mac.hexdigest(),
+                },
+            )
+            if status != 200:
+                raise SystemExit(f"Synapse registration failed: {status} {body}")
+            self.users.append((body["access_token"], body["user_id"]))
+
+    def path(self, user_id: str) -> str:
+        return f"/_matrix/client/v3/presence/{urllib.parse.quote(user_id, safe='')}/status"
+
+    def prime(self, presence: str = "online") -> None:
+        for token, user_id in self.users:
+            status, body = http(
+                "PUT", self.base + self.path(user_id), {"presence": presence}, {"Authorization": f"Bearer {token}"}
+            )
+            if status != 200:
+                raise SystemExit(f"Synapse presence PUT answered {status}: {body}")
+
+    def users_file(self, workdir: Path) -> Path:
+        path = workdir / "synapse.txt"
+        with path.open("w") as f:
+            for token, user_id in self.users:
+                f.write(f"{token} {user_id} {self.path(user_id)}\n")
+        return path
+
+    def stop(self) -> None:
+        try:
+            self.tool("stop")
+        finally:
+            if not self.args.keep and self.dir.exists():
+                shutil.rmtree(self.dir)
+
+
+# --- websocket heartbeats -------------------------------------------------------------------
+
+WS_CLIENT = r"""
+import asyncio, json, sys, time
+import websockets
+
+async def main(url, users_file, connections, duration, seqbase):
+    users = [line.split() for line in open(users_file)]
+    sockets = []
+    for token, device_id, _ in users:
+        ws = await websockets.connect(f"{url}?token={token}", max_size=None)
+        await ws.recv()  # the snapshot
+        sockets.append((ws, device_id))
+    latencies, errors = [], 0
+    seq = {d: seqbase for _, d in sockets}
+    deadline = time.monotonic() + duration
+
+    async def worker(k):
+        nonlocal errors
+        mine = sockets[k::connections]
+        n = 0
+        while time.monotonic() < deadline:
+            ws, device_id = mine[n % len(mine)]
+            n += 1
+            seq[device_id] += 1
+            t0 = time.perf_counter()
+            await ws.send(json.dumps({"type": "signals", "id": n, "device_id": device_id,
+                                      "signals": [{"type": "heartbeat", "seq": seq[device_id]}]}))
+            while True:
+                reply = json.loads(await ws.recv())
+                if reply.get("type") in ("ack", "error"):
+                    break
+            latencies.append(time.perf_counter() - t0)
+            if reply["type"] != "ack":
+                errors += 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(k) for k in range(min(connections, len(sockets)))))
+    elapsed = time.perf_counter() - t0
+    for ws, _ in sockets:
+        await ws.close()
+    latencies.sort()
+    pick = lambda q: latencies[min(len(latencies) - 1, round(q / 100 * (len(latencies) - 1)))]
+    print("BENCHJSON " + json.dumps({"requests": len(latencies), "duration_us": elapsed * 1e6, "errors": errors,
+          "p50_us": pick(50) * 1e6, "p99_us": pick(99) * 1e6}))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), int(sys.argv[5])))
+"""
+
+
+def run_ws(args, sparks: Sparks, script: Path) -> dict:
+    users_file = sparks.users_file("signals")
+    cmd = [
+        *(["taskset", "-c", args.load_cpu] if args.load_cpu else []),
+        sys.executable,
+        str(script),
+        f"ws://127.0.0.1:{args.ws_port}/ws/presence/",
+        str(users_file),
+        str(args.connections),
+        str(args.duration),
+        str(seq_base()),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("BENCHJSON ")).split(" ", 1)[1])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+# --- in-process profile of the steady heartbeat ---------------------------------------------
+
+
+def profile_steady(sparks: Sparks, count: int) -> None:
+    """Steady heartbeats through Django's WSGI handler (what a gunicorn worker calls), in this
+    process: µs per request without and with pyinstrument, and where the time goes."""
+    import io
+
+    os.environ.update(_stack.server_environment(DB_NAME, REDIS_DB))
+    import django
+
+    django.setup()
+    from django.core.handlers.wsgi import WSGIHandler
+
+    handler = WSGIHandler()
+    seq = {device_id: seq_base() for _, device_id in sparks.users}
+
+    def call(token: str, device_id: str) -> None:
+        seq[device_id] += 1
+        body = json.dumps({"signals": [{"type": "heartbeat", "seq": seq[device_id]}]}).encode()
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": f"/api/v1/devices/{device_id}/signals",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "HTTP_HOST": "127.0.0.1",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(body)),
+            "HTTP_AUTHORIZATION": f"Token {token}",
+            "wsgi.input": io.BytesIO(body),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+        }
+        statuses = []
+        b"".join(handler(environ, lambda status, headers, *a: statuses.append(status)))
+        if not statuses[0].startswith("202"):
+            raise SystemExit(f"in-process heartbeat answered {statuses[0]}")
+
+    def loop(n: int) -> float:
+        t0 = time.perf_counter()
+        for i in range(n):
+            token, device_id = sparks.users[i % len(sparks.users)]
+            call(token, device_id)
+        return (time.perf_counter() - t0) / n * 1e6
+
+    from django.db import connection
+
+    loop(200)  # warm up
+    plain = loop(count)
+    queries: list[str] = []
+
+    def record(execute, sql, params, many, context):
+        queries.append(sql)
+        return execute(sql, params, many, context)
+
+    with connection.execute_wrapper(record):
+        loop(len(sparks.users))
+    print(f"\nin-process steady heartbeat (Django WSGI handler, no HTTP server): {plain:.0f} µs per request")
+    print(f"SQL queries per steady heartbeat: {len(queries) / len(sparks.users):.2f}")
+    for sql in sorted(set(queries)):
+        print(f"  {sql[:150]}")
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        print("(pip install pyinstrument for the breakdown)")
+        return
+    profiler = Profiler(interval=0.0002)
+    profiler.start()
+    loop(count)
+    profiler.stop()
+    print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+# --- main -----------------------------------------------------------------------------------
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "n/a"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=15, help="seconds per run (default 15)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per case; the median is reported (default 3)")
+    parser.add_argument("--connections", type=int, default=8, help="concurrent connections (default 8)")
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4)")
+    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (default sync)")
+    parser.add_argument("--port", type=int, default=18000)
+    parser.add_argument("--ws-port", type=int, default=18001)
+    parser.add_argument("--synapse-port", type=int, default=18448)
+    parser.add_argument("--server-cpu", default="0", help="core for the servers ('' for no pinning)")
+    parser.add_argument("--load-cpu", default="1", help="core for the load generator ('' for no pinning)")
+    parser.add_argument("--no-synapse", action="store_true", help="measure SPARKS only")
+    parser.add_argument("--websocket", action="store_true", help="also websocket heartbeats over /ws/presence/")
+    parser.add_argument("--profile", action="store_true", help="profile the steady heartbeat in-process")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 10 users, 1 run of 2 s")
+    parser.add_argument("--keep", action="store_true", help="keep the Synapse data directory")
+    parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    args = parser.parse_args()
+    if args.quick:
+        args.duration, args.runs, args.users = 2, 1, 10
+    if shutil.which("wrk") is None:
+        raise SystemExit("wrk is needed: apt-get install -y wrk")
+    if (args.server_cpu or args.load_cpu) and shutil.which("taskset") is None:
+        raise SystemExit("taskset is needed (util-linux), or pass --server-cpu '' --load-cpu ''")
+    ws_route = (_stack.ROOT / "presence" / "routing.py").exists() and (
+        _stack.ROOT / "presence" / "consumers.py"
+    ).exists()
+    if args.websocket and not ws_route:
+        raise SystemExit("--websocket needs presence/consumers.py and the ws/presence/ route")
+
+    workdir = Path(tempfile.mkdtemp(prefix="sparks-bench-"))
+    script = workdir / "load.lua"
+    script.write_text(WRK_SCRIPT)
+    sparks = Sparks(args, workdir)
+    synapse = None if args.no_synapse else Synapse(args)
+    print(
+        f"heartbeat ingest: {args.users} users, {args.connections} connections, {args.runs} x {args.duration} s, "
+        f"servers on core {args.server_cpu or '-'}, load on core {args.load_cpu or '-'}, "
+        f"gunicorn {args.workers} {args.worker_class} workers"
+    )
+    results: dict[str, dict] = {}
+    db_writes = None
+    try:
+        sparks.setup()
+        sparks.start_gunicorn()
+        sparks.prime()
+        if synapse is not None:
+            synapse.start()
+            synapse.register(args.users)
+            synapse.prime()
+            print(f"Synapse {synapse.version} on {synapse.base}")
+        ours_signals = sparks.users_file("signals")
+        ours_config = sparks.users_file("config")
+        theirs = synapse.users_file(workdir) if synapse is not None else None
+
+        # (a) steady. pg_stat_database is flushed by idle backends within ~10 s: wait around the block.
+        time.sleep(11)
+        before = sparks.db_counters()
+        runs = {"ours_steady": [], "synapse_steady": []}
+        for _ in range(args.runs):
+            if synapse is not None:
+                runs["synapse_steady"].append(run_wrk(args, "synapse_steady", synapse.base, theirs, script))
+            runs["ours_steady"].append(run_wrk(args, "ours_steady", sparks.base, ours_signals, script))
+        time.sleep(11)
+        after = sparks.db_counters()
+        steady_requests = sum(r["requests"] for r in runs["ours_steady"])
+        db_writes = {k: (after[k] - before[k]) / steady_requests for k in before}
+
+        # (b) state-changing: each run starts from visible / online, its first signal changes it.
+        runs.update(ours_change=[], synapse_change=[], ours_config=[])
+        for _ in range(args.runs):
+            if synapse is not None:
+                synapse.prime("online")
+                runs["synapse_change"].append(run_wrk(args, "synapse_change", synapse.base, theirs, script))
+            sparks.prime("visibility", "visible")
+            runs["ours_change"].append(run_wrk(args, "ours_change", sparks.base, ours_signals, script))
+        # (c) the reference: a bare authenticated DRF endpoint.
+        for _ in range(args.runs):
+            runs["ours_config"].append(run_wrk(args, "ours_config", sparks.base, ours_config, script))
+        # (d) websocket heartbeats.
+        if args.websocket:
+            sparks.start_daphne()
+            ws_script = workdir / "ws_client.py"
+            ws_script.write_text(WS_CLIENT)
+            runs["ours_ws_steady"] = [run_ws(args, sparks, ws_script) for _ in range(args.runs)]
+        results = {name: summarize(r) for name, r in runs.items() if r}
+        if args.profile:
+            sparks.stop()
+            profile_steady(sparks, 2000 if not args.quick else 200)
+    finally:
+        sparks.stop()
+        if synapse is not None:
+            synapse.stop()
+        _stack.close_django()
+        sparks.cleanup()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+    labels = {
+        "synapse_steady": "Synapse  (a) steady PUT presence online",
+        "ours_steady": "SPARKS   (a) steady heartbeat",
+        "ours_ws_steady": "SPARKS   (a') steady heartbeat, websocket",
+        "synapse_change": "Synapse  (b) PUT online/unavailable",
+        "ours_change": "SPARKS   (b) visibility hidden/visible",
+        "ours_config": "SPARKS   (c) GET config (bare DRF, token)",
+    }
+    print(f"\n{'case':44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  runs (req/s)")
+    for name, label in labels.items():
+        if name in results:
+            r = results[name]
+            print(f"{label:44} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d}  {r['runs']}")
+    if db_writes is not None:
+        print(
+            "\nDB per steady heartbeat (pg_stat_database): "
+            f"{db_writes['xact_commit']:.3f} commits (read-only transactions count too), "
+            f"{db_writes['tup_inserted']:.4f} rows inserted, {db_writes['tup_updated']:.4f} updated, "
+            f"{db_writes['tup_deleted']:.4f} deleted"
+        )
+    checks = []
+    if "synapse_steady" in results:
+        ours, theirs_ = results["ours_steady"], results["synapse_steady"]
+        r = ours["rps"] / theirs_["rps"]
+        checks.append(
+            f"steady ours/Synapse = {ratio(ours['rps'], theirs_['rps'])} "
+            f"(target >= 1.0: {'met' if r >= 1 else 'MISSED'}); "
+            f"p50 {ours['p50_ms']:.2f} vs {theirs_['p50_ms']:.2f} ms "
+            f"({'no worse' if ours['p50_ms'] <= theirs_['p50_ms'] else 'WORSE'})"
+        )
+        ours, theirs_ = results["ours_change"], results["synapse_change"]
+        r = ours["rps"] / theirs_["rps"]
+        checks.append(
+            f"state-changing ours/Synapse = {ratio(ours['rps'], theirs_['rps'])} "
+            f"(target >= 2.0: {'met' if r >= 2 else 'MISSED'})"
+        )
+        if "ours_ws_steady" in results:
+            r = results["ours_ws_steady"]["rps"] / results["synapse_steady"]["rps"]
+            checks.append(
+                f"websocket heartbeats / Synapse steady PUTs = {r:.2f} (target >= 3.0: {'met' if r >= 3 else 'MISSED'})"
+            )
+    steady_vs_config = ratio(results["ours_steady"]["rps"], results["ours_config"]["rps"])
+    checks.append(f"steady heartbeat / bare DRF GET config = {steady_vs_config}")
+    print()
+    for line in checks:
+        print(line)
+    if args.json:
+        print(json.dumps({"benchmark": "heartbeat_ingest", "results": results, "db_per_steady_request": db_writes}))
+    failed = sum(r["errors"] for r in results.values())
+    if failed:
+        print(f"\n{failed} requests failed (non-2xx or socket errors): the figures are suspect")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
