@@ -163,5 +163,5 @@ def signals_endpoint(request: HttpRequest, device_id: str) -> HttpResponse:
         request.method, request.headers.get("Authorization", ""), request.content_type, request.body, device_id
     )
     if body is not None:
-        return JsonResponse(body, status=202)
+        return JsonResponse(body, status=202, json_dumps_params={"separators": (",", ":")})
     return _signals_view(request, device_id=device_id)
