@@ -200,7 +200,7 @@ def _ingest_slowly(user: User, device_id: str, signals: Sequence[Signal], now: d
             if store.commit_device(user.pk, updated, expected_seq):
                 break
         if applied:
-            _write_device_row(row, updated)
+            _persist_device(user.pk, updated)
     presence = recompute(user, now) if applied else current_presence(user, now)
     return SignalOutcome(applied=applied, ignored=ignored, presence=presence)
 
@@ -259,18 +259,6 @@ def _hot_device_of(row: Device, flushed_at: float | None = None) -> hotstate.Hot
         label=row.label,
         flushed_at=flushed_at if flushed_at is not None else row.last_seen_at.timestamp(),
     )
-
-
-def _write_device_row(row: Device, device: hotstate.HotDevice) -> None:
-    row.last_seen_at = hotstate.from_epoch(device.last_seen)
-    row.last_active_at = hotstate.from_epoch(device.last_active)
-    row.activity = device.activity
-    row.visibility = device.visibility
-    row.in_call = device.in_call
-    row.in_meeting = device.in_meeting
-    row.network = device.network
-    row.last_seq = device.seq
-    row.save()
 
 
 def flush_device_activity(batch_size: int = 1000) -> int:
