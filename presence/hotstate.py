@@ -18,9 +18,11 @@ Layout of the user hash (`<prefix>u:<user id>`):
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
+import types
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -659,3 +661,51 @@ def _store_for(redis_url: str) -> HotStore:
 def store() -> HotStore:
     """The hot store of this deployment (one per process, shared across threads)."""
     return _store_for(settings.REDIS_URL)
+
+
+# --- The websocket's heartbeat, on the event loop ---------------------------------------------
+
+# Per event loop, the heartbeat script on an asyncio Redis client per Redis URL: such a client's
+# connections belong to the loop that opened them. A server has one loop per process; the tests
+# open one per scenario, so each loop's clients are closed with it.
+_async_heartbeats: dict[asyncio.AbstractEventLoop, dict[str, object]] = {}
+
+
+def _async_heartbeat_script(redis_url: str):
+    loop = asyncio.get_running_loop()
+    scripts = _async_heartbeats.get(loop)
+    if scripts is None:
+        scripts = _async_heartbeats[loop] = {}
+        _close_with_loop(loop)
+    script = scripts.get(redis_url)
+    if script is None:
+        import redis.asyncio
+
+        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        script = scripts[redis_url] = client.register_script(_HEARTBEAT)
+    return script
+
+
+def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
+    """Close the loop's clients when the loop closes (as channels_redis does with its own)."""
+    original = loop.close
+
+    def close(self: asyncio.AbstractEventLoop) -> None:
+        for script in _async_heartbeats.pop(loop, {}).values():
+            loop.run_until_complete(script.registered_client.aclose())
+        self.close = original
+        original()
+
+    loop.close = types.MethodType(close, loop)
+
+
+async def heartbeat_async(user_id: int, device_id: str, seq: int, now: float) -> Heartbeat | None:
+    """`HotStore.heartbeat` for code on an event loop, without handing off to a thread: the same
+    script through an asyncio Redis client. The in-process store is memory behind a lock held
+    for microseconds, so it is called directly."""
+    hot = store()
+    if not isinstance(hot, RedisHotStore):
+        return hot.heartbeat(user_id, device_id, seq, now)
+    script = _async_heartbeat_script(settings.REDIS_URL)
+    keys = [hot.user_key(user_id), hot.dirty_key]
+    return _heartbeat_result(await script(keys=keys, args=heartbeat_args(user_id, device_id, seq, now)))

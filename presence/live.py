@@ -16,8 +16,10 @@ from django.db import connections
 from django.utils import timezone
 
 from orgs.models import User
-from presence import selectors, services
+from presence import hotstate, selectors, services
+from presence.fastpath import _answer_body
 from presence.serializers import (
+    MAX_SEQ,
     PeerSerializer,
     PeerSubscriptionSerializer,
     PresenceSerializer,
@@ -185,6 +187,48 @@ def signals_reply(user: User, message: dict[str, Any]) -> dict[str, Any]:
         "signals_applied": outcome.applied,
         "signals_ignored": outcome.ignored,
     }
+
+
+# The keys of a `signals` message that is a lone heartbeat, besides the optional `id`.
+_HEARTBEAT_MESSAGE_KEYS = {"type", "device_id", "signals"}
+
+
+def lone_heartbeat(message: dict[str, Any]) -> tuple[str, int] | None:
+    """(device id, seq) of a `signals` message that is exactly one well-formed heartbeat, else
+    None. Anything doubtful is None, so that `signals_reply` judges it and names the error."""
+    if not _HEARTBEAT_MESSAGE_KEYS <= message.keys() <= {*_HEARTBEAT_MESSAGE_KEYS, "id"}:
+        return None
+    if message.get("id") is not None and request_id_of(message) is None:
+        return None
+    device_id, signals = message["device_id"], message["signals"]
+    if not isinstance(device_id, str) or not 0 < len(device_id) <= DEVICE_ID_MAX_LENGTH:
+        return None
+    if not isinstance(signals, list) or len(signals) != 1 or not isinstance(signals[0], dict):
+        return None
+    signal = signals[0]
+    if signal.get("type") != SignalType.HEARTBEAT or signal.get("value") is not None:
+        return None
+    if not signal.keys() <= {"type", "seq", "value"}:
+        return None
+    seq = signal.get("seq")
+    if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
+        return None
+    return device_id, seq
+
+
+async def quick_signals_reply(user: User, message: dict[str, Any]) -> dict[str, Any] | None:
+    """The ack of a lone heartbeat of a live device, on the event loop: one Redis call, no thread,
+    serializer or database. None for anything else (an unknown or timed-out device, an outdated
+    decision, any other message): `signals_reply` answers it in full."""
+    found = lone_heartbeat(message)
+    if found is None:
+        return None
+    device_id, seq = found
+    beat = await hotstate.heartbeat_async(user.pk, device_id, seq, timezone.now().timestamp())
+    if beat is None:
+        return None
+    applied, ignored = (1, 0) if beat.applied else (0, 1)
+    return {"type": "ack", "id": request_id_of(message), **_answer_body(beat.decision, applied, ignored)}
 
 
 def release_db_connections() -> None:

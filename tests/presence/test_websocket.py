@@ -6,16 +6,20 @@ import asyncio
 import uuid
 from collections.abc import Callable
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 import pytest
+import time_machine
 from asgiref.sync import async_to_sync
 from channels.db import database_sync_to_async
 from channels.layers import get_channel_layer
 from channels.testing import WebsocketCommunicator
 from django.conf import settings as django_settings
 from django.test import Client
+from django.utils import timezone
 
 from orgs.models import Membership, User
+from presence import consumers, hotstate, live
 from sparks_site.asgi import application
 from tests.presence.live_helpers import register_device, settle, token_of
 
@@ -532,3 +536,158 @@ def test_malformed_and_unknown_messages_are_answered_with_errors(alice, bob):
             assert set(await peers_of(ws)) == {str(bob.public_id)}
 
     run(scenario)
+
+
+# --- Heartbeats answered on the event loop ------------------------------------------------------
+
+
+def heartbeat_message(device_id: str, seq: int, **extra) -> dict:
+    return {"type": "signals", "device_id": device_id, "signals": [{"type": "heartbeat", "seq": seq}], **extra}
+
+
+# The full path itself, as the consumer would call it without the quick one.
+full_signals_reply = database_sync_to_async(live.signals_reply)
+
+
+@pytest.fixture
+def full_path_calls(monkeypatch) -> list[dict]:
+    """The messages that reached the full path (`live.signals_reply`, on a thread)."""
+    calls: list[dict] = []
+    full = live.signals_reply
+
+    def recorded(user, message):
+        calls.append(message)
+        return full(user, message)
+
+    monkeypatch.setattr(live, "signals_reply", recorded)
+    return calls
+
+
+def test_a_steady_heartbeat_over_the_socket_needs_no_thread_and_no_database(monkeypatch, bob, bob_device):
+    def no_thread(function):
+        raise AssertionError(f"{function.__name__} was handed to a thread")
+
+    async def scenario():
+        async with socket(bob) as ws:
+            await snapshot(ws)
+            # From here on, a thread hand-off fails, and so does any ORM query (on the event loop
+            # itself Django refuses them): the socket would answer either with a server_error.
+            monkeypatch.setattr(consumers, "database_sync_to_async", no_thread)
+            await ws.send_json_to(heartbeat_message(bob_device, 1, id=1))
+            applied = await ws.receive_json_from(5)
+            await ws.send_json_to(heartbeat_message(bob_device, 1, id=2))
+            ignored = await ws.receive_json_from(5)
+        return applied, ignored
+
+    applied, ignored = async_to_sync(scenario)()
+
+    assert (applied["type"], applied["id"], applied["signals_applied"], applied["signals_ignored"]) == ("ack", 1, 1, 0)
+    assert (ignored["type"], ignored["id"], ignored["signals_applied"], ignored["signals_ignored"]) == ("ack", 2, 0, 1)
+    assert hotstate.HotUser.parse(hotstate.store().read(bob.pk)).devices[bob_device].seq == 1
+
+
+def test_the_quick_ack_is_the_ack_of_the_full_path(bob, bob_device, full_path_calls):
+    async def scenario():
+        async with socket(bob) as ws:
+            await snapshot(ws)
+            await ws.send_json_to(heartbeat_message(bob_device, 1, id="q"))
+            quick = await ws.receive_json_from(5)
+            await ws.send_json_to(heartbeat_message(bob_device, 1, id="q"))
+            quick_ignored = await ws.receive_json_from(5)
+        full = await full_signals_reply(bob, heartbeat_message(bob_device, 2, id="q"))
+        full_ignored = await full_signals_reply(bob, heartbeat_message(bob_device, 2, id="q"))
+        return quick, quick_ignored, full, full_ignored
+
+    quick, quick_ignored, full, full_ignored = async_to_sync(scenario)()
+
+    assert full_path_calls == []  # the socket answered both on the quick path
+    assert (full["signals_applied"], full_ignored["signals_ignored"]) == (1, 1)
+    for quick_ack, full_ack in [(quick, full), (quick_ignored, full_ignored)]:
+        assert list(quick_ack) == list(full_ack)
+        assert {k: v for k, v in quick_ack.items() if k != "last_active_ago"} == {
+            k: v for k, v in full_ack.items() if k != "last_active_ago"
+        }
+        assert abs(quick_ack["last_active_ago"] - full_ack["last_active_ago"]) < 5_000
+
+
+def test_a_heartbeat_that_brings_a_timed_out_device_back_takes_the_full_path(
+    api_for, alice, bob, bob_device, full_path_calls
+):
+    settle(alice, bob)
+    bob_api = api_for(bob)
+
+    async def scenario():
+        async with socket(alice) as alice_ws, socket(bob) as bob_ws:
+            await snapshot(alice_ws)
+            await snapshot(bob_ws)
+            # Past the device timeout (120 s), not yet idle (300 s).
+            with time_machine.travel(timezone.now() + timedelta(minutes=3)):
+                assert (await rest(bob_api, "get", "/api/v1/me/presence")).json()["status"] == "offline"
+                await receive_until(alice_ws, is_delta_of(bob, status="offline"))
+
+                await bob_ws.send_json_to(heartbeat_message(bob_device, 1, id="back"))
+                ack = await receive_until(bob_ws, lambda m: m["type"] == "ack")
+                delta = await receive_until(alice_ws, is_delta_of(bob))
+        return ack, delta
+
+    ack, delta = async_to_sync(scenario)()
+
+    assert [message["id"] for message in full_path_calls] == ["back"]
+    assert (ack["id"], ack["status"], ack["signals_applied"]) == ("back", "available", 1)
+    assert delta["status"] == "available"
+
+
+def test_another_users_device_is_not_found_even_when_ones_own_hot_state_is_ready(alice, bob_device, full_path_calls):
+    alice_device = register_device(alice)
+
+    async def scenario():
+        async with socket(alice) as ws:
+            await snapshot(ws)
+            await ws.send_json_to(heartbeat_message(alice_device, 1))
+            assert (await ws.receive_json_from(5))["type"] == "ack"
+            await ws.send_json_to(heartbeat_message(bob_device, 1, id="x"))
+            return await ws.receive_json_from(5)
+
+    error = async_to_sync(scenario)()
+
+    assert error == {"type": "error", "id": "x", "error": "not_found", "detail": "No such device."}
+    assert [message.get("id") for message in full_path_calls] == ["x"]
+
+
+@pytest.mark.parametrize(
+    ("change", "fields"),
+    [
+        ({"signals": [{"type": "heartbeat", "seq": -1}]}, {"signals.0.seq"}),
+        ({"signals": [{"type": "heartbeat", "seq": True}]}, {"signals.0.seq"}),
+        ({"signals": [{"type": "heartbeat", "seq": 2**63}]}, {"signals.0.seq"}),
+        ({"signals": [{"type": "heartbeat", "seq": 2, "value": "x"}]}, {"signals.0.value"}),
+        ({"signals": [{"type": "heartbeat", "seq": 2, "extra": 1}]}, {"signals.0.extra"}),
+        ({"extra": 1}, {"extra"}),
+        ({"device_id": ""}, {"device_id"}),
+        ({"device_id": "d" * 65}, {"device_id"}),
+        ({"id": ["a", "list"]}, {"id"}),
+    ],
+    ids=[
+        "negative seq",
+        "boolean seq",
+        "seq too large",
+        "value",
+        "unknown field in signal",
+        "unknown field",
+        "empty device id",
+        "long device id",
+        "list id",
+    ],
+)
+def test_a_malformed_heartbeat_still_gets_the_full_validation(bob, bob_device, full_path_calls, change, fields):
+    async def scenario():
+        async with socket(bob) as ws:
+            await snapshot(ws)
+            await ws.send_json_to({**heartbeat_message(bob_device, 1), **change})
+            return await ws.receive_json_from(5)
+
+    error = async_to_sync(scenario)()
+
+    assert (error["type"], error["error"]) == ("error", "validation_error")
+    assert set(error["fields"]) == fields
+    assert len(full_path_calls) == 1
