@@ -30,28 +30,6 @@ _signals_view = SignalsView.as_view()
 _TOKEN_PREFIX = "Token "
 
 
-def _lone_heartbeat_seq(body: bytes) -> int | None:
-    """The seq of a body that is exactly one well-formed heartbeat, else None (validate in full)."""
-    try:
-        data = json.loads(body)
-    except ValueError:
-        return None
-    if not isinstance(data, dict) or data.keys() != {"signals"}:
-        return None
-    signals = data["signals"]
-    if not isinstance(signals, list) or len(signals) != 1 or not isinstance(signals[0], dict):
-        return None
-    signal = signals[0]
-    if signal.get("type") != "heartbeat" or signal.get("value") is not None:
-        return None
-    if not signal.keys() <= {"type", "seq", "value"}:
-        return None
-    seq = signal.get("seq")
-    if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
-        return None
-    return seq
-
-
 def well_formed_signals(data: object) -> list[services.Signal] | None:
     """The signals of a body the REST serializer would accept as it is, else None.
 
@@ -101,7 +79,7 @@ def _body(
     }
 
 
-def _answer_body(decision: HotDecision, applied: int, ignored: int) -> dict:
+def decision_answer(decision: HotDecision, applied: int, ignored: int) -> dict:
     last_active = datetime.fromtimestamp(decision.last_active, UTC) if decision.last_active is not None else None
     return _body(
         decision.status,
@@ -148,7 +126,7 @@ def quick_signals(method: str, authorization: str, content_type: str, body: byte
     if len(signals) == 1 and signals[0].type == SignalType.HEARTBEAT:
         outcome = services.steady_heartbeat(fields["id"], device_id, signals[0].seq)
         if outcome is not None:
-            return _answer_body(outcome[2], outcome[0], outcome[1])
+            return decision_answer(outcome[2], outcome[0], outcome[1])
     try:
         result = services.ingest_signals(cached_user(fields), device_id, signals)
     except services.DeviceNotFound:

@@ -17,9 +17,8 @@ from django.utils import timezone
 
 from orgs.models import User
 from presence import hotstate, selectors, services
-from presence.fastpath import _answer_body
+from presence.fastpath import decision_answer, well_formed_signals
 from presence.serializers import (
-    MAX_SEQ,
     PeerSerializer,
     PeerSubscriptionSerializer,
     PresenceSerializer,
@@ -200,20 +199,14 @@ def lone_heartbeat(message: dict[str, Any]) -> tuple[str, int] | None:
         return None
     if message.get("id") is not None and request_id_of(message) is None:
         return None
-    device_id, signals = message["device_id"], message["signals"]
+    device_id = message["device_id"]
     if not isinstance(device_id, str) or not 0 < len(device_id) <= DEVICE_ID_MAX_LENGTH:
         return None
-    if not isinstance(signals, list) or len(signals) != 1 or not isinstance(signals[0], dict):
+    # The very check the REST quick path makes of a body, on this message's signals.
+    signals = well_formed_signals({"signals": message["signals"]})
+    if signals is None or len(signals) != 1 or signals[0].type != SignalType.HEARTBEAT:
         return None
-    signal = signals[0]
-    if signal.get("type") != SignalType.HEARTBEAT or signal.get("value") is not None:
-        return None
-    if not signal.keys() <= {"type", "seq", "value"}:
-        return None
-    seq = signal.get("seq")
-    if type(seq) is not int or not 0 <= seq <= MAX_SEQ:
-        return None
-    return device_id, seq
+    return device_id, signals[0].seq
 
 
 async def quick_signals_reply(user: User, message: dict[str, Any]) -> dict[str, Any] | None:
@@ -228,7 +221,7 @@ async def quick_signals_reply(user: User, message: dict[str, Any]) -> dict[str, 
     if beat is None:
         return None
     applied, ignored = (1, 0) if beat.applied else (0, 1)
-    return {"type": "ack", "id": request_id_of(message), **_answer_body(beat.decision, applied, ignored)}
+    return {"type": "ack", "id": request_id_of(message), **decision_answer(beat.decision, applied, ignored)}
 
 
 def release_db_connections() -> None:
