@@ -80,7 +80,7 @@ class Servers:
     def _start(self, name: str, cmd: list[str], url: str) -> None:
         log = open(self.workdir / f"{name}.log", "w")  # noqa: SIM115  (closed with the process)
         self.procs.append(subprocess.Popen([*self.pin, *cmd], cwd=_stack.ROOT, env=self.env, stdout=log, stderr=log))
-        wait_http(url)
+        _stack.wait_http(url)
 
     def start(self) -> None:
         args = self.args
@@ -114,22 +114,6 @@ class Servers:
             except subprocess.TimeoutExpired:
                 proc.kill()
         self.procs.clear()
-
-
-def wait_http(url: str, timeout: float = 30) -> None:
-    import urllib.error
-    import urllib.request
-
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
 # --- the clients (run on their own core, in a process of their own) -------------------------

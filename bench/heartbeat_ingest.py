@@ -115,19 +115,6 @@ def http(method: str, url: str, body: dict | None = None, headers: dict | None =
         return error.code, json.loads(error.read() or b"{}")
 
 
-def wait_http(url: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=2).read()
-            return
-        except urllib.error.HTTPError:
-            return  # it answers
-        except OSError:
-            time.sleep(0.2)
-    raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
-
-
 def seq_base() -> int:
     """Increasing across runs: a run's seqs are base+1, base+2, ... (milliseconds x 1000)."""
     time.sleep(0.002)
@@ -217,7 +204,7 @@ class Sparks:
             str(self.workdir / "gunicorn.log"),
         ]
         self.procs.append(subprocess.Popen(cmd, cwd=_stack.ROOT, env=env))
-        wait_http(self.base + "/api/v1/config")
+        _stack.wait_http(self.base + "/api/v1/config")
 
     def start_daphne(self) -> None:
         env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB)}
@@ -232,7 +219,7 @@ class Sparks:
         ]
         log = open(self.workdir / "daphne.log", "w")  # noqa: SIM115  (closed with the process)
         self.procs.append(subprocess.Popen(cmd, cwd=_stack.ROOT, env=env, stdout=log, stderr=log))
-        wait_http(f"http://127.0.0.1:{self.args.ws_port}/api/v1/config")
+        _stack.wait_http(f"http://127.0.0.1:{self.args.ws_port}/api/v1/config")
 
     def signal(self, token: str, device_id: str, signal: dict) -> dict:
         status, body = http(
