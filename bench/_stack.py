@@ -109,3 +109,20 @@ def wait_http(url: str, timeout: float = 30) -> None:
         except OSError:
             time.sleep(0.2)
     raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
+
+
+ASGI_SERVERS = ("daphne", "uvicorn")
+
+
+def asgi_server_command(kind: str, port: int) -> list[str]:
+    """The command serving `sparks_site.asgi:application` (websockets, SSE) on 127.0.0.1:port."""
+    bin_dir = ROOT / ".venv" / "bin"
+    if kind == "uvicorn":
+        return [
+            str(bin_dir / "uvicorn"),
+            "sparks_site.asgi:application",
+            "--host", "127.0.0.1", "--port", str(port),
+            "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
+            "--lifespan", "off", "--no-access-log", "--log-level", "warning",
+        ]  # fmt: skip
+    return [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "sparks_site.asgi:application"]

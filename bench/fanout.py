@@ -86,7 +86,7 @@ class Servers:
         args = self.args
         self._start(
             "daphne",
-            [str(VENV_BIN / "daphne"), "-b", "127.0.0.1", "-p", str(args.ws_port), "sparks_site.asgi:application"],
+            _stack.asgi_server_command(args.asgi_server, args.ws_port),
             f"http://127.0.0.1:{args.ws_port}/api/v1/config",
         )
         self._start(
@@ -247,6 +247,9 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=30, help="changes to fan out (default 30)")
     parser.add_argument("--spacing", type=float, default=0.5, help="seconds between changes (default 0.5)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for the REST change (default 2)")
+    parser.add_argument(
+        "--asgi-server", choices=_stack.ASGI_SERVERS, default="daphne", help="server of the websockets (default daphne)"
+    )
     parser.add_argument("--connect-concurrency", type=int, default=20, help="sockets connecting at once")
     parser.add_argument("--port", type=int, default=18100)
     parser.add_argument("--ws-port", type=int, default=18101)

@@ -210,12 +210,7 @@ class Sparks:
         env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB)}
         cmd = [
             *(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []),
-            str(VENV_BIN / "daphne"),
-            "-b",
-            "127.0.0.1",
-            "-p",
-            str(self.args.ws_port),
-            "sparks_site.asgi:application",
+            *_stack.asgi_server_command(self.args.asgi_server, self.args.ws_port),
         ]
         log = open(self.workdir / "daphne.log", "w")  # noqa: SIM115  (closed with the process)
         self.procs.append(subprocess.Popen(cmd, cwd=_stack.ROOT, env=env, stdout=log, stderr=log))
@@ -515,7 +510,10 @@ def main() -> int:
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections (default 8)")
     parser.add_argument("--users", type=int, default=50)
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4)")
-    parser.add_argument("--worker-class", default="sync", help="gunicorn worker class (default sync)")
+    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class (default gthread)")
+    parser.add_argument(
+        "--asgi-server", choices=_stack.ASGI_SERVERS, default="daphne", help="server of the websockets (default daphne)"
+    )
     parser.add_argument("--port", type=int, default=18000)
     parser.add_argument("--ws-port", type=int, default=18001)
     parser.add_argument("--synapse-port", type=int, default=18448)
