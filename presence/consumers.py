@@ -14,9 +14,8 @@ from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
-from django.utils import timezone
 
-from presence import events, live, selectors
+from presence import hub, live, selectors
 from sparks_site.live_auth import chosen_subprotocol
 
 logger = logging.getLogger(__name__)
@@ -29,7 +28,7 @@ CLOSE_AGGREGATOR_DISABLED = 4409
 
 class PresenceConsumer(AsyncWebsocketConsumer):
     watch: live.Watch | None = None
-    group: str | None = None
+    listener: hub.Listener | None = None
 
     async def connect(self) -> None:
         # Accept first, then close: a refusal before accepting reaches the client as a bare HTTP
@@ -46,16 +45,17 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         if organization is None:
             await self.close(CLOSE_FORBIDDEN)
             return
-        # Join before taking the snapshot: a change made meanwhile arrives after it (messages are
-        # handled one at a time), so the client may see it twice but never misses it.
-        self.group = events.organization_group(organization.id)
-        await self.channel_layer.group_add(self.group, self.channel_name)
+        # Join before taking the snapshot, paused: a change made meanwhile is sent after it, so
+        # the client may see it twice but never misses it, nor sees it before the snapshot.
         self.watch = live.Watch(organization.id)
+        self.listener = hub.Listener(self.watch, self._send_text)
+        await hub.hub().join(self.listener)
         await self._send_snapshot(None)
+        await hub.hub().resume(self.listener)
 
     async def disconnect(self, code: int) -> None:
-        if self.group is not None:
-            await self.channel_layer.group_discard(self.group, self.channel_name)
+        if self.listener is not None:
+            await hub.hub().leave(self.listener)
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         if self.watch is None:
@@ -81,18 +81,21 @@ class PresenceConsumer(AsyncWebsocketConsumer):
 
     async def _subscribe(self, message: dict[str, Any]) -> None:
         user_ids = live.parse_user_ids(message)
-        if user_ids is None:
-            self.watch = live.Watch(self.watch.organization_id)
-            await self._send_snapshot(None)
-            return
-        try:
-            peers = await database_sync_to_async(live.subscribed_peers)(self.scope["user"], user_ids)
-        except live.NotColleagues:
-            self.watch = None
-            await self.close(CLOSE_FORBIDDEN)
-            return
-        self.watch = live.Watch(self.watch.organization_id, frozenset(user_ids))
+        peers = None
+        if user_ids is not None:
+            try:
+                peers = await database_sync_to_async(live.subscribed_peers)(self.scope["user"], user_ids)
+            except live.NotColleagues:
+                self.watch = None
+                await self.close(CLOSE_FORBIDDEN)
+                return
+        organization_id = self.watch.organization_id
+        self.watch = live.Watch(organization_id, None if user_ids is None else frozenset(user_ids))
+        # Changes wait while the new snapshot is sent, as on connecting.
+        hub.hub().pause(self.listener)
+        self.listener.watch = self.watch
         await self._send_snapshot(peers)
+        await hub.hub().resume(self.listener)
 
     async def _signals(self, message: dict[str, Any]) -> None:
         # A steady heartbeat, the message sent most, is answered on the event loop; a thread
@@ -104,14 +107,12 @@ class PresenceConsumer(AsyncWebsocketConsumer):
 
     _handlers = {"subscribe": _subscribe, "signals": _signals}
 
-    async def presence_change(self, change: dict[str, Any]) -> None:
-        """A `presence.change` of the organization's group (`presence.events.publish`)."""
-        if self.watch is not None and self.watch.accepts(change):
-            await self._send_json(live.presence_delta(change, timezone.now()))
-
     async def _send_snapshot(self, peers) -> None:
         for page in await database_sync_to_async(live.snapshot_pages)(self.scope["user"], peers):
             await self._send_json(page)
 
     async def _send_json(self, message: dict[str, Any]) -> None:
         await self.send(text_data=json.dumps(message, cls=DjangoJSONEncoder))
+
+    async def _send_text(self, text: str) -> None:
+        await self.send(text_data=text)
