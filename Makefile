@@ -59,9 +59,9 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/heartbeat_ingest.py --quick --no-synapse
 
 ## serve-prod: the production processes on PostgreSQL and Redis (set DATABASE_URL, REDIS_URL and
-## SECRET_KEY): gunicorn gthread workers (keep-alive) for the REST API on $(PORT), daphne for websockets and SSE on
-## $(WS_PORT), a Celery worker and Celery beat (the expiry sweep). Route /ws/ and the SSE stream
-## to daphne, the rest to gunicorn. Ctrl-C stops all four; a deployment runs each under its supervisor.
+## SECRET_KEY): gunicorn gthread workers (keep-alive) for the REST API on $(PORT), uvicorn for websockets and SSE
+## on $(WS_PORT), a Celery worker and Celery beat (the expiry sweep). Route /ws/ and the SSE stream
+## to uvicorn, the rest to gunicorn. Ctrl-C stops all four; a deployment runs each under its supervisor.
 WS_PORT ?= 8001
 WEB_WORKERS ?= 4
 WEB_THREADS ?= 1
@@ -72,7 +72,8 @@ serve-prod: $(VENV)/.installed-runtime
 	trap 'kill 0' INT TERM EXIT; \
 	DEBUG=0 PRESENCE_IN_PROCESS_SWEEP=0 $(BIN)/gunicorn sparks_site.wsgi:application \
 		--bind 127.0.0.1:$(PORT) --workers $(WEB_WORKERS) --worker-class gthread --threads $(WEB_THREADS) & \
-	DEBUG=0 PRESENCE_IN_PROCESS_SWEEP=0 $(BIN)/daphne -b 127.0.0.1 -p $(WS_PORT) sparks_site.asgi:application & \
+	DEBUG=0 PRESENCE_IN_PROCESS_SWEEP=0 $(BIN)/uvicorn sparks_site.asgi:application --host 127.0.0.1 --port $(WS_PORT) \
+		--loop uvloop --http httptools --ws websockets --lifespan off --no-access-log & \
 	DEBUG=0 $(BIN)/celery -A sparks_site worker --loglevel=INFO & \
 	DEBUG=0 $(BIN)/celery -A sparks_site beat --loglevel=INFO & \
 	wait

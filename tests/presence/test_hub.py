@@ -1,0 +1,116 @@
+"""The per-process hub: a change received once, written to every socket of its organization, and
+never before a socket's snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+
+from asgiref.sync import async_to_sync
+
+from presence import events, live
+from presence.hub import Hub, Listener
+
+ORG = 41
+OTHER_ORG = 42
+
+
+def change(user_id: str, status: str, organization_id: int = ORG) -> dict:
+    return {
+        "type": "presence.change",
+        "organization_id": organization_id,
+        "user_id": user_id,
+        "status": status,
+        "activity": status,
+        "status_msg": None,
+        "currently_active": False,
+        "last_active": None,
+    }
+
+
+def listener(received: list[str], organization_id: int = ORG, user_ids: frozenset[str] | None = None) -> Listener:
+    async def send_text(text: str) -> None:
+        received.append(text)
+
+    return Listener(live.Watch(organization_id, user_ids), send_text)
+
+
+async def publish_and_settle(hub: Hub, *changes: dict) -> None:
+    for item in changes:
+        await hub.layer.group_send(events.organization_group(item["organization_id"]), item)
+    await asyncio.sleep(0.3)
+
+
+def test_a_change_reaches_every_resumed_socket_of_its_organization_only():
+    async def scenario():
+        hub = Hub()
+        first, second, elsewhere = [], [], []
+        members = [listener(first), listener(second), listener(elsewhere, OTHER_ORG)]
+        for member in members:
+            await hub.join(member)
+            await hub.resume(member)
+
+        await publish_and_settle(hub, change("u1", "busy"))
+
+        for member in members:
+            await hub.leave(member)
+        return first, second, elsewhere
+
+    first, second, elsewhere = async_to_sync(scenario)()
+    assert len(first) == len(second) == 1
+    assert '"status": "busy"' in first[0]
+    assert elsewhere == []
+
+
+def test_changes_wait_for_the_snapshot_and_then_come_in_order():
+    async def scenario():
+        hub = Hub()
+        received = []
+        member = listener(received)
+        await hub.join(member)  # paused, as while its snapshot is sent
+
+        await publish_and_settle(hub, change("u1", "busy"), change("u1", "away"))
+        waiting = list(received)
+        received.append("snapshot")
+        await hub.resume(member)
+        await publish_and_settle(hub, change("u1", "available"))
+
+        await hub.leave(member)
+        return waiting, received
+
+    waiting, received = async_to_sync(scenario)()
+    assert waiting == []
+    assert received[0] == "snapshot"
+    assert ['"busy"' in r for r in received[1:]] == [True, False, False]
+    assert '"away"' in received[2] and '"available"' in received[3]
+
+
+def test_a_subscription_filters_what_a_socket_gets():
+    async def scenario():
+        hub = Hub()
+        received = []
+        member = listener(received, user_ids=frozenset({"u2"}))
+        await hub.join(member)
+        await hub.resume(member)
+
+        await publish_and_settle(hub, change("u1", "busy"), change("u2", "away"))
+
+        await hub.leave(member)
+        return received
+
+    received = async_to_sync(scenario)()
+    assert len(received) == 1 and '"u2"' in received[0]
+
+
+def test_the_last_socket_leaving_stops_the_listener():
+    async def scenario():
+        hub = Hub()
+        member = listener([])
+        await hub.join(member)
+        task = hub.task
+        await hub.leave(member)
+        await asyncio.sleep(0)
+        return hub, task
+
+    hub, task = async_to_sync(scenario)()
+    assert hub.task is None and hub.listeners == {}
+    assert task.cancelled() or task.done()
