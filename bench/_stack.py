@@ -126,3 +126,19 @@ def asgi_server_command(kind: str, port: int) -> list[str]:
             "--lifespan", "off", "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
     return [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "sparks_site.asgi:application"]
+
+
+def stop_processes(processes: list) -> None:
+    """Stop servers started with subprocess.Popen: TERM each, wait, KILL what is left."""
+    import signal
+    import subprocess
+
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+    processes.clear()

@@ -25,7 +25,6 @@ import contextlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -105,15 +104,7 @@ class Servers:
         )
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.procs.clear()
+        _stack.stop_processes(self.procs)
 
 
 # --- the clients (run on their own core, in a process of their own) -------------------------

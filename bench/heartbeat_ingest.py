@@ -31,7 +31,6 @@ import argparse
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -252,15 +251,7 @@ class Sparks:
         return dict(zip(("xact_commit", "tup_inserted", "tup_updated", "tup_deleted"), row, strict=True))
 
     def stop(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        self.procs.clear()
+        _stack.stop_processes(self.procs)
 
     def cleanup(self) -> None:
         _stack.drop_database(DB_NAME)
