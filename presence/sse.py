@@ -15,15 +15,13 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
-from django.utils import timezone
 
 from orgs.models import User
-from presence import events, live, selectors
+from presence import hub, live, selectors
 from presence.api import AggregatorDisabled
 from sparks_site.live_auth import credential_from_authorization, user_for
 
@@ -91,26 +89,26 @@ def _event(name: str, data: dict[str, Any]) -> str:
 
 
 async def _stream(user: User, watch: live.Watch, peers: list[User] | None) -> AsyncIterator[str]:
-    layer = get_channel_layer()
-    group = events.organization_group(watch.organization_id)
-    channel = await layer.new_channel()
-    # Join before taking the snapshot, so that a change made meanwhile is not missed (see the consumer).
-    await layer.group_add(group, channel)
+    changes: asyncio.Queue[str] = asyncio.Queue()
+
+    async def queue_change(text: str) -> None:
+        changes.put_nowait(text)
+
+    # Join (paused) before taking the snapshot: a change made meanwhile comes after it, never lost.
+    listener = hub.Listener(watch, queue_change)
+    await hub.hub().join(listener)
     try:
         for page in await database_sync_to_async(live.snapshot_pages)(user, peers):
             yield _event("snapshot", page)
         await sync_to_async(live.release_db_connections)()
+        await hub.hub().resume(listener)
         while True:
             try:
-                change = await asyncio.wait_for(layer.receive(channel), KEEPALIVE_SECONDS)
+                text = await asyncio.wait_for(changes.get(), KEEPALIVE_SECONDS)
             except TimeoutError:
-                # Joining again renews the membership, which the Redis layer forgets after its
-                # group expiry (a day by default) while a stream may outlive that.
-                await layer.group_add(group, channel)
                 yield ": keep-alive\n\n"
                 continue
-            if change.get("type") == "presence.change" and watch.accepts(change):
-                yield _event("presence", live.presence_delta(change, timezone.now()))
+            yield f"event: presence\ndata: {text}\n\n"
     finally:
         # The client went away (the server cancels the stream) or the stream failed.
-        await layer.group_discard(group, channel)
+        await hub.hub().leave(listener)
