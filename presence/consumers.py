@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403  # no organization, or a subscription to someone who is not a colleague
 CLOSE_AGGREGATOR_DISABLED = 4409
+CLOSE_TOO_FAR_BEHIND = 4408  # the client read too slowly; it reconnects for a fresh snapshot
 
 
 class PresenceConsumer(AsyncWebsocketConsumer):
@@ -48,7 +49,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         # Join before taking the snapshot, paused: a change made meanwhile is sent after it, so
         # the client may see it twice but never misses it, nor sees it before the snapshot.
         self.watch = live.Watch(organization.id)
-        self.listener = hub.Listener(self.watch, self._send_text)
+        self.listener = hub.Listener(self.watch, self._send_text, self._close_lagging)
         await hub.hub().join(self.listener)
         await self._send_snapshot(None)
         await hub.hub().resume(self.listener)
@@ -92,7 +93,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         organization_id = self.watch.organization_id
         self.watch = live.Watch(organization_id, None if user_ids is None else frozenset(user_ids))
         # Changes wait while the new snapshot is sent, as on connecting.
-        hub.hub().pause(self.listener)
+        await hub.hub().pause(self.listener)
         self.listener.watch = self.watch
         await self._send_snapshot(peers)
         await hub.hub().resume(self.listener)
@@ -116,3 +117,6 @@ class PresenceConsumer(AsyncWebsocketConsumer):
 
     async def _send_text(self, text: str) -> None:
         await self.send(text_data=text)
+
+    async def _close_lagging(self) -> None:
+        await self.close(CLOSE_TOO_FAR_BEHIND)

@@ -8,7 +8,9 @@ each would render it again — the cost that dominated fan-out to large organiza
 
 Each event loop has its own hub (a server process has one loop; tests have many). A socket is
 registered paused: changes wait until its snapshot has been sent, then go out in order, so a
-client never sees a change before the state it changes.
+client never sees a change before the state it changes. Each socket has its own outbox and
+writer, so a slow client delays only itself; one that falls too far behind is closed (it
+reconnects and gets a fresh snapshot).
 """
 
 from __future__ import annotations
@@ -32,14 +34,41 @@ logger = logging.getLogger(__name__)
 GROUP_RENEWAL_SECONDS = 3600
 
 
+# Changes a socket may have waiting before it counts as gone (closed, to start afresh).
+MAX_WAITING = 1000
+
+
 @dataclass(eq=False)
 class Listener:
-    """One socket: what it watches and how to write to it."""
+    """One socket: what it watches, how to write to it, and how to close it when it lags."""
 
     watch: live.Watch
     send_text: Callable[[str], Awaitable[None]]
+    close: Callable[[], Awaitable[None]] | None = None
     paused: bool = True
     backlog: list[str] = field(default_factory=list)
+    outbox: asyncio.Queue = field(default_factory=asyncio.Queue)
+    writer: asyncio.Task | None = None
+
+    def offer(self, text: str) -> bool:
+        """Queue a change for this socket; False when it is too far behind."""
+        if self.paused:
+            self.backlog.append(text)
+            return len(self.backlog) <= MAX_WAITING
+        if self.outbox.qsize() >= MAX_WAITING:
+            return False
+        self.outbox.put_nowait(text)
+        return True
+
+    async def write_forever(self) -> None:
+        while True:
+            text = await self.outbox.get()
+            try:
+                await self.send_text(text)
+            except Exception:
+                logger.exception("Could not send a presence change to a socket")
+            finally:
+                self.outbox.task_done()
 
 
 class Hub:
@@ -66,6 +95,9 @@ class Hub:
         if members is None or listener not in members:
             return
         members.discard(listener)
+        if listener.writer is not None:
+            listener.writer.cancel()
+            listener.writer = None
         if not members:
             del self.listeners[organization_id]
             await self.layer.group_discard(events.organization_group(organization_id), self.channel)
@@ -73,14 +105,19 @@ class Hub:
             self.task.cancel()
             self.task, self.channel = None, None
 
-    def pause(self, listener: Listener) -> None:
+    async def pause(self, listener: Listener) -> None:
+        """Hold changes back (while a new snapshot is sent), once those already queued are out."""
         listener.paused = True
+        await listener.outbox.join()
 
     async def resume(self, listener: Listener) -> None:
-        """Send what arrived while paused, in order, then deliver directly again."""
-        while listener.backlog:
-            await listener.send_text(listener.backlog.pop(0))
-        listener.paused = False  # no await since the backlog was found empty: nothing slips past
+        """Deliver what arrived while paused, in order, then every change as it comes."""
+        for text in listener.backlog:
+            listener.outbox.put_nowait(text)
+        listener.backlog.clear()
+        listener.paused = False
+        if listener.writer is None:
+            listener.writer = asyncio.get_running_loop().create_task(listener.write_forever())
 
     async def _deliver_forever(self) -> None:
         renewed = asyncio.get_running_loop().time()
@@ -108,15 +145,11 @@ class Hub:
             return
         text = json.dumps(live.presence_delta(change, timezone.now()))
         for listener in list(members):
-            if not listener.watch.accepts(change):
-                continue
-            if listener.paused:
-                listener.backlog.append(text)
-                continue
-            try:
-                await listener.send_text(text)
-            except Exception:
-                logger.exception("Could not send a presence change to a socket")
+            if listener.watch.accepts(change) and not listener.offer(text):
+                logger.warning("Closing a presence socket %d changes behind", MAX_WAITING)
+                await self.leave(listener)
+                if listener.close is not None:
+                    asyncio.get_running_loop().create_task(listener.close())
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

@@ -89,13 +89,16 @@ def _event(name: str, data: dict[str, Any]) -> str:
 
 
 async def _stream(user: User, watch: live.Watch, peers: list[User] | None) -> AsyncIterator[str]:
-    changes: asyncio.Queue[str] = asyncio.Queue()
+    changes: asyncio.Queue[str | None] = asyncio.Queue()
 
     async def queue_change(text: str) -> None:
         changes.put_nowait(text)
 
+    async def end_lagging_stream() -> None:
+        changes.put_nowait(None)  # the client reconnects and gets a fresh snapshot
+
     # Join (paused) before taking the snapshot: a change made meanwhile comes after it, never lost.
-    listener = hub.Listener(watch, queue_change)
+    listener = hub.Listener(watch, queue_change, end_lagging_stream)
     await hub.hub().join(listener)
     try:
         for page in await database_sync_to_async(live.snapshot_pages)(user, peers):
@@ -108,6 +111,8 @@ async def _stream(user: User, watch: live.Watch, peers: list[User] | None) -> As
             except TimeoutError:
                 yield ": keep-alive\n\n"
                 continue
+            if text is None:
+                return
             yield f"event: presence\ndata: {text}\n\n"
     finally:
         # The client went away (the server cancels the stream) or the stream failed.

@@ -34,6 +34,18 @@ def listener(received: list[str], organization_id: int = ORG, user_ids: frozense
     return Listener(live.Watch(organization_id, user_ids), send_text)
 
 
+def stuck_listener(closed: list[bool]) -> Listener:
+    """A client that never reads: every write waits forever."""
+
+    async def send_text(text: str) -> None:
+        await asyncio.Event().wait()
+
+    async def close() -> None:
+        closed.append(True)
+
+    return Listener(live.Watch(ORG), send_text, close)
+
+
 async def publish_and_settle(hub: Hub, *changes: dict) -> None:
     for item in changes:
         await hub.layer.group_send(events.organization_group(item["organization_id"]), item)
@@ -114,3 +126,40 @@ def test_the_last_socket_leaving_stops_the_listener():
     hub, task = async_to_sync(scenario)()
     assert hub.task is None and hub.listeners == {}
     assert task.cancelled() or task.done()
+
+
+def test_a_client_that_does_not_read_delays_nobody_else():
+    async def scenario():
+        hub = Hub()
+        received, closed = [], []
+        stuck, reader = stuck_listener(closed), listener(received)
+        for member in (stuck, reader):
+            await hub.join(member)
+            await hub.resume(member)
+
+        await publish_and_settle(hub, change("u1", "busy"), change("u1", "away"))
+
+        await hub.leave(stuck)
+        await hub.leave(reader)
+        return received
+
+    assert len(async_to_sync(scenario)()) == 2
+
+
+def test_a_client_too_far_behind_is_closed_and_left(monkeypatch):
+    monkeypatch.setattr("presence.hub.MAX_WAITING", 2)
+
+    async def scenario():
+        hub = Hub()
+        closed = []
+        stuck = stuck_listener(closed)
+        await hub.join(stuck)
+        await hub.resume(stuck)
+
+        await publish_and_settle(hub, *(change("u1", status) for status in ("busy", "away", "dnd", "available")))
+
+        return closed, hub.listeners
+
+    closed, listeners = async_to_sync(scenario)()
+    assert closed == [True]
+    assert listeners == {}
