@@ -23,7 +23,7 @@ import json
 import threading
 import time
 import types
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from typing import Protocol
@@ -223,7 +223,20 @@ class HotDecision:
         )
 
     def encode(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"))
+        # A JSON object (the heartbeat script reads `valid_until`); built by hand, as `asdict`
+        # deep-copies and costs more than the rest of the encoding.
+        return json.dumps(
+            {
+                "status": self.status,
+                "activity": self.activity,
+                "status_msg": self.status_msg,
+                "last_active": self.last_active,
+                "currently_active": self.currently_active,
+                "reason": self.reason,
+                "valid_until": self.valid_until,
+            },
+            separators=(",", ":"),
+        )
 
     @classmethod
     def decode(cls, text: str) -> HotDecision:
