@@ -155,9 +155,9 @@ def ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Sig
     return _ingest_slowly(user, device_id, signals, now)
 
 
-def _persist_device(user_id: int, device: hotstate.HotDevice) -> None:
+def _persist_device(user_id: int, device: hotstate.HotDevice) -> int:
     """The database copy of a device; a copy already at a newer seq is left as it is."""
-    Device.objects.filter(user_id=user_id, device_id=device.device_id, last_seq__lt=device.seq).update(
+    return Device.objects.filter(user_id=user_id, device_id=device.device_id, last_seq__lt=device.seq).update(
         last_seen_at=hotstate.from_epoch(device.last_seen),
         last_active_at=hotstate.from_epoch(device.last_active),
         activity=device.activity,
@@ -272,11 +272,7 @@ def flush_device_activity(batch_size: int = 1000) -> int:
         for user_id, device_id in marked:
             device = hotstate.HotUser.parse(store.read(user_id)).devices.get(device_id)
             if device is not None:
-                flushed += Device.objects.filter(user_id=user_id, device_id=device_id).update(
-                    last_seen_at=hotstate.from_epoch(device.last_seen),
-                    last_active_at=hotstate.from_epoch(device.last_active),
-                    last_seq=device.seq,
-                )
+                flushed += _persist_device(user_id, device)
         if len(marked) < batch_size:
             return flushed
 
