@@ -16,23 +16,15 @@ from django.db import models
 
 from presence import services
 from presence.models import Device, PresenceState
+from tests.presence.api_shapes import MY_PRESENCE_KEYS
 
 pytestmark = pytest.mark.django_db
 
 DEVICES = "/api/v1/devices"
 MY_PRESENCE = "/api/v1/me/presence"
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-PRESENCE_KEYS = {
-    "status",
-    "activity",
-    "status_msg",
-    "last_active",
-    "last_active_ago",
-    "currently_active",
-    "reason",
-    "signals_applied",
-    "signals_ignored",
-}
+# A signal's answer: my presence, and what became of the signals.
+PRESENCE_KEYS = MY_PRESENCE_KEYS | {"signals_applied", "signals_ignored"}
 
 
 # --- Helpers -------------------------------------------------------------------------------

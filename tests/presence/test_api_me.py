@@ -15,6 +15,7 @@ import time_machine
 from orgs.models import PresencePolicy
 from presence.models import CalendarBlock, ManualStatus, PresenceState
 from tests.factories import UserFactory
+from tests.presence.api_shapes import MY_PRESENCE_KEYS as PRESENCE_KEYS
 
 pytestmark = pytest.mark.django_db
 
@@ -26,15 +27,6 @@ CONFIG_KEYS = {
     "device_timeout_seconds",
     "heartbeat_interval_seconds",
     "idle_timeout_seconds",
-}
-PRESENCE_KEYS = {
-    "status",
-    "activity",
-    "status_msg",
-    "last_active",
-    "last_active_ago",
-    "currently_active",
-    "reason",
 }
 ME_ENDPOINTS = [
     ("get", "/api/v1/me/presence", None),
