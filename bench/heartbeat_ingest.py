@@ -4,7 +4,8 @@
     python bench/heartbeat_ingest.py --quick         # 10 users, 1 x 2 s (a smoke run)
     python bench/heartbeat_ingest.py --no-synapse    # SPARKS only (no Synapse install needed)
     python bench/heartbeat_ingest.py --websocket     # also websocket heartbeats (daphne, /ws/presence/)
-    python bench/heartbeat_ingest.py --profile       # also where a steady heartbeat's time goes
+    python bench/heartbeat_ingest.py --profile steady   # also where a steady heartbeat's time goes
+    python bench/heartbeat_ingest.py --profile change   # ... or a state-changing signal's
 
 Layout (2 cores): the servers run on core 0 (`taskset -c 0`), the load generator (`wrk -t1`, or
 the websocket client) on core 1. PostgreSQL and Redis are the machine's, not pinned.
@@ -413,26 +414,32 @@ def run_ws(args, sparks: Sparks, script: Path) -> dict:
     return result
 
 
-# --- in-process profile of the steady heartbeat ---------------------------------------------
+# --- in-process profile of one kind of signal request -----------------------------------------
 
 
-def profile_steady(sparks: Sparks, count: int) -> None:
-    """Steady heartbeats through Django's WSGI handler (what a gunicorn worker calls), in this
-    process: µs per request without and with pyinstrument, and where the time goes."""
+def profile_signals(sparks: Sparks, count: int, mode: str) -> None:
+    """Signal requests through the WSGI application (what a gunicorn worker calls), in this
+    process: µs per request without and with pyinstrument, and where the time goes. `steady`
+    sends heartbeats, `change` alternates each device's visibility (every request changes the
+    user's visible status)."""
     import io
 
     os.environ.update(_stack.server_environment(DB_NAME, REDIS_DB))
     import django
 
     django.setup()
-    from django.core.handlers.wsgi import WSGIHandler
+    from sparks_site.wsgi import application as handler
 
-    handler = WSGIHandler()
     seq = {device_id: seq_base() for _, device_id in sparks.users}
 
     def call(token: str, device_id: str) -> None:
         seq[device_id] += 1
-        body = json.dumps({"signals": [{"type": "heartbeat", "seq": seq[device_id]}]}).encode()
+        if mode == "change":
+            value = "hidden" if seq[device_id] % 2 else "visible"
+            signal = {"type": "visibility", "value": value, "seq": seq[device_id]}
+        else:
+            signal = {"type": "heartbeat", "seq": seq[device_id]}
+        body = json.dumps({"signals": [signal]}).encode()
         environ = {
             "REQUEST_METHOD": "POST",
             "PATH_INFO": f"/api/v1/devices/{device_id}/signals",
@@ -450,7 +457,7 @@ def profile_steady(sparks: Sparks, count: int) -> None:
         statuses = []
         b"".join(handler(environ, lambda status, headers, *a: statuses.append(status)))
         if not statuses[0].startswith("202"):
-            raise SystemExit(f"in-process heartbeat answered {statuses[0]}")
+            raise SystemExit(f"in-process signal answered {statuses[0]}")
 
     def loop(n: int) -> float:
         t0 = time.perf_counter()
@@ -471,8 +478,8 @@ def profile_steady(sparks: Sparks, count: int) -> None:
 
     with connection.execute_wrapper(record):
         loop(len(sparks.users))
-    print(f"\nin-process steady heartbeat (Django WSGI handler, no HTTP server): {plain:.0f} µs per request")
-    print(f"SQL queries per steady heartbeat: {len(queries) / len(sparks.users):.2f}")
+    print(f"\nin-process {mode} signal (WSGI application, no HTTP server): {plain:.0f} µs per request")
+    print(f"SQL queries per {mode} signal: {len(queries) / len(sparks.users):.2f}")
     for sql in sorted(set(queries)):
         print(f"  {sql[:150]}")
     try:
@@ -512,7 +519,9 @@ def main() -> int:
     parser.add_argument("--load-cpu", default="1", help="core for the load generator ('' for no pinning)")
     parser.add_argument("--no-synapse", action="store_true", help="measure SPARKS only")
     parser.add_argument("--websocket", action="store_true", help="also websocket heartbeats over /ws/presence/")
-    parser.add_argument("--profile", action="store_true", help="profile the steady heartbeat in-process")
+    parser.add_argument(
+        "--profile", choices=("steady", "change"), help="also profile one kind of signal request in-process"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 10 users, 1 run of 2 s")
     parser.add_argument("--keep", action="store_true", help="keep the Synapse data directory")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
@@ -555,17 +564,19 @@ def main() -> int:
         theirs = synapse.users_file(workdir) if synapse is not None else None
 
         # (a) steady. pg_stat_database is flushed by idle backends within ~10 s: wait around the block.
-        time.sleep(11)
+        if args.runs:
+            time.sleep(11)
         before = sparks.db_counters()
         runs = {"ours_steady": [], "synapse_steady": []}
         for _ in range(args.runs):
             if synapse is not None:
                 runs["synapse_steady"].append(run_wrk(args, "synapse_steady", synapse.base, theirs, script))
             runs["ours_steady"].append(run_wrk(args, "ours_steady", sparks.base, ours_signals, script))
-        time.sleep(11)
-        after = sparks.db_counters()
-        steady_requests = sum(r["requests"] for r in runs["ours_steady"])
-        db_writes = {k: (after[k] - before[k]) / steady_requests for k in before}
+        if args.runs:
+            time.sleep(11)
+            after = sparks.db_counters()
+            steady_requests = sum(r["requests"] for r in runs["ours_steady"])
+            db_writes = {k: (after[k] - before[k]) / steady_requests for k in before}
 
         # (b) state-changing: each run starts from visible / online, its first signal changes it.
         runs.update(ours_change=[], synapse_change=[], ours_config=[])
@@ -587,7 +598,7 @@ def main() -> int:
         results = {name: summarize(r) for name, r in runs.items() if r}
         if args.profile:
             sparks.stop()
-            profile_steady(sparks, 2000 if not args.quick else 200)
+            profile_signals(sparks, 2000 if not args.quick else 200, args.profile)
     finally:
         sparks.stop()
         if synapse is not None:

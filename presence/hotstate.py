@@ -14,6 +14,13 @@ Layout of the user hash (`<prefix>u:<user id>`):
     d:<device id>  device state (JSON)          q:<device id>  the device's last seq (decimal)
     ctx            slow inputs (JSON)            dec            last decision (JSON)
     ver            version of ctx/dec            loaded         "1" once devices came from the DB
+
+Besides: `due` (sorted set of users by their decision's `valid_until`, for the expiry sweep),
+`dirty` (devices whose times are due for the database copy), and `persist` (users whose device
+states or decision changed in the hot store and are not yet in the database: a signal that
+changes a user's status is answered and pushed at once, and written behind in batches; each
+member's score is a number from the `persist:seq` counter, so the writer removes only what it
+wrote and keeps a user changed again in between).
 """
 
 from __future__ import annotations
@@ -314,9 +321,20 @@ class HotStore(Protocol):
         decision: str,
         due: float | None,
         mark_dirty: bool,
+        persist: bool = False,
     ) -> bool:
-        """Write a heartbeat's device and decision, if neither the user's version nor the
-        device's seq moved since they were read (else the caller reads again)."""
+        """Write a signal's device and the decision it leaves, if neither the user's version nor
+        the device's seq moved since they were read (else the caller reads again). `persist`
+        marks the user for the database writer."""
+        ...
+
+    def pending_persist(self, limit: int) -> list[tuple[int, int]]:
+        """Users marked for the database writer before this call, oldest mark first, as
+        (user id, mark); at most `limit`."""
+        ...
+
+    def clear_persisted(self, marks: list[tuple[int, int]]) -> None:
+        """Unmark users written to the database, unless marked again since (a newer mark)."""
         ...
 
     def commit_device(self, user_id: int, device: HotDevice, expected_seq: int | None) -> bool:
@@ -401,6 +419,20 @@ redis.call('HSET', KEYS[1], 'd:' .. ARGV[3], ARGV[4], 'q:' .. ARGV[3], ARGV[5], 
   's:' .. ARGV[3], ARGV[10], 'f:' .. ARGV[3], ARGV[11])
 if ARGV[7] == '' then redis.call('ZREM', KEYS[2], ARGV[8]) else redis.call('ZADD', KEYS[2], ARGV[7], ARGV[8]) end
 if ARGV[9] ~= '' then redis.call('SADD', KEYS[3], ARGV[9]) end
+if ARGV[12] ~= '' then redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[5]), ARGV[8]) end
+return 1
+"""
+
+_PENDING_PERSIST = """
+local upto = redis.call('GET', KEYS[2])
+if not upto then return {} end
+return redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', upto, 'WITHSCORES', 'LIMIT', 0, ARGV[1])
+"""
+
+_CLEAR_PERSISTED = """
+for i = 1, #ARGV, 2 do
+  if redis.call('ZSCORE', KEYS[1], ARGV[i]) == ARGV[i + 1] then redis.call('ZREM', KEYS[1], ARGV[i]) end
+end
 return 1
 """
 
@@ -457,6 +489,10 @@ class RedisHotStore:
         self.due_key = prefix + "due"
         self.dirty_key = prefix + "dirty"
         self.epoch_key = prefix + "epoch"
+        self.persist_key = prefix + "persist"
+        self.persist_seq_key = prefix + "persist:seq"
+        self._pending = self.client.register_script(_PENDING_PERSIST)
+        self._clear = self.client.register_script(_CLEAR_PERSISTED)
         self._steady = self.client.register_script(_COMMIT_STEADY)
         self._device = self.client.register_script(_COMMIT_DEVICE)
         self._user = self.client.register_script(_COMMIT_USER)
@@ -480,7 +516,9 @@ class RedisHotStore:
             pipe.hget(self.user_key(user_id), "dec")
         return {uid: dec for uid, dec in zip(user_ids, pipe.execute(), strict=True) if dec}
 
-    def commit_steady(self, user_id, device, expected_version, expected_seq, decision, due, mark_dirty) -> bool:
+    def commit_steady(
+        self, user_id, device, expected_version, expected_seq, decision, due, mark_dirty, persist=False
+    ) -> bool:
         args = [
             str(expected_version),
             str(expected_seq),
@@ -493,8 +531,18 @@ class RedisHotStore:
             f"{user_id}:{device.device_id}" if mark_dirty else "",
             repr(device.last_seen),
             repr(device.flushed_at),
+            "1" if persist else "",
         ]
-        return bool(self._steady(keys=[self.user_key(user_id), self.due_key, self.dirty_key], args=args))
+        keys = [self.user_key(user_id), self.due_key, self.dirty_key, self.persist_key, self.persist_seq_key]
+        return bool(self._steady(keys=keys, args=args))
+
+    def pending_persist(self, limit: int) -> list[tuple[int, int]]:
+        found = self._pending(keys=[self.persist_key, self.persist_seq_key], args=[limit])
+        return [(int(found[i]), int(found[i + 1])) for i in range(0, len(found), 2)]
+
+    def clear_persisted(self, marks: list[tuple[int, int]]) -> None:
+        if marks:
+            self._clear(keys=[self.persist_key], args=[str(v) for mark in marks for v in mark])
 
     def commit_device(self, user_id, device, expected_seq) -> bool:
         expected = "*" if expected_seq is None else ("" if expected_seq < 0 else str(expected_seq))
@@ -535,7 +583,8 @@ class RedisHotStore:
         return [(int(uid), device_id) for uid, device_id in (m.split(":", 1) for m in members)]
 
     def forget_user(self, user_id: int) -> None:
-        self.client.pipeline(transaction=True).delete(self.user_key(user_id)).zrem(self.due_key, user_id).execute()
+        pipe = self.client.pipeline(transaction=True)
+        pipe.delete(self.user_key(user_id)).zrem(self.due_key, user_id).zrem(self.persist_key, user_id).execute()
 
     def check_epoch(self) -> bool:
         # SET NX succeeds only when the key is missing: first use, or Redis lost its data.
@@ -558,6 +607,8 @@ class LocalHotStore:
         self._users: dict[int, dict[str, str]] = {}
         self._due: dict[int, float] = {}
         self._dirty: set[tuple[int, str]] = set()
+        self._persist: dict[int, int] = {}
+        self._persist_seq = 0
         self._epoch = False
 
     def read(self, user_id: int) -> dict[str, str]:
@@ -579,7 +630,9 @@ class LocalHotStore:
         else:
             self._due[user_id] = due
 
-    def commit_steady(self, user_id, device, expected_version, expected_seq, decision, due, mark_dirty) -> bool:
+    def commit_steady(
+        self, user_id, device, expected_version, expected_seq, decision, due, mark_dirty, persist=False
+    ) -> bool:
         with self._lock:
             user = self._users.get(user_id, {})
             if user.get("ver", "-1") != str(expected_version):
@@ -592,7 +645,20 @@ class LocalHotStore:
             self._schedule(user_id, due)
             if mark_dirty:
                 self._dirty.add((user_id, device.device_id))
+            if persist:
+                self._persist_seq += 1
+                self._persist[user_id] = self._persist_seq
             return True
+
+    def pending_persist(self, limit: int) -> list[tuple[int, int]]:
+        with self._lock:
+            return sorted(self._persist.items(), key=lambda mark: mark[1])[:limit]
+
+    def clear_persisted(self, marks: list[tuple[int, int]]) -> None:
+        with self._lock:
+            for user_id, mark in marks:
+                if self._persist.get(user_id) == mark:
+                    del self._persist[user_id]
 
     def commit_device(self, user_id, device, expected_seq) -> bool:
         with self._lock:
@@ -659,6 +725,7 @@ class LocalHotStore:
         with self._lock:
             self._users.pop(user_id, None)
             self._due.pop(user_id, None)
+            self._persist.pop(user_id, None)
 
     def check_epoch(self) -> bool:
         with self._lock:

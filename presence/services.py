@@ -115,10 +115,13 @@ def sign_out_device(user: User, device_id: str) -> None:
 def ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> SignalOutcome:
     """Apply a device's signals in `seq` order; a signal not newer than the last applied is ignored.
 
-    The hot path: when the signals change no persistent device state (a heartbeat, another
-    "active") and the user's visible decision stays the same, this is one read and one
-    conditional write of the hot store, and no database query. Anything else takes the slow
-    path, which writes the device to the database and recomputes under the user's lock.
+    The hot path: the user's hot state (devices and the slow inputs) decides, and one
+    conditional write of the hot store records the device and the decision. When the signals
+    change no persistent device state (a heartbeat, another "active") and the visible decision
+    stays, that is all: no database query. When they do, the change is pushed at once and the
+    database written behind (`persist_pending`), or right away without
+    PRESENCE_WRITE_BEHIND. A user whose hot state is missing or outdated takes the slow path,
+    which reads the database and recomputes under the user's lock.
     """
     now = timezone.now()
     store = hotstate.store()
@@ -135,22 +138,30 @@ def ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Sig
             return SignalOutcome(applied=0, ignored=ignored, presence=current_presence(user, now))
         devices = [updated if d.device_id == device_id else d for d in hot.devices.values()]
         decision = hotstate.HotDecision.of(aggregate(context.with_devices(devices), now))
-        persistent = updated.persistent_state() != device.persistent_state()
-        if not persistent and decision.visible_fields() == hot.decision.visible_fields():
-            flush_due = now.timestamp() - updated.flushed_at >= settings.PRESENCE_DEVICE_FLUSH_SECONDS
-            if flush_due:
-                updated = updated.with_changes(flushed_at=now.timestamp())
-            if store.commit_steady(
-                user.pk, updated, hot.version, device.seq, decision.encode(), decision.valid_until, flush_due
-            ):
-                return SignalOutcome(applied=applied, ignored=ignored, presence=_state_of(user.pk, decision))
-            continue  # another request for this user or device wrote in between: read again
-        # The device's state or the user's visible status changes: record the device (hot store
-        # first, it orders the writers by seq), then decide under the user's lock.
-        updated = updated.with_changes(flushed_at=now.timestamp())
-        if not store.commit_device(user.pk, updated, device.seq):
+        visible_change = decision.visible_fields() != hot.decision.visible_fields()
+        persist = visible_change or updated.persistent_state() != device.persistent_state()
+        # The database copy of the device's times is renewed with any write of it.
+        flush_due = persist or now.timestamp() - updated.flushed_at >= settings.PRESENCE_DEVICE_FLUSH_SECONDS
+        if flush_due:
+            updated = updated.with_changes(flushed_at=now.timestamp())
+        # Compare-and-set on the user's version: of two requests that read the same state, one
+        # writes and the other reads again, so each change of status is pushed exactly once.
+        if not store.commit_steady(
+            user.pk,
+            updated,
+            hot.version,
+            device.seq,
+            decision.encode(),
+            decision.valid_until,
+            mark_dirty=flush_due and not persist,
+            persist=persist and settings.PRESENCE_WRITE_BEHIND,
+        ):
             continue
-        presence = recompute_from_hot(user, now, persist_device=updated)
+        presence = _state_of(user.pk, decision)
+        if persist and not settings.PRESENCE_WRITE_BEHIND:
+            persist_users([user.pk])
+        if visible_change:
+            events.publish(events.PresenceChange.of(context.organization_id, user.public_id, presence))
         return SignalOutcome(applied=applied, ignored=ignored, presence=presence)
     return _ingest_slowly(user, device_id, signals, now)
 
@@ -261,6 +272,80 @@ def _hot_device_of(row: Device, flushed_at: float | None = None) -> hotstate.Hot
     )
 
 
+def persist_pending(batch_size: int = 500, max_batches: int = 100) -> int:
+    """Write behind: the devices and decisions the hot path changed, to the database (for the
+    admin, the history and a rebuild after a Redis restart). A user changed many times since
+    the last run is written once, with the latest. Returns the number of users written."""
+    store = hotstate.store()
+    written = 0
+    for _ in range(max_batches):
+        marks = store.pending_persist(batch_size)
+        if marks:
+            persist_users([user_id for user_id, _ in marks])
+            store.clear_persisted(marks)
+            written += len(marks)
+        if len(marks) < batch_size:
+            break
+    return written
+
+
+_DEVICE_FIELDS = [
+    "last_seen_at",
+    "last_active_at",
+    "activity",
+    "visibility",
+    "in_call",
+    "in_meeting",
+    "network",
+    "last_seq",
+]
+
+
+def persist_users(user_ids: list[int]) -> None:
+    """The database copy of these users' hot devices and decisions. Each part is read from the
+    hot store under the rows' locks, so a writer that read earlier cannot store older data over
+    newer; the devices are locked before the presence rows, in the order every other writer
+    takes them."""
+    store = hotstate.store()
+    user_ids = sorted(set(user_ids))
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(Device.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk"))
+        hot_users = dict(zip(user_ids, map(hotstate.HotUser.parse, store.read_many(user_ids)), strict=True))
+        devices = []
+        for row in rows:
+            device = hot_users[row.user_id].devices.get(row.device_id)
+            if device is not None and device.seq > row.last_seq:
+                _copy_device(row, device)
+                devices.append(row)
+        Device.objects.bulk_update(devices, _DEVICE_FIELDS)
+    with transaction.atomic():
+        states = {
+            state.user_id: state
+            for state in PresenceState.objects.select_for_update().filter(user_id__in=user_ids).order_by("user_id")
+        }
+        hot_users = dict(zip(user_ids, map(hotstate.HotUser.parse, store.read_many(user_ids)), strict=True))
+        updated = []
+        for user_id, hot in hot_users.items():
+            state = states.get(user_id)
+            if hot.decision is None or state is None or _hot_state_equals(state, hot.decision):
+                continue
+            _apply_hot(state, hot.decision, now)
+            updated.append(state)
+        PresenceState.objects.bulk_update(updated, _STATE_FIELDS)
+
+
+def _copy_device(row: Device, device: hotstate.HotDevice) -> None:
+    row.last_seen_at = hotstate.from_epoch(device.last_seen)
+    row.last_active_at = hotstate.from_epoch(device.last_active)
+    row.activity = device.activity
+    row.visibility = device.visibility
+    row.in_call = device.in_call
+    row.in_meeting = device.in_meeting
+    row.network = device.network
+    row.last_seq = device.seq
+
+
 def flush_device_activity(batch_size: int = 1000) -> int:
     """Write the hot path's last-seen and last-active times of devices to the database, for the
     admin and for rebuilding after a Redis restart. Heartbeats mark a device for this at most
@@ -361,25 +446,23 @@ def recompute(user: User, now: datetime | None = None, forget_devices: Iterable[
                 break
         else:
             logger.warning("Presence of user %s kept changing while recomputed; stored the last decision", user.pk)
-        changed = created or _visible_fields(state) != decision.visible_fields()
-        if changed:
+        visible_change = created or _visible_change(hot, state, decision)
+        if visible_change or _visible_fields(state) != decision.visible_fields():
             _store(state, decision, now)
-            change = events.PresenceChange.from_state(user, state)
+        else:
+            state = _state_of(user.pk, hot_decision)
+        if visible_change:
+            change = events.PresenceChange.of(organization_id, user.public_id, state)
             transaction.on_commit(lambda: events.publish(change))
-    return state if changed else _state_of(user.pk, hot_decision)
+    return state
 
 
-def recompute_from_hot(
-    user: User, now: datetime | None = None, persist_device: hotstate.HotDevice | None = None
-) -> PresenceState:
-    """`recompute` for a change the hot state already holds (a device's signal, time passing):
-    the slow inputs come from the hot context instead of seven tables. Falls back to `recompute`
-    when the hot state is incomplete or was built under other settings. `persist_device` is
-    written to the database in the same transaction (one commit for the signal and its result)."""
+def recompute_from_hot(user: User, now: datetime | None = None) -> PresenceState:
+    """`recompute` for a change the hot state already holds (time passing): the slow inputs come
+    from the hot context instead of seven tables. Falls back to `recompute` when the hot state is
+    incomplete or was built under other settings."""
     store = hotstate.store()
     with transaction.atomic():
-        if persist_device is not None:
-            _persist_device(user.pk, persist_device)
         state = PresenceState.objects.select_for_update().filter(user_id=user.pk).first()
         now = now or timezone.now()
         for _ in range(10):
@@ -393,12 +476,22 @@ def recompute_from_hot(
                 break
         else:
             logger.warning("Presence of user %s kept changing while recomputed; stored the last decision", user.pk)
-        changed = _visible_fields(state) != decision.visible_fields()
-        if changed:
+        visible_change = _visible_change(hot, state, decision)
+        if visible_change or _visible_fields(state) != decision.visible_fields():
             _store(state, decision, now)
+        else:
+            state = _state_of(user.pk, encoded)
+        if visible_change:
             change = events.PresenceChange.of(context.organization_id, user.public_id, state)
             transaction.on_commit(lambda: events.publish(change))
-    return state if changed else _state_of(user.pk, encoded)
+    return state
+
+
+def _visible_change(hot: hotstate.HotUser, state: PresenceState, decision: Decision) -> bool:
+    """Whether `decision` shows something new, judged against the decision it replaced in the
+    hot store (the database row may still be behind it, see `persist_pending`)."""
+    before = hot.decision.visible_fields() if hot.decision is not None else _visible_fields(state)
+    return before != decision.visible_fields()
 
 
 def _visible_fields(state: PresenceState) -> tuple[object, ...]:
@@ -433,6 +526,28 @@ def _apply(state: PresenceState, decision: Decision, now: datetime) -> None:
     state.valid_until = decision.valid_until
     state.computed_at = now
     state.changed_at = now
+
+
+def _hot_state_equals(state: PresenceState, decision: hotstate.HotDecision) -> bool:
+    return (
+        _visible_fields(state) == decision.visible_fields()
+        and state.reason == decision.reason
+        and hotstate.to_epoch(state.last_active_at) == decision.last_active
+        and hotstate.to_epoch(state.valid_until) == decision.valid_until
+    )
+
+
+def _apply_hot(state: PresenceState, decision: hotstate.HotDecision, now: datetime) -> None:
+    if _visible_fields(state) != decision.visible_fields():
+        state.changed_at = now
+    state.status = decision.status
+    state.activity = decision.activity
+    state.status_msg = decision.status_msg or ""
+    state.last_active_at = hotstate.from_epoch(decision.last_active)
+    state.currently_active = decision.currently_active
+    state.reason = decision.reason
+    state.valid_until = hotstate.from_epoch(decision.valid_until)
+    state.computed_at = now
 
 
 def _state_of(user_id: int, decision: hotstate.HotDecision) -> PresenceState:
@@ -567,7 +682,7 @@ def _store_changed_decisions(user_ids: list[int], now: datetime) -> list[int]:
         }
         public_ids = dict(User.objects.filter(pk__in=list(states)).values_list("pk", "public_id"))
         commits: list[hotstate.UserCommit] = []
-        decided_now: list[tuple[PresenceState, Decision, int | None]] = []
+        decided_now: list[tuple[PresenceState, Decision, int | None, hotstate.HotUser]] = []
         # Read again under the lock: a heartbeat may have landed since the first read.
         for user_id, raw in zip(user_ids, store.read_many(user_ids), strict=True):
             decided = _decide_from_hot(raw, now)
@@ -578,15 +693,19 @@ def _store_changed_decisions(user_ids: list[int], now: datetime) -> list[int]:
             hot, context, decision = decided
             encoded = hotstate.HotDecision.of(decision)
             commits.append(hotstate.UserCommit(user_id, hot.version, {"dec": encoded.encode()}, encoded.valid_until))
-            decided_now.append((state, decision, context.organization_id))
+            decided_now.append((state, decision, context.organization_id, hot))
         updated: list[PresenceState] = []
         changes: list[events.PresenceChange] = []
-        for (state, decision, organization_id), stored in zip(decided_now, store.commit_users(commits), strict=True):
+        results = store.commit_users(commits)
+        for (state, decision, organization_id, hot), stored in zip(decided_now, results, strict=True):
             if not stored:
                 leftovers.append(state.user_id)
-            elif _visible_fields(state) != decision.visible_fields():
+                continue
+            visible_change = _visible_change(hot, state, decision)
+            if visible_change or _visible_fields(state) != decision.visible_fields():
                 _apply(state, decision, now)
                 updated.append(state)
+            if visible_change:
                 changes.append(events.PresenceChange.of(organization_id, public_ids[state.user_id], state))
         PresenceState.objects.bulk_update(updated, _STATE_FIELDS)
         if changes:

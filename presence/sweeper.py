@@ -30,12 +30,13 @@ class InProcessSweeper:
         self._thread.join(timeout)
 
     def _run(self) -> None:
-        from presence.services import flush_device_activity, sweep_expired
+        from presence.services import flush_device_activity, persist_pending, sweep_expired
 
         while not self._stop.wait(self.interval_seconds):
             try:
                 close_old_connections()
                 sweep_expired()
+                persist_pending()
                 flush_device_activity()
             except Exception:
                 logger.exception("The in-process presence sweep failed; it runs again in %s s", self.interval_seconds)

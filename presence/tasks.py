@@ -12,6 +12,12 @@ def sweep_expired_presence() -> int:
     return services.sweep_expired()
 
 
+@shared_task(name="presence.tasks.persist_presence", ignore_result=True)
+def persist_presence() -> int:
+    """Write the devices and decisions changed on the hot path to the database (write-behind)."""
+    return services.persist_pending()
+
+
 @shared_task(name="presence.tasks.recompute_organization", ignore_result=True)
 def recompute_organization(organization_id: int) -> int:
     """Recompute every member after the organization's policy changed."""

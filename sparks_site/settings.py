@@ -151,6 +151,12 @@ PRESENCE_SWEEP_INTERVAL_SECONDS = env.int("PRESENCE_SWEEP_INTERVAL_SECONDS", def
 # Heartbeats keep device times in the hot store; the database copy (for the admin, and to rebuild
 # after a Redis restart) is refreshed at most this often per device.
 PRESENCE_DEVICE_FLUSH_SECONDS = env.int("PRESENCE_DEVICE_FLUSH_SECONDS", default=180)
+# A signal that changes a user's status is answered and pushed at once; the database copy of the
+# device and the decision is written behind, by a beat task every PRESENCE_PERSIST_INTERVAL_SECONDS
+# (a user changed many times in between is written once). The hot store (Redis) holds the change
+# until then. Off: written before the answer (the embedded default, whose hot store is memory).
+PRESENCE_WRITE_BEHIND = env.bool("PRESENCE_WRITE_BEHIND", default=bool(REDIS_URL))
+PRESENCE_PERSIST_INTERVAL_SECONDS = env.int("PRESENCE_PERSIST_INTERVAL_SECONDS", default=2)
 # API tokens resolved in the last few seconds are known to each process without a round trip; a
 # revoked token is refused at once by the process that revoked it, by the others within this time.
 PRESENCE_AUTH_PROCESS_CACHE_SECONDS = env.int("PRESENCE_AUTH_PROCESS_CACHE_SECONDS", default=5)
@@ -170,6 +176,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "presence.tasks.sweep_expired_presence",
         "schedule": timedelta(seconds=PRESENCE_SWEEP_INTERVAL_SECONDS),
         "options": {"expires": PRESENCE_SWEEP_INTERVAL_SECONDS},
+    },
+    "presence-persist": {
+        "task": "presence.tasks.persist_presence",
+        "schedule": timedelta(seconds=PRESENCE_PERSIST_INTERVAL_SECONDS),
+        "options": {"expires": PRESENCE_PERSIST_INTERVAL_SECONDS},
     },
     "presence-flush-device-activity": {
         "task": "presence.tasks.flush_device_activity",

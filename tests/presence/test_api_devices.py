@@ -30,6 +30,17 @@ PRESENCE_KEYS = MY_PRESENCE_KEYS | {"signals_applied", "signals_ignored"}
 # --- Helpers -------------------------------------------------------------------------------
 
 
+def stored_device(device_id: str) -> Device:
+    """The device's database row once the changes written behind have reached it."""
+    services.persist_pending()
+    return Device.objects.get(device_id=device_id)
+
+
+def stored_presence(user) -> PresenceState:
+    services.persist_pending()
+    return PresenceState.objects.get(user=user)
+
+
 def register(api, installation_id: str = "install-1", label: str | None = None) -> str:
     body = {"installation_id": installation_id}
     if label is not None:
@@ -106,7 +117,7 @@ def test_a_new_device_makes_the_user_available(alice_api, alice):
     assert decided(body) == ("available", "available", "device_active")
     assert body["currently_active"] is True
     assert body["status_msg"] is None
-    assert PresenceState.objects.get(user=alice).status == "available"
+    assert stored_presence(alice).status == "available"
 
 
 def test_registering_the_same_installation_again_returns_the_same_device(alice_api):
@@ -235,7 +246,7 @@ def test_signing_out_the_only_device_makes_the_user_offline(alice_api, alice, de
     assert response.content == b""
     assert not Device.objects.filter(device_id=device).exists()
     # Recomputed and stored by the sign-out itself, not only on the next read.
-    stored = PresenceState.objects.get(user=alice)
+    stored = stored_presence(alice)
     assert (stored.status, stored.activity, stored.reason) == ("offline", "offline", "no_live_device")
     assert decided(presence(alice_api)) == ("offline", "offline", "no_live_device")
     assert alice_api.get(DEVICES).json() == []
@@ -250,7 +261,7 @@ def test_signing_out_one_device_recomputes_from_the_others(alice_api, alice):
 
     assert alice_api.delete(f"{DEVICES}/{in_call}").status_code == 204
 
-    assert PresenceState.objects.get(user=alice).status == "away"
+    assert stored_presence(alice).status == "away"
     assert decided(presence(alice_api)) == ("away", "inactive", "all_devices_idle_or_hidden")
 
 
@@ -353,7 +364,7 @@ def test_a_heartbeat_records_that_the_device_was_seen_once_flushed(alice_api, se
         send(alice_api, device, sig("heartbeat", None, 1))
         services.flush_device_activity()
 
-    stored = Device.objects.get(device_id=device)
+    stored = stored_device(device)
     assert stored.last_seen_at == T0 + timedelta(seconds=45)
     # A heartbeat proves the device is there, not that the user is.
     assert stored.last_active_at == T0
@@ -391,7 +402,7 @@ def test_activity_active_after_idle_makes_the_user_available(alice_api):
     assert decided(body) == ("available", "available", "device_active")
     assert body["currently_active"] is True
     assert body["last_active_ago"] == 0
-    assert Device.objects.get(device_id=device).last_active_at == T0 + timedelta(seconds=90)
+    assert stored_device(device).last_active_at == T0 + timedelta(seconds=90)
 
 
 def test_a_hidden_window_makes_the_user_away(alice_api, device):
@@ -414,7 +425,7 @@ def test_a_visible_window_after_idle_counts_as_activity(alice_api, device):
     body = send(alice_api, device, sig("visibility", "visible", 2))
 
     assert decided(body) == ("available", "available", "device_active")
-    assert Device.objects.get(device_id=device).activity == "active"
+    assert stored_device(device).activity == "active"
 
 
 def test_a_call_start_makes_the_user_busy_in_a_call(alice_api, device):
@@ -481,7 +492,7 @@ def test_a_heartbeat_after_network_offline_makes_the_device_live_again(alice_api
     body = send(alice_api, device, sig("heartbeat", None, 2))
 
     assert decided(body) == ("available", "available", "device_active")
-    assert Device.objects.get(device_id=device).network == "online"
+    assert stored_device(device).network == "online"
 
 
 def test_one_offline_device_does_not_make_the_user_offline(alice_api):
@@ -515,7 +526,7 @@ def test_an_older_seq_never_overrides_a_newer_one(alice_api, device):
 
     assert (body["signals_applied"], body["signals_ignored"]) == (0, 1)
     assert decided(body) == ("away", "inactive", "all_devices_idle_or_hidden")
-    stored = Device.objects.get(device_id=device)
+    stored = stored_device(device)
     assert (stored.activity, stored.last_seq) == ("idle", 10)
 
 
@@ -526,7 +537,7 @@ def test_an_equal_seq_is_ignored(alice_api, device):
 
     assert (body["signals_applied"], body["signals_ignored"]) == (0, 1)
     assert decided(body) == ("busy", "in_call", "in_call")
-    assert Device.objects.get(device_id=device).in_call is True
+    assert stored_device(device).in_call is True
 
 
 def test_an_ignored_signal_does_not_count_as_being_seen(alice_api):
@@ -537,7 +548,7 @@ def test_an_ignored_signal_does_not_count_as_being_seen(alice_api):
 
         send(alice_api, device, sig("heartbeat", None, 5))
 
-    assert Device.objects.get(device_id=device).last_seen_at == T0
+    assert stored_device(device).last_seen_at == T0
 
 
 def test_a_batch_is_applied_in_seq_order_whatever_its_order(alice_api, device):
@@ -562,7 +573,7 @@ def test_a_batch_counts_applied_and_ignored_signals(alice_api, device):
 
     assert (body["signals_applied"], body["signals_ignored"]) == (2, 2)
     assert decided(body) == ("busy", "in_meeting", "in_meeting")
-    stored = Device.objects.get(device_id=device)
+    stored = stored_device(device)
     assert (stored.visibility, stored.activity, stored.last_seq) == ("visible", "active", 7)
 
 
@@ -575,7 +586,7 @@ def test_a_repeated_seq_within_a_batch_is_applied_once(alice_api, device):
 
 def test_a_batch_of_only_old_signals_changes_nothing(alice_api, alice, device):
     send(alice_api, device, sig("activity", "idle", 8))
-    changed_at = PresenceState.objects.get(user=alice).changed_at
+    changed_at = stored_presence(alice).changed_at
 
     response = post_signals(alice_api, device, sig("activity", "active", 7), sig("call", "start", 8))
 
@@ -583,8 +594,8 @@ def test_a_batch_of_only_old_signals_changes_nothing(alice_api, alice, device):
     body = response.json()
     assert (body["signals_applied"], body["signals_ignored"]) == (0, 2)
     assert decided(body) == ("away", "inactive", "all_devices_idle_or_hidden")
-    assert PresenceState.objects.get(user=alice).changed_at == changed_at
-    assert Device.objects.get(device_id=device).last_seq == 8
+    assert stored_presence(alice).changed_at == changed_at
+    assert stored_device(device).last_seq == 8
 
 
 def test_registering_again_restarts_the_sequence(alice_api, device):
@@ -615,7 +626,7 @@ def test_registering_again_forgets_the_previous_sessions_call_and_hidden_window(
     register(alice_api, "alice-laptop")
 
     assert decided(presence(alice_api)) == ("available", "available", "device_active")
-    stored = Device.objects.get(device_id=device)
+    stored = stored_device(device)
     assert (stored.in_call, stored.in_meeting, stored.visibility) == (False, False, "visible")
 
 
@@ -634,13 +645,13 @@ def test_a_silent_device_is_offline_on_read_without_a_sweep(alice_api, alice):
         register(alice_api, "install-1")
         clock.shift(timedelta(seconds=120))
         # Nothing has recomputed since: the stored decision is stale.
-        assert PresenceState.objects.get(user=alice).status == "available"
+        assert stored_presence(alice).status == "available"
 
         body = presence(alice_api)
 
     assert decided(body) == ("offline", "offline", "no_live_device")
     assert body["last_active_ago"] == 120_000
-    assert PresenceState.objects.get(user=alice).status == "offline"
+    assert stored_presence(alice).status == "offline"
 
 
 def test_a_device_is_still_live_just_before_the_timeout(alice_api):
@@ -776,7 +787,7 @@ def test_more_than_100_signals_are_rejected(alice_api, device):
     response = post_signals(alice_api, device, *(sig("heartbeat", None, seq) for seq in range(101)))
 
     assert_rejected(response, "signals")
-    assert Device.objects.get(device_id=device).last_seq == -1
+    assert stored_device(device).last_seq == -1
 
 
 def test_exactly_100_signals_are_accepted(alice_api, device):
@@ -856,7 +867,7 @@ def test_a_seq_beyond_64_bits_is_rejected(alice_api, device):
     response = post_signals(alice_api, device, sig("heartbeat", None, 2**63))
 
     assert_rejected(response, "signals.0.seq")
-    assert Device.objects.get(device_id=device).last_seq == -1
+    assert stored_device(device).last_seq == -1
 
 
 def test_an_unknown_top_level_field_is_rejected(alice_api, device):
@@ -865,7 +876,7 @@ def test_an_unknown_top_level_field_is_rejected(alice_api, device):
     )
 
     assert_rejected(response, "sent_at")
-    assert Device.objects.get(device_id=device).last_seq == -1
+    assert stored_device(device).last_seq == -1
 
 
 def test_an_unknown_field_inside_a_signal_is_rejected(alice_api, device):
@@ -882,15 +893,15 @@ def test_a_signal_that_is_not_an_object_is_rejected(alice_api, device):
 
 def test_a_rejected_batch_loses_no_data(alice_api, alice, device):
     send(alice_api, device, sig("activity", "idle", 5))
-    before = Device.objects.get(device_id=device)
-    stored_before = PresenceState.objects.get(user=alice)
+    before = stored_device(device)
+    stored_before = stored_presence(alice)
 
     response = post_signals(
         alice_api, device, sig("call", "start", 6), sig("visibility", "hidden", 7), sig("network", "sleeping", 8)
     )
 
     assert_rejected(response, "signals.2.value")
-    after = Device.objects.get(device_id=device)
+    after = stored_device(device)
     assert (after.last_seq, after.in_call, after.visibility, after.activity, after.last_seen_at) == (
         5,
         False,
@@ -898,7 +909,7 @@ def test_a_rejected_batch_loses_no_data(alice_api, alice, device):
         "idle",
         before.last_seen_at,
     )
-    stored_after = PresenceState.objects.get(user=alice)
+    stored_after = stored_presence(alice)
     assert (stored_after.status, stored_after.computed_at) == ("away", stored_before.computed_at)
     # The valid part of the rejected batch was not consumed: sent again, it applies.
     body = send(alice_api, device, sig("call", "start", 6))
@@ -942,7 +953,7 @@ def test_a_too_long_label_on_registering_again_keeps_the_old_label(alice_api, de
     response = alice_api.post(DEVICES, {"installation_id": "alice-laptop", "label": "l" * 65}, format="json")
 
     assert_rejected(response, "label")
-    assert Device.objects.get(device_id=device).label == "laptop"
+    assert stored_device(device).label == "laptop"
 
 
 def test_an_unknown_field_on_registering_is_rejected(alice_api):
@@ -958,7 +969,7 @@ def test_malformed_json_is_a_json_400(alice_api, device):
     assert response.status_code == 400
     assert response["Content-Type"].startswith("application/json")
     assert response.json()["error"] == "parse_error"
-    assert Device.objects.get(device_id=device).last_seq == -1
+    assert stored_device(device).last_seq == -1
 
 
 def test_malformed_json_on_registering_is_a_json_400(alice_api):
@@ -984,7 +995,7 @@ def test_a_form_body_is_an_unsupported_media_type(alice_api, device):
 
     assert response.status_code == 415
     assert response.json()["error"] == "unsupported_media_type"
-    assert Device.objects.get(device_id=device).last_seq == -1
+    assert stored_device(device).last_seq == -1
 
 
 def test_registering_with_a_form_body_is_an_unsupported_media_type(alice_api):

@@ -12,6 +12,7 @@ from django.db import close_old_connections, connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
+from presence import services
 from presence.models import Device
 from sparks_site.wsgi import application
 
@@ -83,6 +84,7 @@ def test_any_other_signal_reaches_django_with_its_body(token, device):
 
     assert status.startswith("202")
     assert body["status"] == "away"
+    services.persist_pending()
     assert Device.objects.get(device_id=device).visibility == "hidden"
 
 

@@ -11,6 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from presence import services
 from presence.models import PresenceState
 
 pytestmark = pytest.mark.django_db
@@ -72,6 +73,7 @@ def test_a_heartbeat_that_brings_a_device_back_takes_the_full_path(alice_api, al
         body = heartbeat(alice_api, device, 2).json()
 
     assert body["status"] == "available"
+    services.persist_pending()
     assert PresenceState.objects.get(user=alice).status == "available"
 
 

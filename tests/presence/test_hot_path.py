@@ -63,14 +63,70 @@ def test_repeated_activity_reports_are_steady_too(alice, laptop):
     assert queries.captured_queries == []
 
 
-def test_a_signal_that_changes_the_device_is_written_to_the_database(alice, laptop):
+def test_a_status_change_is_answered_from_the_hot_store_and_written_behind(alice, laptop):
     with CaptureQueriesContext(connection) as queries:
         outcome = services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "hidden", 2)])
 
     assert outcome.presence.status == Status.AWAY
+    assert queries.captured_queries == []
+    assert services.current_presence(alice).status == Status.AWAY
+    assert PresenceState.objects.get(user=alice).status == Status.AVAILABLE  # not written yet
+
+    assert services.persist_pending() == 1
+
+    assert Device.objects.get(device_id=laptop).visibility == "hidden"
+    assert PresenceState.objects.get(user=alice).status == Status.AWAY
+    assert services.persist_pending() == 0  # written once
+
+
+def test_a_user_changed_many_times_is_written_once_with_the_latest(alice, laptop):
+    for seq, value in enumerate(["hidden", "visible", "hidden"], start=2):
+        services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, value, seq)])
+
+    with CaptureQueriesContext(connection) as queries:
+        assert services.persist_pending() == 1
+
+    stored = Device.objects.get(device_id=laptop)
+    assert (stored.visibility, stored.last_seq) == ("hidden", 4)
+    assert PresenceState.objects.get(user=alice).status == Status.AWAY
+    assert len(writes_in(queries)) == 2  # one batch update of devices, one of presence rows
+
+
+def test_a_user_changed_again_while_written_stays_marked_for_the_next_run(alice, laptop):
+    services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "hidden", 2)])
+    marks = hotstate.store().pending_persist(10)
+    services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "visible", 3)])
+
+    hotstate.store().clear_persisted(marks)  # a writer that read before the second change
+
+    assert [user_id for user_id, _ in hotstate.store().pending_persist(10)] == [alice.pk]
+    services.persist_pending()
+    assert Device.objects.get(device_id=laptop).last_seq == 3
+
+
+def test_without_write_behind_a_status_change_is_written_before_the_answer(alice, laptop, settings):
+    settings.PRESENCE_WRITE_BEHIND = False
+
+    with CaptureQueriesContext(connection) as queries:
+        services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "hidden", 2)])
+
     assert writes_in(queries)
     assert Device.objects.get(device_id=laptop).visibility == "hidden"
     assert PresenceState.objects.get(user=alice).status == Status.AWAY
+    assert services.persist_pending() == 0
+
+
+def test_the_database_writer_never_stores_an_older_device_state(alice, laptop):
+    services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "hidden", 5)])
+    services.persist_pending()
+    # The slow path wrote a newer seq to the database in between (e.g. after a Redis restart).
+    Device.objects.filter(device_id=laptop).update(last_seq=9, visibility="visible")
+    services.ingest_signals(alice, laptop, [Signal(SignalType.ACTIVITY, "idle", 6)])
+
+    services.persist_pending()
+
+    stored = Device.objects.get(device_id=laptop)
+    assert (stored.last_seq, stored.visibility) == (9, "visible")
 
 
 def test_a_hidden_second_device_changes_the_device_row_but_not_the_presence(alice, laptop):
@@ -78,6 +134,7 @@ def test_a_hidden_second_device_changes_the_device_row_but_not_the_presence(alic
     changed_at = PresenceState.objects.get(user=alice).changed_at
 
     services.ingest_signals(alice, phone.device_id, [Signal(SignalType.VISIBILITY, "hidden", 1)])
+    services.persist_pending()
 
     assert Device.objects.get(device_id=phone.device_id).visibility == "hidden"
     state = PresenceState.objects.get(user=alice)
@@ -171,6 +228,7 @@ def test_preferences_and_manual_status_survive_a_redis_restart(alice, laptop):
 def test_presence_converges_within_one_heartbeat_after_a_redis_restart(alice, laptop, settings):
     phone, _ = services.register_device(alice, "alice-phone", "phone")
     services.ingest_signals(alice, phone.device_id, [Signal(SignalType.CALL, "start", 1)])
+    services.persist_pending()
     start = timezone.now()
 
     lose_hot_state()
@@ -180,7 +238,7 @@ def test_presence_converges_within_one_heartbeat_after_a_redis_restart(alice, la
         services.ingest_signals(alice, phone.device_id, heartbeat(2))
         state = services.current_presence(alice)
 
-    # The call was persisted when it started, so the rebuilt state still knows it.
+    # The call was written to the database, so the rebuilt state still knows it.
     assert (state.status, state.activity) == (Status.BUSY, "in_call")
 
 
