@@ -44,6 +44,13 @@ _PRIORITY_LABELS = {
     Priority.MANUAL_FIRST.value: "Manual first: your manual status wins over the calendar",
 }
 _FORBIDDEN_REASON = "Your organization's presence policy does not allow this."
+_STATUS_LABELS = {
+    "available": "Available",
+    "busy": "Busy",
+    "away": "Away",
+    "dnd": "Do not disturb",
+    "offline": "Offline",
+}
 _REASON_TEXT = {
     "no_live_device": "No device of yours reported recently.",
     "in_call": "A device of yours is in a SPARKS call.",
@@ -157,6 +164,7 @@ def my_presence(request: HttpRequest) -> HttpResponse:
         {
             "mode": "aggregated",
             "state": state,
+            "status_label": _STATUS_LABELS.get(state.status, state.status),
             "reason_text": _REASON_TEXT.get(state.reason, state.reason),
             "devices": overview.devices_overview(request.user, now),
             "organization": selectors.organization_of(request.user),
