@@ -11,6 +11,7 @@ from django.utils import timezone
 from orgs.models import User
 from presence import services
 from presence.models import CalendarBlock, PresencePreferences, PresenceState
+from presence.vocabulary import SignalType
 from tests.factories import DeviceFactory
 
 pytestmark = pytest.mark.django_db
@@ -138,16 +139,22 @@ def test_saving_without_the_csrf_token_is_refused(alice):
     assert not PresencePreferences.objects.filter(user=alice).exists()
 
 
+def live_device(user: User, label: str) -> str:
+    device, _ = services.register_device(user, f"{label}-installation", label)
+    services.ingest_signals(user, device.device_id, [services.Signal(SignalType.ACTIVITY, "active", 1)])
+    return device.device_id
+
+
 def test_my_presence_shows_the_status_the_rule_and_only_my_devices(alice, bob):
-    DeviceFactory(user=alice, label="alice-laptop", device_id="a" * 32)
-    DeviceFactory(user=bob, label="bob-phone", device_id="b" * 32)
+    mine = live_device(alice, "alice-laptop")
+    theirs = live_device(bob, "bob-phone")
 
     html = browser(alice).get("/me/").content.decode()
 
     assert '<span data-testid="status">Available</span>' in html
     assert "device_active" in html
-    assert "alice-laptop" in html and "a" * 12 in html
-    assert "bob-phone" not in html and "b" * 12 not in html
+    assert "alice-laptop" in html and mine[:12] in html
+    assert "bob-phone" not in html and theirs[:12] not in html
 
 
 def test_my_presence_marks_a_timed_out_device_as_not_counted(alice):
