@@ -25,6 +25,7 @@ CLOSE_NOT_AUTHENTICATED = 4401
 CLOSE_FORBIDDEN = 4403  # no organization, or a subscription to someone who is not a colleague
 CLOSE_AGGREGATOR_DISABLED = 4409
 CLOSE_TOO_FAR_BEHIND = 4408  # the client read too slowly; it reconnects for a fresh snapshot
+CLOSE_PROVIDER_UNAVAILABLE = 4503  # the sign-in provider could not check the token: retry later
 
 
 class PresenceConsumer(AsyncWebsocketConsumer):
@@ -37,7 +38,8 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         await self.accept(subprotocol=chosen_subprotocol(self.scope))
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
-            await self.close(CLOSE_NOT_AUTHENTICATED)
+            unavailable = self.scope.get("auth_unavailable")
+            await self.close(CLOSE_PROVIDER_UNAVAILABLE if unavailable else CLOSE_NOT_AUTHENTICATED)
             return
         if not settings.PRESENCE_USE_AGGREGATOR:
             await self.close(CLOSE_AGGREGATOR_DISABLED)

@@ -20,6 +20,7 @@ from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 from django.http.response import HttpResponseBase
 
+from orgs.bearer import ProviderUnavailable, ProviderUnavailableError
 from orgs.models import User
 from presence import hub, live, selectors
 from presence.api import AggregatorDisabled
@@ -37,10 +38,14 @@ async def _authenticate(request: HttpRequest) -> tuple[User | None, JsonResponse
     """As the REST API: a token in the Authorization header first, else the session."""
     credential = credential_from_authorization(request.headers.get("Authorization"))
     if credential is not None:
-        user = await user_for(credential)
+        try:
+            user = await user_for(credential)
+        except ProviderUnavailable:
+            error = ProviderUnavailableError()
+            return None, _error(503, error.default_code, str(error.default_detail))
         if user is None:
             refusal = _error(401, "authentication_failed", "Invalid token.")
-            refusal["WWW-Authenticate"] = "Token"
+            refusal["WWW-Authenticate"] = "Bearer" if credential.scheme == "bearer" else "Token"
             return None, refusal
         return user, None
     user = await request.auser()

@@ -1,9 +1,9 @@
 """Who is on the other end of a long-lived connection (the presence websocket, the SSE stream).
 
-A connection carries at most one explicit credential, named by a scheme: today a DRF token
-(`token`), from the query (`?token=…`), a websocket subprotocol (`token.<key>`) or an
-`Authorization: Token …` header. OIDC bearer tokens come later as one more scheme with its own
-resolver in `_RESOLVERS`; nothing else changes. Without a credential, the Django session decides.
+A connection carries at most one explicit credential, named by a scheme: a DRF token (`token`),
+from the query (`?token=…`), a websocket subprotocol (`token.<key>`) or an `Authorization: Token …`
+header; or an OIDC access token of the organization account (`bearer`), from `?access_token=…`, a
+subprotocol `bearer.<token>` or an `Authorization: Bearer …` header. Without a credential, the Django session decides.
 An explicit credential that does not resolve makes the connection anonymous, never falls back to
 the session: as with the REST API, a wrong token is an error, not a silent sign-in as someone else.
 """
@@ -24,10 +24,14 @@ from rest_framework import exceptions
 from rest_framework.authentication import TokenAuthentication
 from rest_framework.settings import api_settings
 
+from orgs import bearer
 from orgs.models import User
 
 TOKEN_SCHEME = "token"
 TOKEN_SUBPROTOCOL_PREFIX = "token."
+BEARER_SCHEME = "bearer"
+BEARER_SUBPROTOCOL_PREFIX = "bearer."
+_SUBPROTOCOL_SCHEMES = {TOKEN_SUBPROTOCOL_PREFIX: TOKEN_SCHEME, BEARER_SUBPROTOCOL_PREFIX: BEARER_SCHEME}
 # Offered beside `token.<key>`, the server selects this one, so the token is not echoed back.
 PRESENCE_SUBPROTOCOL = "sparks.presence.v1"
 
@@ -39,24 +43,29 @@ class Credential:
 
 
 def credential_from_authorization(header: str | None) -> Credential | None:
-    """`Authorization: Token <key>`; other schemes are not ours (yet) and are left alone, as DRF does."""
+    """`Authorization: Token <key>` or `Bearer <token>`; other schemes are left alone, as DRF does."""
     if not header:
         return None
     scheme, _, value = header.strip().partition(" ")
-    if scheme.lower() != TOKEN_SCHEME:
+    if scheme.lower() not in (TOKEN_SCHEME, BEARER_SCHEME):
         return None
-    return Credential(TOKEN_SCHEME, value.strip())
+    return Credential(scheme.lower(), value.strip())
 
 
 def credential_from_websocket(scope: dict) -> Credential | None:
-    """A token from `?token=` or from a `token.<key>` subprotocol (browsers cannot set headers)."""
+    """A token from the query (`?token=`, `?access_token=`), a `token.<key>` or `bearer.<token>`
+    subprotocol (browsers cannot set headers), or else an Authorization header (other clients)."""
     query = parse_qs(scope.get("query_string", b"").decode("latin-1"))
     if "token" in query:
         return Credential(TOKEN_SCHEME, query["token"][0])
+    if "access_token" in query:
+        return Credential(BEARER_SCHEME, query["access_token"][0])
     for protocol in scope.get("subprotocols") or ():
-        if protocol.startswith(TOKEN_SUBPROTOCOL_PREFIX):
-            return Credential(TOKEN_SCHEME, protocol.removeprefix(TOKEN_SUBPROTOCOL_PREFIX))
-    return None
+        for prefix, scheme in _SUBPROTOCOL_SCHEMES.items():
+            if protocol.startswith(prefix):
+                return Credential(scheme, protocol.removeprefix(prefix))
+    authorization = dict(scope.get("headers") or ()).get(b"authorization")
+    return credential_from_authorization(authorization.decode("latin-1")) if authorization else None
 
 
 def chosen_subprotocol(scope: dict) -> str | None:
@@ -64,7 +73,7 @@ def chosen_subprotocol(scope: dict) -> str | None:
     offered = scope.get("subprotocols") or ()
     if PRESENCE_SUBPROTOCOL in offered:
         return PRESENCE_SUBPROTOCOL
-    return next((p for p in offered if p.startswith(TOKEN_SUBPROTOCOL_PREFIX)), None)
+    return next((p for p in offered if p.startswith(tuple(_SUBPROTOCOL_SCHEMES))), None)
 
 
 def _token_authentication() -> TokenAuthentication:
@@ -85,7 +94,20 @@ def _user_for_drf_token(key: str) -> User | None:
     return user
 
 
-_RESOLVERS: dict[str, Callable[[str], Awaitable[User | None]]] = {TOKEN_SCHEME: _user_for_drf_token}
+@database_sync_to_async
+def _user_for_bearer_token(token: str) -> User | None:
+    """The organization account's user, None for an invalid token; ProviderUnavailable goes up
+    (the caller answers "retry", not "sign in again")."""
+    try:
+        return bearer.user_for_token(token)
+    except bearer.InvalidToken:
+        return None
+
+
+_RESOLVERS: dict[str, Callable[[str], Awaitable[User | None]]] = {
+    TOKEN_SCHEME: _user_for_drf_token,
+    BEARER_SCHEME: _user_for_bearer_token,
+}
 
 
 async def user_for(credential: Credential) -> User | None:
@@ -125,7 +147,12 @@ class CredentialAuthMiddleware(BaseMiddleware):
         scope = dict(scope)
         credential = credential_from_websocket(scope)
         if credential is not None:
-            scope["user"] = await user_for(credential) or AnonymousUser()
+            try:
+                scope["user"] = await user_for(credential) or AnonymousUser()
+            except bearer.ProviderUnavailable:
+                # The token could not be checked: the consumer closes with "try again later".
+                scope["user"] = AnonymousUser()
+                scope["auth_unavailable"] = True
         elif not _origin_may_use_session(scope):
             scope["user"] = AnonymousUser()
         return await super().__call__(scope, receive, send)

@@ -7,6 +7,7 @@ it onto PostgreSQL and Redis, which is what several web and worker processes sha
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from pathlib import Path
 
@@ -55,6 +56,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The silent re-check at the provider of a session signed in there (idle while OIDC is off).
+    "orgs.oidc.SessionRefresh",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
@@ -194,6 +197,7 @@ REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         # Token first, so that an anonymous request is answered 401 with a WWW-Authenticate header.
         "orgs.authentication.CachedTokenAuthentication",
+        "orgs.bearer.BearerTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -214,6 +218,51 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
 }
+
+# --- OIDC: sign-in with the organization account (Keycloak) --------------------------------
+# Everything derives from the issuer's discovery document (`<issuer>/.well-known/openid-configuration`,
+# fetched on first use and cached): no endpoint is configured by hand. Empty issuer: OIDC is off,
+# bearer tokens are refused and only local accounts sign in (the embedded default needs nothing).
+OIDC_ISSUER = env.str("OIDC_ISSUER", default="").rstrip("/")
+OIDC_ENABLED = bool(OIDC_ISSUER)
+OIDC_RP_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
+OIDC_RP_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
+OIDC_RP_SIGN_ALGO = "RS256"
+OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile")
+# Access tokens a bearer must be meant for: `aud` contains one of these (Keycloak's audience mapper),
+# or, for a token without `aud`, `azp` is one of them. Default: this client's id.
+OIDC_API_AUDIENCES = env.list("OIDC_API_AUDIENCES", default=[OIDC_RP_CLIENT_ID] if OIDC_RP_CLIENT_ID else [])
+# Where the organization comes from: a claim holding the organization's slug (Keycloak's
+# organization mapper, or a user attribute mapper), else groups that start with a prefix
+# (`/sparks-org-acme` → acme). Each sign-in applies what the token says.
+OIDC_ORG_CLAIM = env.str("OIDC_ORG_CLAIM", default="organization")
+OIDC_ORG_GROUPS_CLAIM = env.str("OIDC_ORG_GROUPS_CLAIM", default="groups")
+OIDC_ORG_GROUP_PREFIX = env.str("OIDC_ORG_GROUP_PREFIX", default="")
+OIDC_TIMEOUT = env.float("OIDC_TIMEOUT_SECONDS", default=5.0)
+# How long the discovery document and the signing keys are trusted before being fetched again; an
+# unknown key id refreshes the keys at once, at most every OIDC_JWKS_MIN_REFRESH_SECONDS.
+OIDC_METADATA_CACHE_SECONDS = env.int("OIDC_METADATA_CACHE_SECONDS", default=3600)
+OIDC_JWKS_MIN_REFRESH_SECONDS = env.int("OIDC_JWKS_MIN_REFRESH_SECONDS", default=60)
+# Opaque access tokens are checked at the userinfo endpoint; the answer is kept this long (keyed
+# by the token's hash, in the shared cache).
+OIDC_USERINFO_CACHE_SECONDS = env.int("OIDC_USERINFO_CACHE_SECONDS", default=60)
+# The browser session re-checks the sign-in at the provider (silently) this often.
+OIDC_RENEW_ID_TOKEN_EXPIRY_SECONDS = env.int("OIDC_SESSION_REFRESH_SECONDS", default=900)
+# The provider's endpoints, derived from the issuer (see orgs/oidc.py), read by mozilla-django-oidc.
+OIDC_STORE_ID_TOKEN = True  # the logout at the provider sends it as id_token_hint
+OIDC_OP_LOGOUT_URL_METHOD = "orgs.oidc.provider_logout_url"
+OIDC_AUTHENTICATE_CLASS = "orgs.oidc.AuthenticationRequestView"
+OIDC_CALLBACK_CLASS = "orgs.oidc.AuthenticationCallbackView"
+OIDC_EXEMPT_URLS = [re.compile(r"^/api/"), re.compile(r"^/ws/"), re.compile(r"^/admin/")]
+LOGIN_URL = "sign-in"
+LOGIN_REDIRECT_URL = "/settings/privacy/"
+LOGIN_REDIRECT_URL_FAILURE = "/accounts/sign-in/?failed=1"
+LOGOUT_REDIRECT_URL = "/accounts/sign-in/"
+
+# Both do nothing while OIDC is off (no issuer): local accounts sign in with their password.
+AUTHENTICATION_BACKENDS = ["orgs.oidc.OrganizationAccountBackend", "django.contrib.auth.backends.ModelBackend"]
+if OIDC_ENABLED and not OIDC_RP_CLIENT_ID:
+    raise ImproperlyConfigured("OIDC_ISSUER is set: set OIDC_CLIENT_ID (and OIDC_CLIENT_SECRET) too.")
 
 LOGGING = {
     "version": 1,

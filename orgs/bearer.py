@@ -1,0 +1,152 @@
+"""Bearer access tokens of the organization account, for the REST API, SSE and websockets.
+
+No round trip to the provider per request: a JWT access token (Keycloak's) is verified here, its
+signature against the provider's published keys (cached), its issuer, audience and expiry. An
+opaque token is asked about at the provider's userinfo endpoint, and the answer kept in the shared
+cache for OIDC_USERINFO_CACHE_SECONDS under the token's hash. Either way the user the claims
+describe is created or updated as at a browser sign-in (membership included), then remembered
+under the token's hash until the token expires (at most a few minutes), so a busy client costs
+one cache read a request.
+
+A token that is not valid is a 401. A provider that cannot be reached (or answers with a server
+error) when it must be asked is a 503: the client should retry, not sign in again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from typing import Any
+
+import requests
+from django.conf import settings
+from django.core.cache import cache
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from rest_framework import exceptions, status
+from rest_framework.authentication import BaseAuthentication, get_authorization_header
+from rest_framework.request import Request
+
+from orgs import oidc, services
+from orgs.authentication import cached_user
+from orgs.models import User
+
+logger = logging.getLogger(__name__)
+
+KEYWORD = "Bearer"
+# How long a verified token's user is remembered at most; the token's own expiry comes first.
+USER_CACHE_SECONDS = 300
+_USER_FIELDS = ("id", "username", "first_name", "last_name", "email", "is_active", "is_staff", "is_superuser")
+
+InvalidToken = oidc.InvalidToken
+ProviderUnavailable = oidc.ProviderUnavailable
+
+
+def _token_hash(token: str) -> str:
+    # Tokens never go to the cache as they are: a cache dump must not hand out credentials.
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _userinfo_claims(token: str) -> dict[str, Any]:
+    cache_key = "oidc:userinfo:" + _token_hash(token)
+    claims = cache.get(cache_key)
+    if claims is not None:
+        return claims
+    try:
+        response = requests.get(
+            oidc.provider().userinfo_endpoint,
+            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+            timeout=settings.OIDC_TIMEOUT,
+        )
+    except requests.RequestException as error:
+        raise ProviderUnavailable(f"The userinfo endpoint could not be reached: {error}") from error
+    if 400 <= response.status_code < 500:
+        # 401 is the usual answer to an unknown or expired token; any other refusal (403 for a
+        # token without the openid scope, 400, ...) says the token is no good here either.
+        raise InvalidToken(f"The provider refused the token ({response.status_code}).")
+    if response.status_code != 200:
+        raise ProviderUnavailable(f"The userinfo endpoint answered {response.status_code}.")
+    try:
+        claims = response.json()
+    except ValueError as error:
+        raise ProviderUnavailable("The userinfo endpoint did not answer JSON.") from error
+    if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str):
+        raise ProviderUnavailable("The userinfo answer carries no subject.")
+    cache.set(cache_key, claims, settings.OIDC_USERINFO_CACHE_SECONDS)
+    return claims
+
+
+def claims_of(token: str) -> tuple[dict[str, Any], float]:
+    """The claims of a valid access token, and how long (seconds) they may be relied on."""
+    if oidc.looks_like_jwt(token):
+        claims = oidc.decode_jwt(token, settings.OIDC_API_AUDIENCES)
+        return claims, min(USER_CACHE_SECONDS, claims["exp"] - time.time())
+    return _userinfo_claims(token), settings.OIDC_USERINFO_CACHE_SECONDS
+
+
+def user_for_token(token: str) -> User:
+    """The active user a bearer token belongs to; InvalidToken or ProviderUnavailable otherwise."""
+    if not oidc.enabled():
+        raise InvalidToken("Sign-in with the organization account is not configured.")
+    if not token or len(token) > 16384:
+        raise InvalidToken("The token is malformed.")
+    cache_key = "auth:bearer:" + _token_hash(token)
+    fields = cache.get(cache_key)
+    if fields is None:
+        claims, lifetime = claims_of(token)
+        try:
+            user = services.user_from_claims(claims)
+        except services.InvalidClaims as error:
+            raise InvalidToken(str(error)) from error
+        fields = {name: getattr(user, name) for name in _USER_FIELDS} | {"public_id": str(user.public_id)}
+        if lifetime >= 1:
+            cache.set(cache_key, fields, int(lifetime))
+    if not fields["is_active"]:
+        raise InvalidToken("The user is inactive.")
+    return cached_user(fields)
+
+
+class ProviderUnavailableError(exceptions.APIException):
+    status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    default_code = "provider_unavailable"
+    default_detail = "The sign-in provider cannot be reached to check the token; retry shortly."
+
+
+class BearerTokenAuthentication(BaseAuthentication):
+    """`Authorization: Bearer <access token>` of the organization account (OIDC)."""
+
+    def authenticate(self, request: Request) -> tuple[User, str] | None:
+        parts = get_authorization_header(request).split()
+        if not parts or parts[0].lower() != KEYWORD.lower().encode():
+            return None
+        if len(parts) != 2:
+            raise exceptions.AuthenticationFailed("Invalid bearer header: give exactly one token.")
+        try:
+            token = parts[1].decode("ascii")
+        except UnicodeError:
+            raise exceptions.AuthenticationFailed("Invalid bearer header: the token is not ASCII.") from None
+        try:
+            return user_for_token(token), token
+        except InvalidToken as error:
+            raise exceptions.AuthenticationFailed(f"Invalid token: {error}") from None
+        except ProviderUnavailable as error:
+            logger.warning("Bearer token not checked, provider unavailable: %s", error)
+            raise ProviderUnavailableError() from None
+
+    def authenticate_header(self, request: Request) -> str:
+        return f'{KEYWORD} realm="api"'
+
+
+class BearerTokenScheme(OpenApiAuthenticationExtension):
+    """How the OpenAPI schema describes this authentication."""
+
+    target_class = "orgs.bearer.BearerTokenAuthentication"
+    name = "organizationAccount"
+
+    def get_security_definition(self, auto_schema):
+        return {
+            "type": "http",
+            "scheme": "bearer",
+            "bearerFormat": "JWT",
+            "description": "An access token of the organization account (OIDC); JWTs are verified locally.",
+        }

@@ -1,0 +1,66 @@
+"""A real browser (Debian's chromium, driven by Playwright) signs in through the OIDC provider,
+changes a presence setting and sees it saved. Also saves the README's screenshot."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from orgs.models import User
+from presence.models import PresencePreferences
+
+CHROMIUM = "/usr/bin/chromium"
+SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "privacy-page.png"
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.skipif(
+        not os.path.exists(CHROMIUM),
+        reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)",
+    ),
+]
+
+
+@pytest.fixture
+def chromium_page():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        try:
+            yield browser.new_page(viewport={"width": 1000, "height": 900})
+        finally:
+            browser.close()
+
+
+def test_a_member_signs_in_with_the_organization_account_and_changes_a_presence_setting(
+    live_server, mock_provider, chromium_page, monkeypatch
+):
+    # Playwright's own event loop must not make Django refuse the live server's sync calls here.
+    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
+    mock_provider.set_user(
+        "kc-gina", email="gina@acme.test", given_name="Gina", family_name="Linetti", organization="acme"
+    )
+    page = chromium_page
+
+    page.goto(f"{live_server.url}/accounts/sign-in/?next=/settings/privacy/")
+    page.get_by_role("link", name="Sign in with your organization account").click()
+    page.locator("input[name=sub]").fill("kc-gina")
+    page.get_by_role("button", name="Authorize").click()
+    page.wait_for_url(f"{live_server.url}/settings/privacy/")
+
+    calendar = page.get_by_label("Use calendar busy in aggregated presence")
+    assert calendar.is_checked()
+    calendar.uncheck()
+    page.get_by_label("Manual first: your manual status wins over the calendar").check()
+    page.get_by_role("button", name="Save").click()
+
+    page.get_by_text("Your presence settings are saved.").wait_for()
+    assert not page.get_by_label("Use calendar busy in aggregated presence").is_checked()
+    assert page.get_by_label("Manual first: your manual status wins over the calendar").is_checked()
+    preferences = PresencePreferences.objects.get(user=User.objects.get(oidc_subject="kc-gina"))
+    assert (preferences.use_calendar_busy, preferences.priority) == (False, "manual_first")
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT), full_page=True)
