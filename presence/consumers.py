@@ -10,6 +10,7 @@ import json
 import logging
 from typing import Any
 
+from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
@@ -31,6 +32,18 @@ CLOSE_PROVIDER_UNAVAILABLE = 4503  # the sign-in provider could not check the to
 class PresenceConsumer(AsyncWebsocketConsumer):
     watch: live.Watch | None = None
     listener: hub.Listener | None = None
+    # Colleagues' changes reach this socket through the process's hub, not through a channel of
+    # its own: no channel-layer channel and receive loop per socket.
+    channel_layer_alias = "presence-sockets-listen-through-the-hub"
+
+    async def dispatch(self, message: dict[str, Any]) -> None:
+        # Channels closes outdated database connections before every message, in a thread hand-off
+        # that costs more than a heartbeat's whole work. Every database access of this consumer goes
+        # through `database_sync_to_async`, which does that itself on the thread it runs on.
+        handler = getattr(self, get_handler_name(message), None)
+        if handler is None:
+            raise ValueError(f"No handler for message type {message['type']}")
+        await handler(message)
 
     async def connect(self) -> None:
         # Accept first, then close: a refusal before accepting reaches the client as a bare HTTP
