@@ -34,6 +34,9 @@ class MicrosoftTenantForm(_SecretForm):
 
 class MatrixHomeserverForm(_SecretForm):
     secret_field = "as_token"
+    base_url = forms.URLField(
+        assume_scheme="https", help_text="Client-server API base URL, e.g. https://matrix.example.org"
+    )
 
     class Meta:
         model = MatrixHomeserver
