@@ -7,10 +7,12 @@ can help and how long the peer asked to wait, so the dispatcher decides retries 
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 from dataclasses import dataclass
 
 import httpx
+import requests
 from django.conf import settings
 
 
@@ -30,9 +32,32 @@ _client: httpx.Client | None = None
 _client_pid: int | None = None
 
 
-def tls_verify() -> str | bool:
-    """A CA bundle file (a private PKI, or a test's own CA) or the default trust store."""
-    return settings.INTEGRATIONS_CA_BUNDLE or True
+def tls_verify() -> ssl.SSLContext | bool:
+    """Trust INTEGRATIONS_CA_BUNDLE (a private PKI, or a test's own CA), else the default store."""
+    if settings.INTEGRATIONS_CA_BUNDLE:
+        return ssl.create_default_context(cafile=settings.INTEGRATIONS_CA_BUNDLE)
+    return True
+
+
+class RequestsSession(requests.Session):
+    """The requests session msal signs in with: our timeout, and INTEGRATIONS_CA_BUNDLE trusted
+    even where REQUESTS_CA_BUNDLE is set (requests lets that variable override a session's
+    `verify`)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ca_bundle = settings.INTEGRATIONS_CA_BUNDLE
+        self.timeout = settings.INTEGRATIONS_HTTP_TIMEOUT_SECONDS
+
+    def request(self, method, url, **kwargs):
+        kwargs.setdefault("timeout", self.timeout)
+        return super().request(method, url, **kwargs)
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):
+        merged = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        if self.ca_bundle:
+            merged["verify"] = self.ca_bundle
+        return merged
 
 
 def client() -> httpx.Client:

@@ -109,7 +109,7 @@ def graph_presence(status: str, activity: str) -> GraphPresence:
     """What Microsoft Graph is told for a SPARKS status and activity."""
     status = Status(status)
     if status == Status.BUSY:
-        by_activity = _GRAPH_BY_BUSY_ACTIVITY.get(Activity(activity)) if activity in Activity else None
+        by_activity = _GRAPH_BY_BUSY_ACTIVITY.get(activity)  # StrEnum keys match plain strings
         if by_activity is not None:
             return by_activity
     return _GRAPH_BY_STATUS[status]

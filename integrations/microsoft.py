@@ -59,8 +59,7 @@ def _app(credentials: Credentials) -> msal.ConfidentialClientApplication:
                     # The tenant's own discovery document is fetched either way; the extra
                     # instance check only knows Microsoft's public hosts.
                     instance_discovery=False,
-                    verify=http.tls_verify(),
-                    timeout=settings.INTEGRATIONS_HTTP_TIMEOUT_SECONDS,
+                    http_client=http.RequestsSession(),
                 )
             except (requests.RequestException, ValueError) as error:
                 raise http.DeliveryError(f"Microsoft sign-in unavailable: {error}", retryable=True) from error

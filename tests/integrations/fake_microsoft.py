@@ -47,27 +47,48 @@ _DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?$")
 
 
 def write_self_signed_certificate(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    """A throwaway CA (the file clients trust) and a server certificate for 127.0.0.1 it signed.
+
+    Returns (the CA certificate, the server's certificate chain and key in one file)."""
     now = datetime.datetime.now(datetime.UTC)
-    certificate = (
+    validity = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=1))
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "SPARKS test CA")])
+    ca = (
         x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(validity[0])
+        .not_valid_after(validity[1])
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    server = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
+        .issuer_name(ca_name)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(validity[0])
+        .not_valid_after(validity[1])
         .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
     )
-    cert_path, key_path = directory / "fake-microsoft.pem", directory / "fake-microsoft.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    ca_path, server_path = directory / "fake-microsoft-ca.pem", directory / "fake-microsoft-server.pem"
+    ca_path.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    server_path.write_bytes(
+        server.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
-    return cert_path, key_path
+    return ca_path, server_path
 
 
 @dataclass
@@ -89,11 +110,10 @@ class FakeMicrosoft:
         self.lock = threading.Lock()
         self.apps: dict[tuple[str, str], str] = {}  # (tenant, client id) → secret
         self.tokens: dict[str, tuple[str, str]] = {}  # token → (tenant, client id)
-        self.token_requests = 0
         self.reset()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(self))
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.load_cert_chain(self.cert_path, key_path)
+        context.load_cert_chain(key_path)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.base_url = f"https://127.0.0.1:{self.server.server_address[1]}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -107,6 +127,7 @@ class FakeMicrosoft:
             self.presences: dict[str, tuple[str, str]] = {}  # what getPresencesByUserId answers
             self.faults: deque[Fault] = deque()
             self.down = False
+            self.token_requests = 0
 
     def register_app(self, tenant_id: str, client_id: str, secret: str) -> None:
         self.apps[(tenant_id, client_id)] = secret
