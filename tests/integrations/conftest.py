@@ -93,3 +93,15 @@ def broker(monkeypatch) -> HeldBroker:
     held = HeldBroker()
     monkeypatch.setattr(dispatch, "_enqueue_delivery", held.hold)
     return held
+
+
+@pytest.fixture(scope="session")
+def synapse(tmp_path_factory):
+    """A real Synapse (1.163) for the session, on a free loopback port, SPARKS registered as an
+    appservice. Its virtualenv is kept across runs; its data directory is new each run."""
+    from tests.integrations.synapse import Synapse
+
+    server = Synapse(tmp_path_factory.mktemp("synapse"))
+    server.start()
+    yield server
+    server.stop()
