@@ -263,6 +263,13 @@ def deliver(user_id: int, target: str, refresh: bool = False) -> Delivery:
             return Delivery(sent=False)
         user = _users(user_ids=[user_id]).first()
         desired = row.desired
+        if user is not None and desired != WITHDRAWN and not shares_externally(user):
+            # Sharing or the organization's policy changed since this was planned (a policy
+            # edit publishes nothing): withdraw instead.
+            desired = WITHDRAWN
+            DispatchState.objects.filter(pk=row.pk).update(desired=desired, desired_at=timezone.now())
+            if desired == row.sent and not refresh:
+                return Delivery(sent=False)
         try:
             if user is None:
                 raise DeliveryError("the user no longer exists", retryable=False)
@@ -336,6 +343,8 @@ def _send_microsoft(user: User, desired: dict, previous: dict | None) -> None:
 def refresh_published(now: datetime | None = None) -> int:
     """Schedule the deliveries beat owes: published online states about to decay or lapse, and
     states still not delivered whose delivery chain was lost (a worker died). Returns how many."""
+    if not dispatch_enabled():
+        return 0
     now = now or timezone.now()
     live = ~Q(sent__status=Status.OFFLINE.value) & Q(sent__isnull=False)
     thresholds = {

@@ -285,3 +285,18 @@ def test_beat_does_not_refresh_an_offline_user(alice, tenant, sharing, server_di
         dispatch.refresh_published()
 
     assert len(fake_microsoft.graph_calls()) == calls
+
+
+def test_beat_withdraws_presence_once_the_organization_forbids_external_dispatch(
+    alice, organization, tenant, sharing, server_dispatch, fake_microsoft
+):
+    account = sharing(alice)
+    services.register_device(alice, "laptop")
+    PresencePolicy.objects.filter(organization=organization).update(allow_external_dispatch=False)
+
+    with time_machine.travel(timezone.now() + timedelta(minutes=4, seconds=1), tick=False):
+        services.register_device(alice, "laptop")
+        dispatch.refresh_published()
+
+    assert _session(fake_microsoft, account, tenant) is None
+    assert DispatchState.objects.get(user=alice, target="microsoft").sent["status"] == "offline"
