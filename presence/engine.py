@@ -20,6 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from integrations.mapping import graph_import_contribution
 from presence.vocabulary import (
     DEVICE_STATE_RANK,
     MANUAL_STATUS_ACTIVITY,
@@ -31,7 +32,6 @@ from presence.vocabulary import (
     Reason,
     Status,
     VisibilityValue,
-    graph_import_contribution,
 )
 
 CURRENTLY_ACTIVE_WINDOW = timedelta(seconds=60)

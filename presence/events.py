@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from channels.layers import get_channel_layer
+from django.conf import settings
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +61,7 @@ def publish(change: PresenceChange) -> None:
 def publish_many(changes: list[PresenceChange]) -> None:
     """Send changes to their organizations' groups and wait until they are sent."""
     changes = [change for change in changes if change.organization_id is not None]
+    dispatch_externally(changes)
     layer = get_channel_layer()
     if layer is None or not changes:
         return
@@ -67,6 +69,19 @@ def publish_many(changes: list[PresenceChange]) -> None:
         _publisher().run(_send_all(layer, changes))
     except Exception:
         logger.exception("Could not publish %d presence change(s)", len(changes))
+
+
+def dispatch_externally(changes: list[PresenceChange]) -> None:
+    """Hand changes to the Matrix / Microsoft dispatch (it only enqueues; a failure there never
+    fails the change)."""
+    if not changes or not (settings.PRESENCE_USE_AGGREGATOR and settings.PRESENCE_SERVER_DISPATCH):
+        return
+    try:
+        from integrations import dispatch
+
+        dispatch.enqueue(changes)
+    except Exception:
+        logger.exception("Could not enqueue %d presence change(s) for dispatch", len(changes))
 
 
 # At most this many sends at once: a sweep may publish thousands, and the channel layer's

@@ -390,7 +390,11 @@ def update_preferences(user: User, **changes: object) -> PresencePreferences:
         for field, value in changes.items():
             setattr(preferences, field, value)
         preferences.save()
-    recompute(user)
+    state = recompute(user)
+    if "share_externally" in changes:
+        # Nothing visible changed, so no publish: tell dispatch itself, which publishes or withdraws.
+        change = events.PresenceChange.from_state(user, state)
+        transaction.on_commit(lambda: events.dispatch_externally([change]))
     return preferences
 
 

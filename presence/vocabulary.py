@@ -1,8 +1,8 @@
 """The presence vocabulary: every status, activity, signal and priority name, in one place.
 
 Pure Python (no Django) so that the engine, the API, the admin and the integrations all share
-exactly the same words. Mappings to other systems' vocabularies (Microsoft Graph now, Matrix
-when publishing lands) live here too, so a value is never translated in two places.
+exactly the same words. Translations to and from other systems' vocabularies (Matrix, Microsoft
+Graph) live in one table, `integrations.mapping`, so a value is never translated in two places.
 """
 
 from __future__ import annotations
@@ -122,32 +122,3 @@ MANUAL_STATUS_ACTIVITY: dict[Status, Activity] = {
     Status.DND: Activity.DO_NOT_DISTURB,
     Status.OFFLINE: Activity.OFFLINE,
 }
-
-
-# --- Microsoft Graph (import) -------------------------------------------------------------
-# Graph's `availability` and `activity` values are documented in PascalCase but compared
-# case-insensitively, and unknown values (Graph adds some now and then) contribute nothing.
-_GRAPH_BUSY_AVAILABILITIES = frozenset({"busy", "busyidle"})
-_GRAPH_DND_AVAILABILITIES = frozenset({"donotdisturb"})
-_GRAPH_CALL_ACTIVITIES = frozenset({"inacall", "inaconferencecall"})
-_GRAPH_MEETING_ACTIVITIES = frozenset({"inameeting"})
-_GRAPH_DND_ACTIVITIES = frozenset({"donotdisturb", "presenting", "urgentinterruptionsonly"})
-
-
-def graph_import_contribution(availability: str | None, activity: str | None) -> tuple[Status, Activity] | None:
-    """What an imported Microsoft presence adds to aggregation: busy, dnd, or nothing.
-
-    The import only ever adds busy or do-not-disturb; Microsoft's "Available" or "Away" never
-    override what SPARKS devices say, because the devices are the better witnesses here.
-    """
-    availability_key = (availability or "").strip().lower()
-    activity_key = (activity or "").strip().lower()
-    if availability_key in _GRAPH_DND_AVAILABILITIES or activity_key in _GRAPH_DND_ACTIVITIES:
-        return Status.DND, Activity.DO_NOT_DISTURB
-    if activity_key in _GRAPH_CALL_ACTIVITIES:
-        return Status.BUSY, Activity.IN_CALL
-    if activity_key in _GRAPH_MEETING_ACTIVITIES:
-        return Status.BUSY, Activity.IN_MEETING
-    if availability_key in _GRAPH_BUSY_AVAILABILITIES or activity_key == "busy":
-        return Status.BUSY, Activity.BUSY
-    return None

@@ -174,6 +174,29 @@ if PRESENCE_HEARTBEAT_INTERVAL_SECONDS >= PRESENCE_DEVICE_TIMEOUT_SECONDS:
         "or every device would time out between two heartbeats."
     )
 
+# --- Integrations: Matrix and Microsoft (publishing, import) ----------------------------------
+# Key the integrations' stored secrets (Microsoft client secrets, Matrix appservice tokens) are
+# encrypted under. Default: derived from SECRET_KEY; changing it means entering them again.
+INTEGRATIONS_SECRET_KEY = env.str("INTEGRATIONS_SECRET_KEY", default=f"integrations:{SECRET_KEY}")
+# A CA bundle for TLS to Microsoft and Matrix (a private PKI); empty: the default trust store.
+INTEGRATIONS_CA_BUNDLE = env.str("INTEGRATIONS_CA_BUNDLE", default="")
+INTEGRATIONS_HTTP_TIMEOUT_SECONDS = env.float("INTEGRATIONS_HTTP_TIMEOUT_SECONDS", default=10.0)
+# Changes of one user within this window leave one request per target.
+INTEGRATIONS_DISPATCH_COALESCE_SECONDS = env.float("INTEGRATIONS_DISPATCH_COALESCE_SECONDS", default=1.0)
+# The longest wait between two attempts of a failing delivery (exponential backoff from 2 s).
+INTEGRATIONS_RETRY_MAX_SECONDS = env.int("INTEGRATIONS_RETRY_MAX_SECONDS", default=300)
+# Synapse decays a presence that no client syncs to offline after ~30 s: published online
+# states are sent again when they are older than this.
+MATRIX_PRESENCE_REFRESH_SECONDS = env.int("MATRIX_PRESENCE_REFRESH_SECONDS", default=10)
+MICROSOFT_LOGIN_URL = env.str("MICROSOFT_LOGIN_URL", default="https://login.microsoftonline.com")
+MICROSOFT_GRAPH_URL = env.str("MICROSOFT_GRAPH_URL", default="https://graph.microsoft.com/v1.0")
+# The expirationDuration of SPARKS' Graph presence session (5 to 240); refreshed a minute before.
+MICROSOFT_PRESENCE_SESSION_MINUTES = env.int("MICROSOFT_PRESENCE_SESSION_MINUTES", default=5)
+MICROSOFT_IMPORT_INTERVAL_SECONDS = env.int("MICROSOFT_IMPORT_INTERVAL_SECONDS", default=60)
+
+if not 5 <= MICROSOFT_PRESENCE_SESSION_MINUTES <= 240:
+    raise ImproperlyConfigured("MICROSOFT_PRESENCE_SESSION_MINUTES must be between 5 and 240 (Graph's PT5M to PT4H).")
+
 CELERY_BEAT_SCHEDULE = {
     "presence-sweep-expired": {
         "task": "presence.tasks.sweep_expired_presence",
@@ -189,6 +212,16 @@ CELERY_BEAT_SCHEDULE = {
         "task": "presence.tasks.flush_device_activity",
         "schedule": timedelta(seconds=60),
         "options": {"expires": 60},
+    },
+    "integrations-refresh-published-presence": {
+        "task": "integrations.tasks.refresh_published_presence",
+        "schedule": timedelta(seconds=MATRIX_PRESENCE_REFRESH_SECONDS),
+        "options": {"expires": MATRIX_PRESENCE_REFRESH_SECONDS},
+    },
+    "integrations-import-microsoft-presence": {
+        "task": "integrations.tasks.import_microsoft_presence",
+        "schedule": timedelta(seconds=MICROSOFT_IMPORT_INTERVAL_SECONDS),
+        "options": {"expires": MICROSOFT_IMPORT_INTERVAL_SECONDS},
     },
 }
 

@@ -61,3 +61,37 @@ class DeviceFactory(factory.django.DjangoModelFactory):
     registered_at = factory.LazyFunction(timezone.now)
     last_seen_at = factory.LazyFunction(timezone.now)
     last_active_at = factory.LazyFunction(timezone.now)
+
+
+class ExternalAccountFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "integrations.ExternalAccount"
+        django_get_or_create = ("user",)
+
+    user = factory.SubFactory(UserFactory)
+    microsoft_object_id = factory.Faker("uuid4")
+    matrix_user_id = ""
+
+
+class MicrosoftTenantFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "integrations.MicrosoftTenant"
+        django_get_or_create = ("organization",)
+
+    organization = factory.SubFactory(OrganizationFactory)
+    tenant_id = factory.Faker("uuid4")
+    client_id = factory.Faker("uuid4")
+    client_secret = "sparks-test-client-secret"
+    enabled = True
+
+
+class MatrixHomeserverFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = "integrations.MatrixHomeserver"
+        django_get_or_create = ("organization",)
+
+    organization = factory.SubFactory(OrganizationFactory)
+    base_url = "http://127.0.0.1:8008"
+    server_name = "localhost"
+    as_token = "sparks-test-as-token"
+    enabled = True

@@ -30,3 +30,13 @@ def test_an_admin_sees_the_periodic_tasks(admin_client):
 
     assert response.status_code == 200
     assert b"presence-sweep-expired" in response.content
+
+
+def test_beat_keeps_published_presence_alive_and_imports_microsoft_presence(settings):
+    DatabaseScheduler(app=app)
+
+    refresh = PeriodicTask.objects.get(name="integrations-refresh-published-presence")
+    assert refresh.task == "integrations.tasks.refresh_published_presence"
+    # Synapse decays an unsynced presence after ~30 s: the refresh must run well inside that.
+    assert refresh.interval.every < 30
+    assert PeriodicTask.objects.get(name="integrations-import-microsoft-presence").enabled

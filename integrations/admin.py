@@ -1,0 +1,120 @@
+from django import forms
+from django.contrib import admin
+
+from integrations.models import DispatchState, ExternalAccount, MatrixHomeserver, MicrosoftTenant
+
+
+class _SecretForm(forms.ModelForm):
+    """A secret is written, never shown back: left empty, the stored one stays."""
+
+    secret_field = ""
+    secret = forms.CharField(
+        required=False,
+        widget=forms.PasswordInput(render_value=False),
+        help_text="Stored encrypted and never shown again. Leave empty to keep the current one.",
+    )
+
+    def save(self, commit: bool = True):
+        instance = super().save(commit=False)
+        if self.cleaned_data.get("secret"):
+            setattr(instance, self.secret_field, self.cleaned_data["secret"])
+        if commit:
+            instance.save()
+        return instance
+
+
+class MicrosoftTenantForm(_SecretForm):
+    secret_field = "client_secret"
+
+    class Meta:
+        model = MicrosoftTenant
+        fields = ["organization", "tenant_id", "client_id", "enabled"]
+        labels = {"secret": "Client secret"}
+
+
+class MatrixHomeserverForm(_SecretForm):
+    secret_field = "as_token"
+    base_url = forms.URLField(
+        assume_scheme="https", help_text="Client-server API base URL, e.g. https://matrix.example.org"
+    )
+
+    class Meta:
+        model = MatrixHomeserver
+        fields = ["organization", "base_url", "server_name", "user_id_template", "enabled"]
+
+
+@admin.register(MicrosoftTenant)
+class MicrosoftTenantAdmin(admin.ModelAdmin):
+    form = MicrosoftTenantForm
+    list_display = ("organization", "tenant_id", "client_id", "has_secret", "enabled")
+    list_filter = ("enabled",)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.base_fields["secret"].label = "Client secret"
+        return form
+
+    @admin.display(boolean=True, description="client secret set")
+    def has_secret(self, tenant: MicrosoftTenant) -> bool:
+        return bool(tenant.client_secret_encrypted)
+
+
+@admin.register(MatrixHomeserver)
+class MatrixHomeserverAdmin(admin.ModelAdmin):
+    form = MatrixHomeserverForm
+    list_display = ("organization", "server_name", "base_url", "has_token", "enabled")
+    list_filter = ("enabled",)
+
+    def get_form(self, request, obj=None, **kwargs):
+        form = super().get_form(request, obj, **kwargs)
+        form.base_fields["secret"].label = "Appservice token (as_token)"
+        return form
+
+    @admin.display(boolean=True, description="as_token set")
+    def has_token(self, homeserver: MatrixHomeserver) -> bool:
+        return bool(homeserver.as_token_encrypted)
+
+
+@admin.register(ExternalAccount)
+class ExternalAccountAdmin(admin.ModelAdmin):
+    list_display = ("user", "matrix_user_id", "microsoft_object_id")
+    search_fields = ("user__username", "matrix_user_id", "microsoft_object_id")
+    autocomplete_fields = ("user",)
+
+
+@admin.register(DispatchState)
+class DispatchStateAdmin(admin.ModelAdmin):
+    """What was last published to whom, and the last error: shown, changed only by dispatch."""
+
+    list_display = ("user", "target", "sent_status", "sent_at", "pending", "attempts", "last_error", "last_error_at")
+    list_filter = ("target", "attempts")
+    search_fields = ("user__username",)
+    list_select_related = ("user",)
+    readonly_fields = (
+        "user",
+        "target",
+        "desired",
+        "desired_at",
+        "sent",
+        "sent_at",
+        "attempts",
+        "last_error",
+        "last_error_at",
+    )
+
+    @admin.display(description="last dispatched")
+    def sent_status(self, state: DispatchState) -> str:
+        if not state.sent:
+            return "—"
+        message = state.sent.get("status_msg")
+        return f"{state.sent.get('status')}/{state.sent.get('activity')}" + (f" “{message}”" if message else "")
+
+    @admin.display(boolean=True)
+    def pending(self, state: DispatchState) -> bool:
+        return state.pending
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False

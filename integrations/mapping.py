@@ -1,0 +1,144 @@
+"""The one table between SPARKS' presence vocabulary and Matrix's and Microsoft Graph's.
+
+Pure Python (no Django): the engine uses the import direction, the dispatchers the publishing
+direction, and no value is translated anywhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from presence.vocabulary import Activity, Status
+
+# --- Matrix ---------------------------------------------------------------------------------
+MATRIX_ONLINE = "online"
+MATRIX_UNAVAILABLE = "unavailable"
+MATRIX_OFFLINE = "offline"
+# Synapse accepts busy only under MSC3026's unstable name, and only when the homeserver enables
+# the experiment (advertised as this unstable feature in /_matrix/client/versions).
+MATRIX_BUSY = "org.matrix.msc3026.busy"
+MATRIX_BUSY_FEATURE = "org.matrix.msc3026.busy_presence"
+
+_MATRIX_PRESENCE: dict[Status, str] = {
+    Status.AVAILABLE: MATRIX_ONLINE,
+    Status.BUSY: MATRIX_BUSY,
+    Status.AWAY: MATRIX_UNAVAILABLE,
+    Status.DND: MATRIX_BUSY,
+    Status.OFFLINE: MATRIX_OFFLINE,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class MatrixPresence:
+    presence: str
+    status_msg: str | None
+
+    def body(self) -> dict[str, str]:
+        # A PUT without status_msg clears the message on the homeserver, which is what an
+        # empty SPARKS message means too.
+        body = {"presence": self.presence}
+        if self.status_msg:
+            body["status_msg"] = self.status_msg
+        return body
+
+
+def matrix_presence(status: str, status_msg: str | None, busy_supported: bool) -> MatrixPresence:
+    """What a homeserver is told for a SPARKS status; busy degrades to unavailable where the
+    homeserver does not support MSC3026. Offline carries no message."""
+    presence = _MATRIX_PRESENCE[Status(status)]
+    if presence == MATRIX_BUSY and not busy_supported:
+        presence = MATRIX_UNAVAILABLE
+    return MatrixPresence(presence, status_msg or None if presence != MATRIX_OFFLINE else None)
+
+
+# --- Microsoft Graph (publishing) -------------------------------------------------------------
+# The only (availability, activity) pairs Graph accepts, per endpoint.
+GRAPH_SESSION_PAIRS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("Available", "Available"),
+        ("Busy", "InACall"),
+        ("Busy", "InAConferenceCall"),
+        ("Away", "Away"),
+        ("DoNotDisturb", "Presenting"),
+    }
+)
+GRAPH_PREFERRED_PAIRS: frozenset[tuple[str, str]] = frozenset(
+    {
+        ("Available", "Available"),
+        ("Busy", "Busy"),
+        ("DoNotDisturb", "DoNotDisturb"),
+        ("BeRightBack", "BeRightBack"),
+        ("Away", "Away"),
+        ("Offline", "OffWork"),
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GraphPresence:
+    """The application's presence session and the user's preferred presence to publish.
+
+    `session` None means: clear the session (and with it any preferred presence, which Graph
+    applies only while a session exists). `preferred` None means: no preferred presence.
+    """
+
+    session: tuple[str, str] | None
+    preferred: tuple[str, str] | None = None
+
+
+_GRAPH_AVAILABLE = GraphPresence(("Available", "Available"))
+_GRAPH_OFFLINE = GraphPresence(None)
+
+# The session vocabulary is only honest for available, away, a call and a meeting. Everything
+# else keeps an Available session alive and states the status as the user's preferred presence,
+# which overrides the session in Teams, so "busy" never shows up as "in a call".
+_GRAPH_BY_STATUS: dict[Status, GraphPresence] = {
+    Status.AVAILABLE: _GRAPH_AVAILABLE,
+    Status.BUSY: GraphPresence(("Available", "Available"), ("Busy", "Busy")),
+    Status.AWAY: GraphPresence(("Away", "Away")),
+    Status.DND: GraphPresence(("Available", "Available"), ("DoNotDisturb", "DoNotDisturb")),
+    Status.OFFLINE: _GRAPH_OFFLINE,
+}
+_GRAPH_BY_BUSY_ACTIVITY: dict[Activity, GraphPresence] = {
+    Activity.IN_CALL: GraphPresence(("Busy", "InACall")),
+    Activity.IN_MEETING: GraphPresence(("Busy", "InAConferenceCall")),
+}
+
+
+def graph_presence(status: str, activity: str) -> GraphPresence:
+    """What Microsoft Graph is told for a SPARKS status and activity."""
+    status = Status(status)
+    if status == Status.BUSY:
+        by_activity = _GRAPH_BY_BUSY_ACTIVITY.get(activity)  # StrEnum keys match plain strings
+        if by_activity is not None:
+            return by_activity
+    return _GRAPH_BY_STATUS[status]
+
+
+# --- Microsoft Graph (import) -------------------------------------------------------------
+# Graph's `availability` and `activity` values are documented in PascalCase but compared
+# case-insensitively, and unknown values (Graph adds some now and then) contribute nothing.
+_GRAPH_BUSY_AVAILABILITIES = frozenset({"busy", "busyidle"})
+_GRAPH_DND_AVAILABILITIES = frozenset({"donotdisturb"})
+_GRAPH_CALL_ACTIVITIES = frozenset({"inacall", "inaconferencecall"})
+_GRAPH_MEETING_ACTIVITIES = frozenset({"inameeting"})
+_GRAPH_DND_ACTIVITIES = frozenset({"donotdisturb", "presenting", "urgentinterruptionsonly"})
+
+
+def graph_import_contribution(availability: str | None, activity: str | None) -> tuple[Status, Activity] | None:
+    """What an imported Microsoft presence adds to aggregation: busy, dnd, or nothing.
+
+    The import only ever adds busy or do-not-disturb; Microsoft's "Available" or "Away" never
+    override what SPARKS devices say, because the devices are the better witnesses here.
+    """
+    availability_key = (availability or "").strip().lower()
+    activity_key = (activity or "").strip().lower()
+    if availability_key in _GRAPH_DND_AVAILABILITIES or activity_key in _GRAPH_DND_ACTIVITIES:
+        return Status.DND, Activity.DO_NOT_DISTURB
+    if activity_key in _GRAPH_CALL_ACTIVITIES:
+        return Status.BUSY, Activity.IN_CALL
+    if activity_key in _GRAPH_MEETING_ACTIVITIES:
+        return Status.BUSY, Activity.IN_MEETING
+    if availability_key in _GRAPH_BUSY_AVAILABILITIES or activity_key == "busy":
+        return Status.BUSY, Activity.BUSY
+    return None

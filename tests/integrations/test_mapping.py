@@ -1,0 +1,123 @@
+"""The one table between SPARKS' vocabulary and Matrix's and Microsoft Graph's."""
+
+from __future__ import annotations
+
+import pytest
+
+from integrations.mapping import (
+    GRAPH_PREFERRED_PAIRS,
+    GRAPH_SESSION_PAIRS,
+    GraphPresence,
+    graph_import_contribution,
+    graph_presence,
+    matrix_presence,
+)
+from presence.vocabulary import MANUAL_STATUS_ACTIVITY, Activity, Status
+from tests.integrations.fake_microsoft import PREFERRED_PAIRS, SESSION_PAIRS
+
+EVERY_STATE = [(status, activity) for status in Status for activity in Activity]
+
+
+@pytest.mark.parametrize(
+    ("status", "busy_supported", "expected"),
+    [
+        (Status.AVAILABLE, True, "online"),
+        (Status.BUSY, True, "org.matrix.msc3026.busy"),
+        (Status.BUSY, False, "unavailable"),
+        (Status.DND, True, "org.matrix.msc3026.busy"),
+        (Status.DND, False, "unavailable"),
+        (Status.AWAY, True, "unavailable"),
+        (Status.OFFLINE, True, "offline"),
+    ],
+)
+def test_every_status_has_a_matrix_presence(status, busy_supported, expected):
+    assert matrix_presence(status, None, busy_supported).presence == expected
+
+
+def test_the_status_message_is_carried_to_matrix():
+    assert matrix_presence(Status.DND, "Focus time", True).body() == {
+        "presence": "org.matrix.msc3026.busy",
+        "status_msg": "Focus time",
+    }
+
+
+def test_an_empty_message_is_left_out_so_matrix_clears_it():
+    assert matrix_presence(Status.AVAILABLE, "", True).body() == {"presence": "online"}
+
+
+def test_offline_carries_no_message_to_matrix():
+    assert matrix_presence(Status.OFFLINE, "Gone fishing", True).body() == {"presence": "offline"}
+
+
+@pytest.mark.parametrize(
+    ("status", "activity", "expected"),
+    [
+        (Status.AVAILABLE, Activity.AVAILABLE, GraphPresence(("Available", "Available"))),
+        (Status.BUSY, Activity.IN_CALL, GraphPresence(("Busy", "InACall"))),
+        (Status.BUSY, Activity.IN_MEETING, GraphPresence(("Busy", "InAConferenceCall"))),
+        (Status.BUSY, Activity.IN_CALENDAR_EVENT, GraphPresence(("Available", "Available"), ("Busy", "Busy"))),
+        (Status.BUSY, Activity.BUSY, GraphPresence(("Available", "Available"), ("Busy", "Busy"))),
+        (Status.AWAY, Activity.INACTIVE, GraphPresence(("Away", "Away"))),
+        (Status.AWAY, Activity.AWAY, GraphPresence(("Away", "Away"))),
+        (
+            Status.DND,
+            Activity.DO_NOT_DISTURB,
+            GraphPresence(("Available", "Available"), ("DoNotDisturb", "DoNotDisturb")),
+        ),
+        (Status.OFFLINE, Activity.OFFLINE, GraphPresence(None)),
+    ],
+)
+def test_every_status_has_a_graph_presence(status, activity, expected):
+    assert graph_presence(status, activity) == expected
+
+
+@pytest.mark.parametrize(("status", "activity"), EVERY_STATE)
+def test_only_pairs_graph_accepts_are_ever_sent(status, activity):
+    published = graph_presence(status, activity)
+
+    assert published.session is None or published.session in SESSION_PAIRS
+    assert published.preferred is None or published.preferred in PREFERRED_PAIRS
+
+
+def test_the_table_knows_exactly_the_pairs_graph_accepts():
+    assert set(GRAPH_SESSION_PAIRS) == SESSION_PAIRS
+    assert set(GRAPH_PREFERRED_PAIRS) == PREFERRED_PAIRS
+
+
+@pytest.mark.parametrize("status", list(Status))
+def test_a_manual_status_maps_to_the_same_availability_on_both_targets(status):
+    published = graph_presence(status, MANUAL_STATUS_ACTIVITY[status])
+    shown = (published.preferred or published.session or ("Offline", "OffWork"))[0]
+
+    assert shown == {"available": "Available", "busy": "Busy", "away": "Away", "dnd": "DoNotDisturb"}.get(
+        status, "Offline"
+    )
+
+
+@pytest.mark.parametrize(
+    ("availability", "activity", "expected"),
+    [
+        ("Available", "Available", None),
+        ("Busy", "InACall", (Status.BUSY, Activity.IN_CALL)),
+        ("Busy", "InAConferenceCall", (Status.BUSY, Activity.IN_CALL)),
+        ("Busy", "InAMeeting", (Status.BUSY, Activity.IN_MEETING)),
+        ("Busy", "Busy", (Status.BUSY, Activity.BUSY)),
+        ("BusyIdle", "Busy", (Status.BUSY, Activity.BUSY)),
+        ("DoNotDisturb", "Presenting", (Status.DND, Activity.DO_NOT_DISTURB)),
+        ("DoNotDisturb", "DoNotDisturb", (Status.DND, Activity.DO_NOT_DISTURB)),
+        ("Away", "Away", None),
+        ("BeRightBack", "BeRightBack", None),
+        ("Offline", "OffWork", None),
+    ],
+)
+def test_every_pair_graph_reports_has_a_known_import_meaning(availability, activity, expected):
+    assert graph_import_contribution(availability, activity) == expected
+
+
+def test_graph_values_are_read_case_insensitively():
+    assert graph_import_contribution("  bUSY ", "INACALL") == (Status.BUSY, Activity.IN_CALL)
+
+
+def test_unknown_graph_values_add_nothing():
+    assert graph_import_contribution("Sleepy", "Daydreaming") is None
+    assert graph_import_contribution(None, None) is None
