@@ -73,7 +73,7 @@ serve-prod: $(VENV)/.installed-runtime
 	DEBUG=0 PRESENCE_IN_PROCESS_SWEEP=0 $(BIN)/gunicorn sparks_site.wsgi:application \
 		--bind 127.0.0.1:$(PORT) --workers $(WEB_WORKERS) --worker-class gthread --threads $(WEB_THREADS) & \
 	DEBUG=0 PRESENCE_IN_PROCESS_SWEEP=0 $(BIN)/uvicorn sparks_site.asgi:application --host 127.0.0.1 --port $(WS_PORT) \
-		--loop uvloop --http httptools --ws websockets --lifespan off --no-access-log & \
+		--loop uvloop --http httptools --ws websockets-sansio --ws-per-message-deflate false --lifespan off --no-access-log & \
 	DEBUG=0 $(BIN)/celery -A sparks_site worker --loglevel=INFO & \
 	DEBUG=0 $(BIN)/celery -A sparks_site beat --loglevel=INFO & \
 	wait

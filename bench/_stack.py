@@ -122,7 +122,7 @@ def asgi_server_command(kind: str, port: int) -> list[str]:
             str(bin_dir / "uvicorn"),
             "sparks_site.asgi:application",
             "--host", "127.0.0.1", "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--ws", "websockets",
+            "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
             "--lifespan", "off", "--no-access-log", "--log-level", "warning",
         ]  # fmt: skip
     return [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "sparks_site.asgi:application"]

@@ -12,6 +12,7 @@ from typing import Any
 
 from channels.consumer import get_handler_name
 from channels.db import database_sync_to_async
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
@@ -32,9 +33,19 @@ CLOSE_PROVIDER_UNAVAILABLE = 4503  # the sign-in provider could not check the to
 class PresenceConsumer(AsyncWebsocketConsumer):
     watch: live.Watch | None = None
     listener: hub.Listener | None = None
-    # Colleagues' changes reach this socket through the process's hub, not through a channel of
-    # its own: no channel-layer channel and receive loop per socket.
-    channel_layer_alias = "presence-sockets-listen-through-the-hub"
+
+    async def __call__(self, scope, receive, send) -> None:
+        # Channels' own loop listens to the client and to a channel-layer channel of the socket's,
+        # with two fresh tasks per message. Colleagues' changes reach this socket through the
+        # process's hub instead, so the client is all there is to listen to: one plain loop.
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        try:
+            while True:
+                await self.dispatch(await receive())
+        except StopConsumer:
+            pass
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         # Channels closes outdated database connections before every message, in a thread hand-off

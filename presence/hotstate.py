@@ -26,6 +26,7 @@ wrote and keeps a user changed again in between).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import threading
 import time
@@ -745,25 +746,79 @@ def store() -> HotStore:
 
 # --- The websocket's heartbeat, on the event loop ---------------------------------------------
 
-# Per event loop, the heartbeat script on an asyncio Redis client per Redis URL: such a client's
-# connections belong to the loop that opened them. A server has one loop per process; the tests
-# open one per scenario, so each loop's clients are closed with it.
-_async_heartbeats: dict[asyncio.AbstractEventLoop, dict[str, object]] = {}
 
+class _HeartbeatPipeline:
+    """Heartbeats of one event loop to Redis, sent together: those that arrive while a batch is
+    on its way wait for it and go out as the next one, in one write and one read.
 
-def _async_heartbeat_script(redis_url: str):
-    loop = asyncio.get_running_loop()
-    scripts = _async_heartbeats.get(loop)
-    if scripts is None:
-        scripts = _async_heartbeats[loop] = {}
-        _close_with_loop(loop)
-    script = scripts.get(redis_url)
-    if script is None:
+    A heartbeat's own work is small; a Redis round trip of its own (a write and a read on the
+    socket, each a system call) costs more than the rest. Under load many sockets' heartbeats
+    arrive in the same turn of the loop, and each batch carries all of them at the price of one.
+    A lone heartbeat goes out at once, as before.
+    """
+
+    def __init__(self, redis_url: str) -> None:
         import redis.asyncio
 
-        client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
-        script = scripts[redis_url] = client.register_script(_HEARTBEAT)
-    return script
+        self.client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+        self.sha = hashlib.sha1(_HEARTBEAT.encode()).hexdigest()
+        self.waiting: list[tuple[list[str], list[str], asyncio.Future]] = []
+        self.sending = False
+
+    async def call(self, keys: list[str], args: list[str]) -> list:
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((keys, args, future))
+        if not self.sending:
+            self.sending = True
+            asyncio.get_running_loop().create_task(self._send_all())
+        return await future
+
+    async def _send_all(self) -> None:
+        import redis.exceptions
+
+        try:
+            while self.waiting:
+                batch, self.waiting = self.waiting, []
+                try:
+                    results = await self._send(batch)
+                    if any(isinstance(r, redis.exceptions.NoScriptError) for r in results):
+                        await self.client.script_load(_HEARTBEAT)  # a restarted or flushed Redis
+                        results = await self._send(batch)
+                except Exception as error:  # the connection failed: every waiting heartbeat learns it
+                    results = [error] * len(batch)
+                for (_, _, future), result in zip(batch, results, strict=True):
+                    if future.done():
+                        continue  # its socket went away meanwhile
+                    if isinstance(result, Exception):
+                        future.set_exception(result)
+                    else:
+                        future.set_result(result)
+        finally:
+            self.sending = False
+
+    async def _send(self, batch: list[tuple[list[str], list[str], asyncio.Future]]) -> list:
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args, _ in batch:
+            pipe.evalsha(self.sha, len(keys), *keys, *args)
+        return await pipe.execute(raise_on_error=False)
+
+
+# Per event loop, one pipeline per Redis URL: an asyncio client's connections belong to the loop
+# that opened them. A server has one loop per process; the tests open one per scenario, so each
+# loop's clients are closed with it.
+_async_heartbeats: dict[asyncio.AbstractEventLoop, dict[str, _HeartbeatPipeline]] = {}
+
+
+def _heartbeat_pipeline(redis_url: str) -> _HeartbeatPipeline:
+    loop = asyncio.get_running_loop()
+    pipelines = _async_heartbeats.get(loop)
+    if pipelines is None:
+        pipelines = _async_heartbeats[loop] = {}
+        _close_with_loop(loop)
+    pipeline = pipelines.get(redis_url)
+    if pipeline is None:
+        pipeline = pipelines[redis_url] = _HeartbeatPipeline(redis_url)
+    return pipeline
 
 
 def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -771,8 +826,8 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
     original = loop.close
 
     def close(self: asyncio.AbstractEventLoop) -> None:
-        for script in _async_heartbeats.pop(loop, {}).values():
-            loop.run_until_complete(script.registered_client.aclose())
+        for pipeline in _async_heartbeats.pop(loop, {}).values():
+            loop.run_until_complete(pipeline.client.aclose())
         self.close = original
         original()
 
@@ -781,11 +836,11 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 async def heartbeat_async(user_id: int, device_id: str, seq: int, now: float) -> Heartbeat | None:
     """`HotStore.heartbeat` for code on an event loop, without handing off to a thread: the same
-    script through an asyncio Redis client. The in-process store is memory behind a lock held
-    for microseconds, so it is called directly."""
+    script through an asyncio Redis client, pipelined with the loop's other heartbeats. The
+    in-process store is memory behind a lock held for microseconds, so it is called directly."""
     hot = store()
     if not isinstance(hot, RedisHotStore):
         return hot.heartbeat(user_id, device_id, seq, now)
-    script = _async_heartbeat_script(settings.REDIS_URL)
     keys = [hot.user_key(user_id), hot.dirty_key]
-    return _heartbeat_result(await script(keys=keys, args=heartbeat_args(user_id, device_id, seq, now)))
+    result = await _heartbeat_pipeline(settings.REDIS_URL).call(keys, heartbeat_args(user_id, device_id, seq, now))
+    return _heartbeat_result(result)
