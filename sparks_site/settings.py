@@ -217,6 +217,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for the priority choices, whichever field carries them.
+    "ENUM_NAME_OVERRIDES": {"PriorityEnum": ["calendar_first", "manual_first"]},
 }
 
 # --- OIDC: sign-in with the organization account (Keycloak) --------------------------------
