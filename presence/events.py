@@ -16,6 +16,8 @@ from datetime import datetime
 
 from channels.layers import get_channel_layer
 
+from sparks_site import metrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -59,6 +61,7 @@ def publish(change: PresenceChange) -> None:
 
 def publish_many(changes: list[PresenceChange]) -> None:
     """Send changes to their organizations' groups and wait until they are sent."""
+    metrics.count_changes(changes)
     changes = [change for change in changes if change.organization_id is not None]
     layer = get_channel_layer()
     if layer is None or not changes:
