@@ -128,7 +128,9 @@ def summary(inputs: PresenceInputs, decision: Decision, now: datetime) -> str:
 def _because(inputs: PresenceInputs, decision: Decision, now: datetime) -> str:
     policy = inputs.policy
     states = dict(decision.device_states)
-    live = [d for d in inputs.devices if states.get(d.device_id, DeviceState.OFFLINE) != DeviceState.OFFLINE]
+    live = [
+        d for d in _newest_first(inputs.devices) if states.get(d.device_id, DeviceState.OFFLINE) != DeviceState.OFFLINE
+    ]
     reason = decision.reason
     if reason == Reason.NO_LIVE_DEVICE:
         return _offline_because(inputs.devices, now, policy)
@@ -199,7 +201,7 @@ def _why_unavailable(device: DeviceInput, now: datetime) -> str:
 def _devices(inputs: PresenceInputs, decision: Decision, now: datetime) -> list[dict[str, Any]]:
     states = dict(decision.device_states)
     rows = []
-    for device in sorted(inputs.devices, key=lambda d: d.last_seen, reverse=True):
+    for device in _newest_first(inputs.devices):
         rows.append(
             {
                 "device_id": device.device_id,
@@ -269,6 +271,11 @@ def _current_block(inputs: PresenceInputs, now: datetime) -> engine.CalendarBloc
 
 
 # --- Words and numbers -----------------------------------------------------------------------
+
+
+def _newest_first(devices: Sequence[DeviceInput]) -> list[DeviceInput]:
+    """The order devices are listed and named in: the latest to report first, then by label."""
+    return sorted(devices, key=lambda d: (-d.last_seen.timestamp(), d.label, d.device_id))
 
 
 def _name(device: DeviceInput) -> str:

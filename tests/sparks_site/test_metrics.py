@@ -252,6 +252,29 @@ def test_a_refused_websocket_is_counted_only_while_open():
     assert after == before
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_heartbeat_sent_over_the_websocket_is_counted(alice):
+    token = token_of(alice)
+    device = services.register_device(alice, "laptop-install")[0].device_id
+    before = signals_of(scrape())
+
+    async def scenario() -> dict:
+        communicator = WebsocketCommunicator(asgi_application, f"/ws/presence/?token={token}")
+        connected, _ = await communicator.connect(timeout=5)
+        assert connected
+        await communicator.receive_json_from(10)  # the snapshot
+        beat = {"type": "signals", "id": 1, "device_id": device, "signals": [{"type": "heartbeat", "seq": 1}]}
+        await communicator.send_json_to(beat)
+        ack = await communicator.receive_json_from(10)
+        await communicator.disconnect()
+        return ack
+
+    ack = async_to_sync(scenario)()
+
+    assert (ack["type"], ack["signals_applied"]) == ("ack", 1)
+    assert moved(before, signals_of(scrape())) == {"heartbeat": 1}
+
+
 @pytest.mark.django_db
 def test_each_sweep_is_timed():
     before = value(scrape(), "sparks_presence_sweep_duration_seconds_count")
