@@ -62,14 +62,17 @@ bench: $(VENV)/.installed-dev
 ## SECRET_KEY): gunicorn gthread workers (keep-alive) for the REST API on $(PORT), uvicorn for websockets and SSE
 ## on $(WS_PORT), a Celery worker and Celery beat (the expiry sweep). Route /ws/ and the SSE stream
 ## to uvicorn, the rest to gunicorn. Ctrl-C stops all four; a deployment runs each under its supervisor.
+## All four share $(METRICS_DIR) (PROMETHEUS_MULTIPROC_DIR), emptied at start: /metrics adds them up.
 WS_PORT ?= 8001
+METRICS_DIR ?= $(CURDIR)/.prometheus-multiproc
 WEB_WORKERS ?= 4
 WEB_THREADS ?= 1
 serve-prod: $(VENV)/.installed-runtime
 	@test -n "$$DATABASE_URL" && test -n "$$REDIS_URL" && test -n "$$SECRET_KEY" || \
 		{ echo "serve-prod: set DATABASE_URL, REDIS_URL and SECRET_KEY (see .env.example)"; exit 2; }
-	DEBUG=0 $(BIN)/python manage.py migrate --noinput
-	trap 'kill 0' INT TERM EXIT; \
+	rm -rf "$(METRICS_DIR)" && mkdir -p "$(METRICS_DIR)"
+	DEBUG=0 PROMETHEUS_MULTIPROC_DIR="$(METRICS_DIR)" $(BIN)/python manage.py migrate --noinput
+	export PROMETHEUS_MULTIPROC_DIR="$(METRICS_DIR)"; trap 'kill 0' INT TERM EXIT; \
 	DEBUG=0 PRESENCE_IN_PROCESS_SWEEP=0 $(BIN)/gunicorn sparks_site.wsgi:application \
 		--bind 127.0.0.1:$(PORT) --workers $(WEB_WORKERS) --worker-class gthread --threads $(WEB_THREADS) & \
 	DEBUG=0 PRESENCE_IN_PROCESS_SWEEP=0 $(BIN)/uvicorn sparks_site.asgi:application --host 127.0.0.1 --port $(WS_PORT) \

@@ -11,7 +11,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from presence import selectors, services
+from presence import explain, selectors, services
+from presence.explain_serializers import PresenceExplanationSerializer
 from presence.models import ManualStatus
 from presence.serializers import (
     CalendarSerializer,
@@ -139,6 +140,15 @@ class MyPresenceView(PresenceAPIView):
     @extend_schema(responses=PresenceSerializer, summary="My aggregated presence and the rule that decided it")
     def get(self, request: Request) -> Response:
         return _presence_response(services.current_presence(request.user))
+
+
+class MyPresenceExplanationView(PresenceAPIView):
+    @extend_schema(
+        responses=PresenceExplanationSerializer,
+        summary="Why my presence is what it is: the engine's inputs and each rule in order",
+    )
+    def get(self, request: Request) -> Response:
+        return Response(explain.explain_user(request.user, timezone.now()))
 
 
 class MyStatusView(PresenceAPIView):

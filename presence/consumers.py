@@ -18,6 +18,7 @@ from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
 from presence import hub, live, selectors
+from sparks_site import metrics
 from sparks_site.live_auth import chosen_subprotocol
 
 logger = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ CLOSE_PROVIDER_UNAVAILABLE = 4503  # the sign-in provider could not check the to
 class PresenceConsumer(AsyncWebsocketConsumer):
     watch: live.Watch | None = None
     listener: hub.Listener | None = None
+    counted = False
 
     async def __call__(self, scope, receive, send) -> None:
         # Channels' own loop listens to the client and to a channel-layer channel of the socket's,
@@ -60,6 +62,8 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         # Accept first, then close: a refusal before accepting reaches the client as a bare HTTP
         # 403, and the close code is what tells it to sign in again rather than retry.
         await self.accept(subprotocol=chosen_subprotocol(self.scope))
+        metrics.WEBSOCKETS.inc()
+        self.counted = True
         user = self.scope.get("user")
         if user is None or not user.is_authenticated:
             unavailable = self.scope.get("auth_unavailable")
@@ -81,6 +85,9 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         await hub.hub().resume(self.listener)
 
     async def disconnect(self, code: int) -> None:
+        if self.counted:
+            metrics.WEBSOCKETS.dec()
+            self.counted = False
         if self.listener is not None:
             await hub.hub().leave(self.listener)
 

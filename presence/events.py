@@ -17,6 +17,8 @@ from datetime import datetime
 from channels.layers import get_channel_layer
 from django.conf import settings
 
+from sparks_site import metrics
+
 logger = logging.getLogger(__name__)
 
 
@@ -60,6 +62,7 @@ def publish(change: PresenceChange) -> None:
 
 def publish_many(changes: list[PresenceChange]) -> None:
     """Send changes to their organizations' groups and wait until they are sent."""
+    metrics.count_changes(changes)
     changes = [change for change in changes if change.organization_id is not None]
     dispatch_externally(changes)
     layer = get_channel_layer()

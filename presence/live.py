@@ -26,6 +26,7 @@ from presence.serializers import (
     last_active_ago_ms,
 )
 from presence.vocabulary import SignalType
+from sparks_site import metrics
 from sparks_site.errors import flatten_field_errors
 
 SNAPSHOT_PAGE_SIZE = 500
@@ -220,6 +221,7 @@ async def quick_signals_reply(user: User, message: dict[str, Any]) -> dict[str, 
     beat = await hotstate.heartbeat_async(user.pk, device_id, seq, timezone.now().timestamp())
     if beat is None:
         return None
+    metrics.count_heartbeat()
     applied, ignored = (1, 0) if beat.applied else (0, 1)
     return {"type": "ack", "id": request_id_of(message), **decision_answer(beat.decision, applied, ignored)}
 

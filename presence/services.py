@@ -36,6 +36,7 @@ from presence.vocabulary import (
     Status,
     VisibilityValue,
 )
+from sparks_site import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +114,13 @@ def sign_out_device(user: User, device_id: str) -> None:
 
 
 def ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> SignalOutcome:
+    """`_ingest_signals`, counted (once per signal, for a known device) after it succeeded."""
+    outcome = _ingest_signals(user, device_id, signals)
+    metrics.count_signals(signals)
+    return outcome
+
+
+def _ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> SignalOutcome:
     """Apply a device's signals in `seq` order; a signal not newer than the last applied is ignored.
 
     The hot path: the user's hot state (devices and the slow inputs) decides, and one
@@ -187,6 +195,7 @@ def steady_heartbeat(user_id: int, device_id: str, seq: int) -> tuple[int, int, 
     beat = hotstate.store().heartbeat(user_id, device_id, seq, timezone.now().timestamp())
     if beat is None:
         return None
+    metrics.count_heartbeat()
     return (1, 0, beat.decision) if beat.applied else (0, 1, beat.decision)
 
 
@@ -603,6 +612,7 @@ def fresh_presence_of(users: Iterable[User], now: datetime | None = None) -> dic
     return states
 
 
+@metrics.SWEEP_SECONDS.time()
 def sweep_expired(now: datetime | None = None, batch_size: int = 500) -> int:
     """Recompute every user whose decision has passed its `valid_until`; idempotent.
 

@@ -9,6 +9,7 @@ urlpatterns = [
     path("devices/<str:device_id>", api.DeviceDetailView.as_view(), name="device"),
     path("devices/<str:device_id>/signals", fastpath.signals_endpoint, name="device-signals"),
     path("me/presence", api.MyPresenceView.as_view(), name="my-presence"),
+    path("me/presence/explain", api.MyPresenceExplanationView.as_view(), name="my-presence-explain"),
     path("me/status", api.MyStatusView.as_view(), name="my-status"),
     path("me/calendar", api.MyCalendarView.as_view(), name="my-calendar"),
     path("me/privacy", api.MyPrivacyView.as_view(), name="my-privacy"),

@@ -4,8 +4,12 @@ import os
 
 from celery import Celery
 
+from sparks_site.logs import connect_task_logging
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sparks_site.settings")
 
 app = Celery("sparks_site")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+# A JSON line per task (name, id, state, duration), and Django's LOGGING in worker and beat.
+connect_task_logging()

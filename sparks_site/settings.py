@@ -14,6 +14,8 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from sparks_site.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
@@ -51,6 +53,9 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # /healthz, /readyz and /metrics, before host validation, redirects and the request log.
+    "sparks_site.ops.OperationsMiddleware",
+    "sparks_site.logs.RequestLogMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -250,6 +255,8 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
+    # One name for the priority choices, whichever field carries them.
+    "ENUM_NAME_OVERRIDES": {"PriorityEnum": ["calendar_first", "manual_first"]},
 }
 
 # --- OIDC: sign-in with the organization account (Keycloak) --------------------------------
@@ -297,9 +304,20 @@ AUTHENTICATION_BACKENDS = ["orgs.oidc.OrganizationAccountBackend", "django.contr
 if OIDC_ENABLED and not OIDC_RP_CLIENT_ID:
     raise ImproperlyConfigured("OIDC_ISSUER is set: set OIDC_CLIENT_ID (and OIDC_CLIENT_SECRET) too.")
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-}
+# --- Operations: logs, readiness, metrics ---------------------------------------------------
+# json: one JSON object per line (a line per request and per Celery task; see sparks_site/logs.py);
+# text: plain lines for people. Default: json unless DEBUG.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEBUG else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured("LOG_FORMAT must be json or text.")
+LOGGING = logging_config(LOG_FORMAT, env.str("LOG_LEVEL", default="INFO"))
+# How long /readyz gives each dependency (database, Redis, Celery broker) to answer.
+READINESS_TIMEOUT_SECONDS = env.float("READINESS_TIMEOUT_SECONDS", default=2.0)
+# /metrics answers a bearer of this token (Authorization: Bearer <token>); empty: /metrics is off (404).
+PRESENCE_METRICS_TOKEN = env.str("PRESENCE_METRICS_TOKEN", default="")
+# Set in the environment of every process (prometheus-client reads it itself, before any metric
+# exists) to add up the metrics of several processes; the directory must exist and be emptied
+# when the deployment starts. Read here only to catch a missing directory early.
+PROMETHEUS_MULTIPROC_DIR = env.str("PROMETHEUS_MULTIPROC_DIR", default="")
+if PROMETHEUS_MULTIPROC_DIR and not Path(PROMETHEUS_MULTIPROC_DIR).is_dir():
+    raise ImproperlyConfigured(f"PROMETHEUS_MULTIPROC_DIR={PROMETHEUS_MULTIPROC_DIR} is not a directory.")

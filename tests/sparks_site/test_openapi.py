@@ -12,6 +12,7 @@ PUBLIC_PATHS = {
     "/api/v1/devices/{device_id}",
     "/api/v1/devices/{device_id}/signals",
     "/api/v1/me/presence",
+    "/api/v1/me/presence/explain",
     "/api/v1/me/status",
     "/api/v1/me/calendar",
     "/api/v1/me/privacy",
