@@ -239,7 +239,7 @@ def main() -> int:
     parser.add_argument("--spacing", type=float, default=0.5, help="seconds between changes (default 0.5)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for the REST change (default 2)")
     parser.add_argument(
-        "--asgi-server", choices=_stack.ASGI_SERVERS, default="uvicorn", help="server of the websockets (default uvicorn, as in production)"
+        "--asgi-server", choices=_stack.ASGI_SERVERS, default="uvicorn", help="websocket server (default uvicorn)"
     )
     parser.add_argument("--connect-concurrency", type=int, default=20, help="sockets connecting at once")
     parser.add_argument("--port", type=int, default=18100)

@@ -565,7 +565,7 @@ def main() -> int:
     parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4)")
     parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class (default gthread)")
     parser.add_argument(
-        "--asgi-server", choices=_stack.ASGI_SERVERS, default="uvicorn", help="server of the websockets (default uvicorn, as in production)"
+        "--asgi-server", choices=_stack.ASGI_SERVERS, default="uvicorn", help="websocket server (default uvicorn)"
     )
     parser.add_argument("--port", type=int, default=18000)
     parser.add_argument("--ws-port", type=int, default=18001)

@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from integrations.mapping import graph_import_contribution
 from orgs.models import User
 from presence import engine, hotstate, selectors
 from presence.engine import Decision, DeviceInput, PolicyInput, PresenceInputs
@@ -24,7 +25,6 @@ from presence.vocabulary import (
     Priority,
     Reason,
     VisibilityValue,
-    graph_import_contribution,
 )
 
 # The rules of `engine.aggregate`, in its order (calendar and manual swap with the priority).
