@@ -223,3 +223,22 @@ def window_of(user: User, end: datetime, hours: int = 24) -> Window:
         presence=([before] if before else []) + presence,
         devices=sorted(earlier, key=lambda e: e.at) + devices,
     )
+
+
+def timeline_svg(user: User, end: datetime, hours: int = 24) -> str:
+    """The user's last `hours` as the admin's SVG timeline."""
+    from presence import timeline
+
+    window = window_of(user, end, hours)
+    status = [
+        timeline.StatusChange(
+            at=entry.at,
+            status=entry.status,
+            reason=entry.reason,
+            note=" · ".join(part for part in (entry.reason.replace("_", " "), entry.source, entry.status_msg) if part),
+        )
+        for entry in window.presence
+    ]
+    devices = [timeline.DeviceChange(e.at, e.device_id, e.label, e.state) for e in window.devices]
+    title = f"Presence of {user.display_name}, {window.start:%Y-%m-%d %H:%M} to {window.end:%H:%M} UTC"
+    return timeline.render(window.start, window.end, status, devices, title)
