@@ -73,17 +73,18 @@ class Segment:
     end: datetime
     state: str
     note: str = ""
+    reason: str = ""
 
 
 def status_segments(changes: Sequence[StatusChange], start: datetime, end: datetime) -> list[Segment]:
     """The status band: each change holds until the next one; before the first, no data."""
     segments: list[Segment] = []
     ordered = sorted(changes, key=lambda c: c.at)
-    for change, following in zip(ordered, [*ordered[1:], None], strict=True):
-        until = following.at if following is not None else end
+    for index, change in enumerate(ordered):
+        until = ordered[index + 1].at if index + 1 < len(ordered) else end
         begin = max(change.at, start)
-        if until > begin:
-            segments.append(Segment(begin, min(until, end), change.status, change.note))
+        if min(until, end) > begin:
+            segments.append(Segment(begin, min(until, end), change.status, change.note, change.reason))
     return segments
 
 
@@ -95,34 +96,19 @@ def device_segments(
     by_device: dict[str, list[DeviceChange]] = {}
     for change in sorted(changes, key=lambda c: c.at):
         by_device.setdefault(change.device_id, []).append(change)
-    no_live = [
-        (s.start, s.end)
-        for s, c in zip(status_segments(status, start, end), _covering(status, start, end), strict=True)
-        if c.reason == NO_LIVE_DEVICE
-    ]
+    no_live = [(s.start, s.end) for s in status_segments(status, start, end) if s.reason == NO_LIVE_DEVICE]
     for device_id, entries in by_device.items():
         label = entries[-1].label or device_id[:12]
         segments: list[Segment] = []
-        for change, following in zip(entries, [*entries[1:], None], strict=True):
+        for index, change in enumerate(entries):
             if change.state == SIGNED_OUT:
                 continue
-            until = following.at if following is not None else end
+            until = entries[index + 1].at if index + 1 < len(entries) else end
             begin = max(change.at, start)
-            if until > begin:
+            if min(until, end) > begin:
                 segments.append(Segment(begin, min(until, end), change.state))
         bands[device_id] = (label, _overlay(segments, no_live, "offline"))
     return bands
-
-
-def _covering(changes: Sequence[StatusChange], start: datetime, end: datetime) -> list[StatusChange]:
-    """The change behind each status segment (parallel to `status_segments`)."""
-    ordered = sorted(changes, key=lambda c: c.at)
-    covering = []
-    for change, following in zip(ordered, [*ordered[1:], None], strict=True):
-        until = following.at if following is not None else end
-        if min(until, end) > max(change.at, start):
-            covering.append(change)
-    return covering
 
 
 def _overlay(segments: list[Segment], intervals: list[tuple[datetime, datetime]], state: str) -> list[Segment]:
