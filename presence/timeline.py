@@ -153,6 +153,7 @@ def render(
         f'viewBox="0 0 {WIDTH} {height}" role="img" font-family="sans-serif" font-size="12">',
         f"<title>{escape(title or 'Presence timeline')}</title>",
     ]
+    # State classes are prefixed: the admin's stylesheet hides anything of class "hidden".
     for index, (kind, label, segments, colors, names) in enumerate(rows):
         y = TOP + index * (ROW_HEIGHT + ROW_GAP)
         parts.append(
@@ -172,7 +173,7 @@ def render(
                 note += f" · {segment.note}"
             parts.append(
                 f'<rect x="{left:.2f}" y="{y}" width="{max(right - left, 0.5):.2f}" height="{ROW_HEIGHT}" '
-                f'fill="{color}" class={quoteattr(f"band {kind} {segment.state}")} '
+                f'fill="{color}" class={quoteattr(f"band {kind} state-{segment.state}")} '
                 f"data-state={quoteattr(segment.state)}><title>{escape(note)}</title></rect>"
             )
     axis_y = TOP + len(rows) * (ROW_HEIGHT + ROW_GAP)

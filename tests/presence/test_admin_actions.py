@@ -106,8 +106,8 @@ def test_the_presence_page_shows_the_timeline_and_the_operations(org_admin_clien
     assert response.status_code == 200
     content = response.content.decode()
     assert '<svg xmlns="http://www.w3.org/2000/svg"' in content
-    assert 'class="band status dnd"' in content
-    assert 'class="band device live"' in content and ">bob's laptop</text>" in content
+    assert 'class="band status state-dnd"' in content
+    assert 'class="band device state-live"' in content and ">bob's laptop</text>" in content
     assert 'value="recompute_now"' in content and 'value="clear_manual_status"' in content
     assert "deep <work>" not in content
 

@@ -23,6 +23,7 @@ def bands(svg: str) -> list[tuple[str, str, str]]:
     for rect in root.iter(f"{SVG}rect"):
         classes = rect.get("class", "").split()
         if classes and classes[0] == "band":
+            assert classes[2] == f"state-{rect.get('data-state')}"
             found.append((classes[1], rect.get("data-state"), rect.get("fill")))
     return found
 
