@@ -6,12 +6,16 @@ import uuid
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractUser
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from presence.vocabulary import Priority
 
+# Bounds of an organization's timeout overrides, in seconds: below 30 s a device would flicker
+# offline between two heartbeats of a busy network; above an hour "available" stops meaning much.
 DEVICE_TIMEOUT_BOUNDS = (30, 3600)
+IDLE_TIMEOUT_BOUNDS = (30, 3600)
 
 
 class User(AbstractUser):
@@ -60,6 +64,13 @@ class PresencePolicy(models.Model):
         validators=[MinValueValidator(DEVICE_TIMEOUT_BOUNDS[0]), MaxValueValidator(DEVICE_TIMEOUT_BOUNDS[1])],
         help_text="Seconds without a signal after which a device no longer counts. Empty: the server default.",
     )
+    idle_timeout_seconds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MinValueValidator(IDLE_TIMEOUT_BOUNDS[0]), MaxValueValidator(IDLE_TIMEOUT_BOUNDS[1])],
+        help_text="Seconds without reported activity after which a device counts as idle (away). "
+        "Empty: the server default.",
+    )
     allow_calendar = models.BooleanField(default=True, help_text="Calendar busy blocks may make users busy.")
     allow_microsoft = models.BooleanField(default=True, help_text="Imported Microsoft presence may be used.")
     allow_external_dispatch = models.BooleanField(
@@ -77,6 +88,19 @@ class PresencePolicy(models.Model):
 
     def __str__(self) -> str:
         return f"Presence policy of {self.organization}"
+
+    def clean(self) -> None:
+        super().clean()
+        # The same rule the settings enforce for the server default: a timeout a heartbeat cannot
+        # beat would turn every device of the organization offline between two heartbeats.
+        heartbeat = settings.PRESENCE_HEARTBEAT_INTERVAL_SECONDS
+        if self.device_timeout_seconds is not None and self.device_timeout_seconds <= heartbeat:
+            raise ValidationError(
+                {
+                    "device_timeout_seconds": f"Must be longer than the clients' heartbeat interval ({heartbeat} s), "
+                    "or every device would time out between two heartbeats."
+                }
+            )
 
 
 class Membership(models.Model):

@@ -66,9 +66,11 @@ class ConfigView(APIView):
     @extend_schema(responses=ConfigSerializer, summary="How this deployment does presence")
     def get(self, request: Request) -> Response:
         device_timeout = settings.PRESENCE_DEVICE_TIMEOUT_SECONDS
+        idle_timeout = settings.PRESENCE_IDLE_TIMEOUT_SECONDS
         if request.user.is_authenticated:
             policy = selectors.policy_of(selectors.organization_of(request.user))
             device_timeout = int(selectors.device_timeout_for(policy).total_seconds())
+            idle_timeout = int(selectors.idle_timeout_for(policy).total_seconds())
         return Response(
             ConfigSerializer(
                 {
@@ -77,7 +79,7 @@ class ConfigView(APIView):
                     "sse": settings.PRESENCE_USE_SSE,
                     "device_timeout_seconds": device_timeout,
                     "heartbeat_interval_seconds": settings.PRESENCE_HEARTBEAT_INTERVAL_SECONDS,
-                    "idle_timeout_seconds": settings.PRESENCE_IDLE_TIMEOUT_SECONDS,
+                    "idle_timeout_seconds": idle_timeout,
                 }
             ).data
         )

@@ -19,6 +19,8 @@ from django.conf import settings
 
 from sparks_site import metrics
 
+from presence import history
+
 logger = logging.getLogger(__name__)
 
 
@@ -36,6 +38,9 @@ class PresenceChange:
     status_msg: str | None
     currently_active: bool
     last_active: str | None
+    # For the history only (not sent to watchers): the rule that decided, and what caused the change.
+    reason: str = ""
+    source: str = ""
 
     @classmethod
     def from_state(cls, user, state) -> PresenceChange:
@@ -43,7 +48,7 @@ class PresenceChange:
         return cls.of(membership.organization_id if membership else None, user.public_id, state)
 
     @classmethod
-    def of(cls, organization_id: int | None, public_id, state) -> PresenceChange:
+    def of(cls, organization_id: int | None, public_id, state, source: str = "") -> PresenceChange:
         last_active: datetime | None = state.last_active_at
         return cls(
             organization_id=organization_id,
@@ -53,6 +58,8 @@ class PresenceChange:
             status_msg=state.status_msg or None,
             currently_active=state.currently_active,
             last_active=last_active.isoformat() if last_active else None,
+            reason=state.reason or "",
+            source=source,
         )
 
 
@@ -61,7 +68,9 @@ def publish(change: PresenceChange) -> None:
 
 
 def publish_many(changes: list[PresenceChange]) -> None:
-    """Send changes to their organizations' groups and wait until they are sent."""
+    """Record changes in the history, send them to their organizations' groups and wait until
+    they are sent."""
+    history.record(changes)
     metrics.count_changes(changes)
     changes = [change for change in changes if change.organization_id is not None]
     dispatch_externally(changes)
@@ -92,13 +101,23 @@ def dispatch_externally(changes: list[PresenceChange]) -> None:
 _CONCURRENT_SENDS = 32
 
 
+def _message(change: PresenceChange) -> dict:
+    message = asdict(change)
+    for name in _HISTORY_ONLY:
+        del message[name]
+    return message
+
+
+_HISTORY_ONLY = ("reason", "source")
+
+
 async def _send_all(layer, changes: list[PresenceChange]) -> None:
     limit = asyncio.Semaphore(_CONCURRENT_SENDS)
 
     async def send(change: PresenceChange) -> None:
         async with limit:
             await layer.group_send(
-                organization_group(change.organization_id), {"type": "presence.change", **asdict(change)}
+                organization_group(change.organization_id), {"type": "presence.change", **_message(change)}
             )
 
     results = await asyncio.gather(*(send(change) for change in changes), return_exceptions=True)

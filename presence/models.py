@@ -145,3 +145,62 @@ class PresenceState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user}: {self.status}"
+
+
+class PresenceHistory(models.Model):
+    """One change of a user's visible presence, as it was published.
+
+    Written from the single exit of every visible change (`presence.events.publish_many`), so
+    every source is covered; with Redis buffered there and written in batches by the persist task.
+    """
+
+    # Made when the change is published: writing the same buffered entry twice (a flusher that
+    # died between the insert and trimming the buffer) inserts it once.
+    entry_id = models.UUIDField(unique=True, editable=False)
+    # By public id: the change carries it, so recording needs no lookup on the hot path.
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, to_field="public_id", related_name="presence_history"
+    )
+    status = models.CharField(max_length=10, choices=_choices(Status))
+    activity = models.CharField(max_length=20, choices=_choices(Activity))
+    status_msg = models.CharField(max_length=MESSAGE_MAX_LENGTH, blank=True)
+    reason = models.CharField(max_length=40, blank=True)
+    source = models.CharField(max_length=40, blank=True, help_text="What caused the change.")
+    at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["user", "at"])]
+        verbose_name = "presence history entry"
+        verbose_name_plural = "presence history"
+
+    def __str__(self) -> str:
+        return f"{self.user_id}: {self.status} at {self.at:%Y-%m-%d %H:%M:%S}"
+
+
+class DeviceHistory(models.Model):
+    """A change of one device's reported state (live, idle, hidden, in a call, offline, signed out),
+    for the admin's timeline. Kept when the device itself is signed out and deleted."""
+
+    class State(models.TextChoices):
+        LIVE = "live"
+        IDLE = "idle"
+        HIDDEN = "hidden"
+        IN_CALL = "in_call", "in call or meeting"
+        OFFLINE = "offline"
+        SIGNED_OUT = "signed_out", "signed out"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="device_history")
+    device_id = models.CharField(max_length=64)
+    label = models.CharField(max_length=LABEL_MAX_LENGTH, blank=True)
+    state = models.CharField(max_length=12, choices=State.choices)
+    at = models.DateTimeField(db_index=True)
+
+    class Meta:
+        ordering = ["-at"]
+        indexes = [models.Index(fields=["user", "at"])]
+        verbose_name = "device history entry"
+        verbose_name_plural = "device history"
+
+    def __str__(self) -> str:
+        return f"{self.label or self.device_id[:12]}: {self.state} at {self.at:%Y-%m-%d %H:%M:%S}"

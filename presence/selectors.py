@@ -40,10 +40,14 @@ def device_timeout_for(policy: PresencePolicy) -> timedelta:
     return timedelta(seconds=policy.device_timeout_seconds or settings.PRESENCE_DEVICE_TIMEOUT_SECONDS)
 
 
+def idle_timeout_for(policy: PresencePolicy) -> timedelta:
+    return timedelta(seconds=policy.idle_timeout_seconds or settings.PRESENCE_IDLE_TIMEOUT_SECONDS)
+
+
 def policy_input(policy: PresencePolicy) -> PolicyInput:
     return PolicyInput(
         device_timeout=device_timeout_for(policy),
-        idle_timeout=timedelta(seconds=settings.PRESENCE_IDLE_TIMEOUT_SECONDS),
+        idle_timeout=idle_timeout_for(policy),
         microsoft_max_age=timedelta(seconds=settings.PRESENCE_MICROSOFT_MAX_AGE_SECONDS),
         allow_calendar=policy.allow_calendar,
         allow_microsoft=policy.allow_microsoft,

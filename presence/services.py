@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from orgs.models import User
-from presence import events, hotstate, selectors
+from presence import events, history, hotstate, selectors
 from presence.engine import Decision, aggregate
 from presence.models import (
     CalendarBlock,
@@ -102,15 +102,18 @@ def register_device(user: User, installation_id: str, label: str | None = None) 
                 device.label = label
             device.save()
         hotstate.store().commit_device(user.pk, _hot_device_of(device, flushed_at=now.timestamp()), None)
-    recompute(user)
+        history.record_devices([history.device_entry(user.pk, device_id, device.label, "live", now)])
+    recompute(user, source="device:sign_in")
     return device, created
 
 
-def sign_out_device(user: User, device_id: str) -> None:
+def sign_out_device(user: User, device_id: str, source: str = "device:sign_out") -> None:
+    label = Device.objects.filter(user=user, device_id=device_id).values_list("label", flat=True).first()
     deleted, _ = Device.objects.filter(user=user, device_id=device_id).delete()
     if not deleted:
         raise DeviceNotFound(device_id)
-    recompute(user, forget_devices=[device_id])
+    history.record_devices([history.device_entry(user.pk, device_id, label or "", "signed_out", timezone.now())])
+    recompute(user, forget_devices=[device_id], source=source)
 
 
 def ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> SignalOutcome:
@@ -169,9 +172,15 @@ def _ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Si
         if persist and not settings.PRESENCE_WRITE_BEHIND:
             persist_users([user.pk])
         if visible_change:
-            events.publish(events.PresenceChange.of(context.organization_id, user.public_id, presence))
+            change = events.PresenceChange.of(context.organization_id, user.public_id, presence, _source_of(signals))
+            events.publish(change)
         return SignalOutcome(applied=applied, ignored=ignored, presence=presence)
     return _ingest_slowly(user, device_id, signals, now)
+
+
+def _source_of(signals: Sequence[Signal]) -> str:
+    """The history's name for a batch of signals: `signal:` and their types, e.g. `signal:visibility`."""
+    return "signal:" + ",".join(dict.fromkeys(str(signal.type) for signal in signals))
 
 
 def _persist_device(user_id: int, device: hotstate.HotDevice) -> int:
@@ -221,7 +230,8 @@ def _ingest_slowly(user: User, device_id: str, signals: Sequence[Signal], now: d
                 break
         if applied:
             _persist_device(user.pk, updated)
-    presence = recompute(user, now) if applied else current_presence(user, now)
+            _record_device_change(row, updated)
+    presence = recompute(user, now, source=_source_of(signals)) if applied else current_presence(user, now)
     return SignalOutcome(applied=applied, ignored=ignored, presence=presence)
 
 
@@ -295,6 +305,7 @@ def persist_pending(batch_size: int = 500, max_batches: int = 100) -> int:
             written += len(marks)
         if len(marks) < batch_size:
             break
+    history.flush()
     return written
 
 
@@ -325,6 +336,7 @@ def persist_users(user_ids: list[int]) -> None:
         for row in rows:
             device = hot_users[row.user_id].devices.get(row.device_id)
             if device is not None and device.seq > row.last_seq:
+                _record_device_change(row, device)
                 _copy_device(row, device)
                 devices.append(row)
         Device.objects.bulk_update(devices, _DEVICE_FIELDS)
@@ -342,6 +354,16 @@ def persist_users(user_ids: list[int]) -> None:
             _apply_hot(state, hot.decision, now)
             updated.append(state)
         PresenceState.objects.bulk_update(updated, _STATE_FIELDS)
+
+
+def _record_device_change(row: Device, device: hotstate.HotDevice) -> None:
+    """A device-history entry when the device's reported state differs from its database copy,
+    timed at the device's last signal (written behind, the write may come a little later)."""
+    before = history.reported_state(row.activity, row.visibility, row.in_call, row.in_meeting, row.network)
+    after = history.reported_state(*device.persistent_state())
+    if before != after:
+        at = hotstate.from_epoch(device.last_seen)
+        history.record_devices([history.device_entry(row.user_id, row.device_id, row.label, after, at)])
 
 
 def _copy_device(row: Device, device: hotstate.HotDevice) -> None:
@@ -378,19 +400,19 @@ def set_manual_status(user: User, status: Status, message: str = "", until: date
     ManualStatus.objects.update_or_create(
         user=user, defaults={"status": status, "message": message, "until": until, "set_at": timezone.now()}
     )
-    return recompute(user)
+    return recompute(user, source="manual_status")
 
 
-def clear_manual_status(user: User) -> PresenceState:
+def clear_manual_status(user: User, source: str = "manual_status") -> PresenceState:
     ManualStatus.objects.filter(user=user).delete()
-    return recompute(user)
+    return recompute(user, source=source)
 
 
 def replace_calendar(user: User, blocks: Iterable[tuple[datetime, datetime]]) -> PresenceState:
     with transaction.atomic():
         CalendarBlock.objects.filter(user=user).delete()
         CalendarBlock.objects.bulk_create(CalendarBlock(user=user, start=start, end=end) for start, end in blocks)
-    return recompute(user)
+    return recompute(user, source="calendar")
 
 
 def update_preferences(user: User, **changes: object) -> PresencePreferences:
@@ -399,7 +421,7 @@ def update_preferences(user: User, **changes: object) -> PresencePreferences:
         for field, value in changes.items():
             setattr(preferences, field, value)
         preferences.save()
-    state = recompute(user)
+    state = recompute(user, source="preferences")
     if "share_externally" in changes:
         # Nothing visible changed, so no publish: tell dispatch itself, which publishes or withdraws.
         change = events.PresenceChange.from_state(user, state)
@@ -411,13 +433,15 @@ def record_microsoft_presence(user: User, availability: str, activity: str, obse
     MicrosoftPresence.objects.update_or_create(
         user=user, defaults={"availability": availability, "activity": activity, "observed_at": observed_at}
     )
-    return recompute(user)
+    return recompute(user, source="microsoft_import")
 
 
 # --- The decision ---------------------------------------------------------------------------
 
 
-def recompute(user: User, now: datetime | None = None, forget_devices: Iterable[str] = ()) -> PresenceState:
+def recompute(
+    user: User, now: datetime | None = None, forget_devices: Iterable[str] = (), source: str = "recompute"
+) -> PresenceState:
     """Decide the user's presence from the stored inputs, store it, and publish a visible change.
 
     The user's presence row is locked while deciding, so two processes recomputing the same user
@@ -465,12 +489,12 @@ def recompute(user: User, now: datetime | None = None, forget_devices: Iterable[
         else:
             state = _state_of(user.pk, hot_decision)
         if visible_change:
-            change = events.PresenceChange.of(organization_id, user.public_id, state)
+            change = events.PresenceChange.of(organization_id, user.public_id, state, source)
             transaction.on_commit(lambda: events.publish(change))
     return state
 
 
-def recompute_from_hot(user: User, now: datetime | None = None) -> PresenceState:
+def recompute_from_hot(user: User, now: datetime | None = None, source: str = "expiry") -> PresenceState:
     """`recompute` for a change the hot state already holds (time passing): the slow inputs come
     from the hot context instead of seven tables. Falls back to `recompute` when the hot state is
     incomplete or was built under other settings."""
@@ -481,7 +505,7 @@ def recompute_from_hot(user: User, now: datetime | None = None) -> PresenceState
         for _ in range(10):
             decided = _decide_from_hot(store.read(user.pk), now) if state is not None else None
             if decided is None:
-                return recompute(user, now)
+                return recompute(user, now, source=source)
             hot, context, decision = decided
             encoded = hotstate.HotDecision.of(decision)
             commit = hotstate.UserCommit(user.pk, hot.version, {"dec": encoded.encode()}, encoded.valid_until)
@@ -495,7 +519,7 @@ def recompute_from_hot(user: User, now: datetime | None = None) -> PresenceState
         else:
             state = _state_of(user.pk, encoded)
         if visible_change:
-            change = events.PresenceChange.of(context.organization_id, user.public_id, state)
+            change = events.PresenceChange.of(context.organization_id, user.public_id, state, source)
             transaction.on_commit(lambda: events.publish(change))
     return state
 
@@ -606,7 +630,7 @@ def fresh_presence_of(users: Iterable[User], now: datetime | None = None) -> dic
         if stored is None:
             states[user.pk] = PresenceState(user_id=user.pk)  # the model's defaults: offline
         elif stored.valid_until is not None and stored.valid_until <= now:
-            states[user.pk] = recompute(user, now)
+            states[user.pk] = recompute(user, now, source="expiry")
         else:
             states[user.pk] = stored
     return states
@@ -629,7 +653,7 @@ def sweep_expired(now: datetime | None = None, batch_size: int = 500) -> int:
         maybe_live = PresenceState.objects.exclude(status=Status.OFFLINE, valid_until=None)
         for user in User.objects.filter(pk__in=maybe_live.values("user_id")).iterator(chunk_size=batch_size):
             if not hotstate.HotUser.parse(store.read(user.pk)).loaded:
-                recompute(user, now)
+                recompute(user, now, source="sweep")
                 swept += 1
     while True:
         user_ids = store.due(now.timestamp(), batch_size)
@@ -675,7 +699,7 @@ def _sweep_batch(user_ids: list[int], now: datetime) -> int:
     forgotten = 0
     for user_id in slow:
         if user_id in users:
-            recompute(users[user_id], now)
+            recompute(users[user_id], now, source="sweep")
         else:
             store.forget_user(user_id)  # deleted since it was scheduled
             forgotten += 1
@@ -720,22 +744,22 @@ def _store_changed_decisions(user_ids: list[int], now: datetime) -> list[int]:
                 _apply(state, decision, now)
                 updated.append(state)
             if visible_change:
-                changes.append(events.PresenceChange.of(organization_id, public_ids[state.user_id], state))
+                changes.append(events.PresenceChange.of(organization_id, public_ids[state.user_id], state, "sweep"))
         PresenceState.objects.bulk_update(updated, _STATE_FIELDS)
         if changes:
             transaction.on_commit(lambda: events.publish_many(changes))
     return leftovers
 
 
-def recompute_organization(organization_id: int) -> int:
+def recompute_organization(organization_id: int, source: str = "policy") -> int:
     count = 0
     for user in User.objects.filter(membership__organization_id=organization_id).iterator(chunk_size=500):
-        recompute(user)
+        recompute(user, source=source)
         count += 1
     return count
 
 
-def recompute_user_by_id(user_id: int) -> None:
+def recompute_user_by_id(user_id: int, source: str = "membership") -> None:
     user = User.objects.filter(pk=user_id).first()
     if user is not None:
-        recompute(user)
+        recompute(user, source=source)

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from django.conf import settings
 from django.db import close_old_connections, connections
 
 logger = logging.getLogger(__name__)
+
+PRUNE_INTERVAL_SECONDS = 3600
 
 
 class InProcessSweeper:
@@ -30,14 +33,20 @@ class InProcessSweeper:
         self._thread.join(timeout)
 
     def _run(self) -> None:
+        from presence.history import prune
         from presence.services import flush_device_activity, persist_pending, sweep_expired
 
+        pruned_at: float | None = None
         while not self._stop.wait(self.interval_seconds):
             try:
                 close_old_connections()
                 sweep_expired()
                 persist_pending()
                 flush_device_activity()
+                # Retention needs no precision: once an hour, as beat does it with Redis.
+                if pruned_at is None or time.monotonic() - pruned_at >= PRUNE_INTERVAL_SECONDS:
+                    pruned_at = time.monotonic()
+                    prune()
             except Exception:
                 logger.exception("The in-process presence sweep failed; it runs again in %s s", self.interval_seconds)
             finally:

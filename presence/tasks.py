@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from presence import services
+from presence import history, services
 
 
 @shared_task(name="presence.tasks.sweep_expired_presence", ignore_result=True)
@@ -33,3 +33,9 @@ def recompute_user(user_id: int) -> None:
 def flush_device_activity() -> int:
     """Copy devices' last-seen/last-active times from the hot store to the database."""
     return services.flush_device_activity()
+
+
+@shared_task(name="presence.tasks.prune_presence_history", ignore_result=True)
+def prune_presence_history() -> int:
+    """Delete history entries older than PRESENCE_HISTORY_RETENTION_DAYS."""
+    return history.prune()

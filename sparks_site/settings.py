@@ -170,6 +170,8 @@ PRESENCE_PERSIST_INTERVAL_SECONDS = env.int("PRESENCE_PERSIST_INTERVAL_SECONDS",
 PRESENCE_AUTH_PROCESS_CACHE_SECONDS = env.int("PRESENCE_AUTH_PROCESS_CACHE_SECONDS", default=5)
 # Runs the expiry sweep in a thread of the web process when no Celery beat runs (embedded default).
 PRESENCE_IN_PROCESS_SWEEP = env.bool("PRESENCE_IN_PROCESS_SWEEP", default=not REDIS_URL)
+# How long the presence history (visible changes, device states; the admin's timeline) is kept.
+PRESENCE_HISTORY_RETENTION_DAYS = env.int("PRESENCE_HISTORY_RETENTION_DAYS", default=30)
 # Key of the keyed hash that turns an installation id into a pseudonymous device id.
 PRESENCE_DEVICE_ID_KEY = env.str("PRESENCE_DEVICE_ID_KEY", default=f"device-id:{SECRET_KEY}")
 
@@ -227,6 +229,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "integrations.tasks.import_microsoft_presence",
         "schedule": timedelta(seconds=MICROSOFT_IMPORT_INTERVAL_SECONDS),
         "options": {"expires": MICROSOFT_IMPORT_INTERVAL_SECONDS},
+    },
+    "presence-prune-history": {
+        "task": "presence.tasks.prune_presence_history",
+        "schedule": timedelta(hours=1),
+        "options": {"expires": 3600},
     },
 }
 

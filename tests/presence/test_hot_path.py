@@ -89,7 +89,9 @@ def test_a_user_changed_many_times_is_written_once_with_the_latest(alice, laptop
     stored = Device.objects.get(device_id=laptop)
     assert (stored.visibility, stored.last_seq) == ("hidden", 4)
     assert PresenceState.objects.get(user=alice).status == Status.AWAY
-    assert len(writes_in(queries)) == 2  # one batch update of devices, one of presence rows
+    # One batch update of devices, one of presence rows, one batch insert into each history table.
+    tables = sorted(sql.split('"')[1] for sql in writes_in(queries))
+    assert tables == ["presence_device", "presence_devicehistory", "presence_presencehistory", "presence_presencestate"]
 
 
 def test_a_user_changed_again_while_written_stays_marked_for_the_next_run(alice, laptop):
