@@ -17,9 +17,8 @@ from datetime import datetime
 from channels.layers import get_channel_layer
 from django.conf import settings
 
-from sparks_site import metrics
-
 from presence import history
+from sparks_site import metrics
 
 logger = logging.getLogger(__name__)
 
