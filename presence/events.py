@@ -8,6 +8,7 @@ readers get it on their next read.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import os
 import threading
@@ -62,13 +63,14 @@ class PresenceChange:
         )
 
 
-def publish(change: PresenceChange) -> None:
-    publish_many([change])
+def publish(change: PresenceChange, wait: bool = True) -> None:
+    publish_many([change], wait)
 
 
-def publish_many(changes: list[PresenceChange]) -> None:
-    """Record changes in the history, send them to their organizations' groups and wait until
-    they are sent."""
+def publish_many(changes: list[PresenceChange], wait: bool = True) -> None:
+    """Record changes in the history and send them to their organizations' groups; with `wait`,
+    return once they are sent. Without, return at once: the process's publisher sends them in
+    the order they came (a request that answers a device need not wait for its colleagues)."""
     history.record(changes)
     metrics.count_changes(changes)
     changes = [change for change in changes if change.organization_id is not None]
@@ -77,7 +79,7 @@ def publish_many(changes: list[PresenceChange]) -> None:
     if layer is None or not changes:
         return
     try:
-        _publisher().run(_send_all(layer, changes))
+        _publisher().send(layer, changes, wait)
     except Exception:
         logger.exception("Could not publish %d presence change(s)", len(changes))
 
@@ -137,9 +139,30 @@ class _Publisher:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, name="presence-publisher", daemon=True)
         self.thread.start()
+        self.queue: asyncio.Queue = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result()
 
-    def run(self, coroutine, timeout: float = 30.0) -> None:
-        asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
+    async def _start(self) -> asyncio.Queue:
+        queue: asyncio.Queue = asyncio.Queue()
+        self._drainer = asyncio.get_running_loop().create_task(self._drain(queue))
+        return queue
+
+    async def _drain(self, queue: asyncio.Queue) -> None:
+        # One batch after the other: a user's changes leave in the order they were made.
+        while True:
+            layer, changes, sent = await queue.get()
+            try:
+                await _send_all(layer, changes)
+            except Exception:
+                logger.exception("Could not publish %d presence change(s)", len(changes))
+            finally:
+                if sent is not None:
+                    sent.set_result(None)
+
+    def send(self, layer, changes: list[PresenceChange], wait: bool, timeout: float = 30.0) -> None:
+        sent = concurrent.futures.Future() if wait else None
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, (layer, changes, sent))
+        if sent is not None:
+            sent.result(timeout)
 
 
 _publisher_lock = threading.Lock()

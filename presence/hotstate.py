@@ -368,7 +368,7 @@ class HotStore(Protocol):
 @dataclass(frozen=True, slots=True)
 class UserCommit:
     user_id: int
-    expected_version: int
+    expected_version: int | None  # None: write whatever the version is now
     fields: dict[str, str]
     due: float | None
     remove: tuple[str, ...] = ()
@@ -448,9 +448,10 @@ return 1
 """
 
 _COMMIT_USER = """
-if (redis.call('HGET', KEYS[1], 'ver') or '-1') ~= ARGV[1] then return 0 end
+local current = redis.call('HGET', KEYS[1], 'ver') or '-1'
+if ARGV[1] ~= '*' and current ~= ARGV[1] then return 0 end
 local nset = tonumber(ARGV[4])
-local args = {'ver', ARGV[1] + 1}
+local args = {'ver', tonumber(current) + 1}
 for i = 5, 4 + 2 * nset do args[#args + 1] = ARGV[i] end
 redis.call('HSET', KEYS[1], unpack(args))
 for i = 5 + 2 * nset, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
@@ -562,7 +563,8 @@ class RedisHotStore:
             return []
         pipe = self.client.pipeline(transaction=False)
         for commit in commits:
-            args = [str(commit.expected_version), _score(commit.due), str(commit.user_id), str(len(commit.fields))]
+            expected = "*" if commit.expected_version is None else str(commit.expected_version)
+            args = [expected, _score(commit.due), str(commit.user_id), str(len(commit.fields))]
             for name, value in commit.fields.items():
                 args.extend((name, value))
             args.extend(commit.remove)
@@ -676,11 +678,12 @@ class LocalHotStore:
         with self._lock:
             for commit in commits:
                 user = self._users.setdefault(commit.user_id, {})
-                if user.get("ver", "-1") != str(commit.expected_version):
+                current = int(user.get("ver", "-1"))
+                if commit.expected_version is not None and current != commit.expected_version:
                     results.append(False)
                     continue
                 user.update(commit.fields)
-                user["ver"] = str(commit.expected_version + 1)
+                user["ver"] = str(current + 1)
                 for name in commit.remove:
                     user.pop(name, None)
                 self._schedule(commit.user_id, commit.due)

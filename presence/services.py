@@ -173,7 +173,7 @@ def _ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Si
             persist_users([user.pk])
         if visible_change:
             change = events.PresenceChange.of(context.organization_id, user.public_id, presence, _source_of(signals))
-            events.publish(change)
+            events.publish(change, wait=False)
         return SignalOutcome(applied=applied, ignored=ignored, presence=presence)
     return _ingest_slowly(user, device_id, signals, now)
 
@@ -482,7 +482,12 @@ def recompute(
             if store.commit_users([commit])[0]:
                 break
         else:
-            logger.warning("Presence of user %s kept changing while recomputed; stored the last decision", user.pk)
+            # Heartbeats kept moving the version on. The new inputs must land all the same: write
+            # them with a decision that is already due, so that the next heartbeat or reader
+            # decides again from them and the devices as they are then.
+            logger.warning("Presence of user %s kept changing while recomputed; forcing the new inputs", user.pk)
+            fields["dec"] = replace(hot_decision, valid_until=now.timestamp()).encode()
+            store.commit_users([hotstate.UserCommit(user.pk, None, fields, now.timestamp(), removed)])
         visible_change = created or _visible_change(hot, state, decision)
         if visible_change or _visible_fields(state) != decision.visible_fields():
             _store(state, decision, now)

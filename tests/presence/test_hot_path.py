@@ -207,6 +207,25 @@ def test_heartbeats_and_a_manual_change_at_once_end_in_the_engines_decision(alic
     assert services.recompute(alice).status == Status.DND
 
 
+def test_a_manual_change_that_loses_every_race_to_heartbeats_still_decides(alice, laptop, monkeypatch):
+    store = hotstate.store()
+    read = store.read
+    beats = iter(range(100, 200))
+
+    def read_then_a_heartbeat_lands(user_id):
+        raw = read(user_id)
+        store.heartbeat(user_id, laptop, next(beats), timezone.now().timestamp())  # moves the version on
+        return raw
+
+    monkeypatch.setattr(store, "read", read_then_a_heartbeat_lands)
+    services.set_manual_status(alice, Status.DND, "focus")
+    monkeypatch.undo()
+
+    outcome = services.ingest_signals(alice, laptop, heartbeat(500))
+    assert (outcome.presence.status, outcome.presence.status_msg) == (Status.DND, "focus")
+    assert services.current_presence(alice).status == Status.DND
+
+
 # --- A Redis that lost its data -------------------------------------------------------------
 
 
