@@ -63,15 +63,16 @@ class PresenceChange:
         )
 
 
-def publish(change: PresenceChange, wait: bool = True) -> None:
-    publish_many([change], wait)
+def publish(change: PresenceChange, wait: bool = True, recorded: bool = False) -> None:
+    publish_many([change], wait, recorded)
 
 
-def publish_many(changes: list[PresenceChange], wait: bool = True) -> None:
+def publish_many(changes: list[PresenceChange], wait: bool = True, recorded: bool = False) -> None:
     """Record changes in the history and send them to their organizations' groups; with `wait`,
     return once they are sent. Without, return at once: the process's publisher sends them in
     the order they came (a request that answers a device need not wait for its colleagues)."""
-    history.record(changes)
+    if not recorded:  # else the writer of the change appended it to the history itself
+        history.record(changes)
     metrics.count_changes(changes)
     changes = [change for change in changes if change.organization_id is not None]
     dispatch_externally(changes)

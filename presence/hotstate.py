@@ -323,10 +323,12 @@ class HotStore(Protocol):
         due: float | None,
         mark_dirty: bool,
         persist: bool = False,
+        history_entry: str | None = None,
     ) -> bool:
         """Write a signal's device and the decision it leaves, if neither the user's version nor
         the device's seq moved since they were read (else the caller reads again). `persist`
-        marks the user for the database writer."""
+        marks the user for the database writer; `history_entry` is appended to the history
+        buffer in the same step (the Redis store only, see `presence.history`)."""
         ...
 
     def pending_persist(self, limit: int) -> list[tuple[int, int]]:
@@ -421,6 +423,7 @@ redis.call('HSET', KEYS[1], 'd:' .. ARGV[3], ARGV[4], 'q:' .. ARGV[3], ARGV[5], 
 if ARGV[7] == '' then redis.call('ZREM', KEYS[2], ARGV[8]) else redis.call('ZADD', KEYS[2], ARGV[7], ARGV[8]) end
 if ARGV[9] ~= '' then redis.call('SADD', KEYS[3], ARGV[9]) end
 if ARGV[12] ~= '' then redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[5]), ARGV[8]) end
+if ARGV[13] ~= '' then redis.call('RPUSH', KEYS[6], ARGV[13]) end
 return 1
 """
 
@@ -493,6 +496,7 @@ class RedisHotStore:
         self.epoch_key = prefix + "epoch"
         self.persist_key = prefix + "persist"
         self.persist_seq_key = prefix + "persist:seq"
+        self.history_key = prefix + "history"  # the history's buffer (`presence.history`)
         self._pending = self.client.register_script(_PENDING_PERSIST)
         self._clear = self.client.register_script(_CLEAR_PERSISTED)
         self._steady = self.client.register_script(_COMMIT_STEADY)
@@ -519,7 +523,16 @@ class RedisHotStore:
         return {uid: dec for uid, dec in zip(user_ids, pipe.execute(), strict=True) if dec}
 
     def commit_steady(
-        self, user_id, device, expected_version, expected_seq, decision, due, mark_dirty, persist=False
+        self,
+        user_id,
+        device,
+        expected_version,
+        expected_seq,
+        decision,
+        due,
+        mark_dirty,
+        persist=False,
+        history_entry=None,
     ) -> bool:
         args = [
             str(expected_version),
@@ -534,8 +547,16 @@ class RedisHotStore:
             repr(device.last_seen),
             repr(device.flushed_at),
             "1" if persist else "",
+            history_entry or "",
         ]
-        keys = [self.user_key(user_id), self.due_key, self.dirty_key, self.persist_key, self.persist_seq_key]
+        keys = [
+            self.user_key(user_id),
+            self.due_key,
+            self.dirty_key,
+            self.persist_key,
+            self.persist_seq_key,
+            self.history_key,
+        ]
         return bool(self._steady(keys=keys, args=args))
 
     def pending_persist(self, limit: int) -> list[tuple[int, int]]:
@@ -634,8 +655,19 @@ class LocalHotStore:
             self._due[user_id] = due
 
     def commit_steady(
-        self, user_id, device, expected_version, expected_seq, decision, due, mark_dirty, persist=False
+        self,
+        user_id,
+        device,
+        expected_version,
+        expected_seq,
+        decision,
+        due,
+        mark_dirty,
+        persist=False,
+        history_entry=None,
     ) -> bool:
+        if history_entry is not None:
+            raise ValueError("the in-process store keeps no history buffer: record the change with presence.history")
         with self._lock:
             user = self._users.get(user_id, {})
             if user.get("ver", "-1") != str(expected_version):

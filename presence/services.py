@@ -155,6 +155,11 @@ def _ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Si
         flush_due = persist or now.timestamp() - updated.flushed_at >= settings.PRESENCE_DEVICE_FLUSH_SECONDS
         if flush_due:
             updated = updated.with_changes(flushed_at=now.timestamp())
+        presence = _state_of(user.pk, decision)
+        change = entry = None
+        if visible_change:
+            change = events.PresenceChange.of(context.organization_id, user.public_id, presence, _source_of(signals))
+            entry = history.buffered_entry(change)
         # Compare-and-set on the user's version: of two requests that read the same state, one
         # writes and the other reads again, so each change of status is pushed exactly once.
         if not store.commit_steady(
@@ -166,14 +171,13 @@ def _ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Si
             decision.valid_until,
             mark_dirty=flush_due and not persist,
             persist=persist and settings.PRESENCE_WRITE_BEHIND,
+            history_entry=entry,
         ):
             continue
-        presence = _state_of(user.pk, decision)
         if persist and not settings.PRESENCE_WRITE_BEHIND:
             persist_users([user.pk])
-        if visible_change:
-            change = events.PresenceChange.of(context.organization_id, user.public_id, presence, _source_of(signals))
-            events.publish(change, wait=False)
+        if change is not None:
+            events.publish(change, wait=False, recorded=entry is not None)
         return SignalOutcome(applied=applied, ignored=ignored, presence=presence)
     return _ingest_slowly(user, device_id, signals, now)
 

@@ -104,13 +104,13 @@ def test_a_second_flusher_leaves_the_buffer_to_the_one_holding_the_lock(alice, l
 def test_entries_inserted_by_a_flusher_that_died_before_trimming_are_not_inserted_twice(alice, laptop):
     services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "hidden", 2)])
     store = hotstate.store()
-    buffered = store.client.lrange(store.prefix + history.BUFFER_SUFFIX, 0, -1)
+    buffered = store.client.lrange(store.history_key, 0, -1)
     history._insert([entry for entry in map(history._parse, buffered) if entry is not None])  # then it died
 
     history.flush()
 
     assert len(entries_of(alice)) == 1
-    assert store.client.llen(store.prefix + history.BUFFER_SUFFIX) == 0
+    assert store.client.llen(store.history_key) == 0
 
 
 def test_entries_of_a_user_deleted_before_the_flush_are_dropped_and_the_rest_written(alice, laptop):
