@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 
 from channels.layers import get_channel_layer
+from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
 
 from presence import history
@@ -63,26 +64,55 @@ class PresenceChange:
         )
 
 
-def publish(change: PresenceChange, wait: bool = True, recorded: bool = False) -> None:
-    publish_many([change], wait, recorded)
+def publish(change: PresenceChange, wait: bool = True, recorded: bool = False, announced: bool = False) -> None:
+    publish_many([change], wait, recorded, announced)
 
 
-def publish_many(changes: list[PresenceChange], wait: bool = True, recorded: bool = False) -> None:
+def publish_many(
+    changes: list[PresenceChange], wait: bool = True, recorded: bool = False, announced: bool = False
+) -> None:
     """Record changes in the history and send them to their organizations' groups; with `wait`,
     return once they are sent. Without, return at once: the process's publisher sends them in
-    the order they came (a request that answers a device need not wait for its colleagues)."""
-    if not recorded:  # else the writer of the change appended it to the history itself
+    the order they came (a request that answers a device need not wait for its colleagues).
+    `recorded` / `announced`: the writer of the change already appended it to the history /
+    published it to the organization's group (see `announcement`)."""
+    if not recorded:
         history.record(changes)
     metrics.count_changes(changes)
     changes = [change for change in changes if change.organization_id is not None]
     dispatch_externally(changes)
     layer = get_channel_layer()
-    if layer is None or not changes:
+    if layer is None or not changes or announced:
         return
     try:
         _publisher().send(layer, changes, wait)
     except Exception:
         logger.exception("Could not publish %d presence change(s)", len(changes))
+
+
+def announcement(change: PresenceChange) -> tuple[str, bytes] | None:
+    """The Redis PUBLISH (channel, payload) that delivers `change` to its organization's group,
+    for a writer that publishes in the same Redis step as it writes the change: no round trip and
+    no hand-off to the publisher thread, and announced exactly when the change is stored. None
+    unless the channel layer is Redis pub/sub (on the hot store's Redis server)."""
+    channel = group_channel(change.organization_id)
+    if channel is None:
+        return None
+    return channel, get_channel_layer().serialize(_group_message(change))
+
+
+def group_channel(organization_id: int | None) -> str | None:
+    """The Redis pub/sub channel of an organization's group, with the Redis pub/sub layer."""
+    layer = get_channel_layer()
+    if organization_id is None or not isinstance(layer, RedisPubSubChannelLayer):
+        return None
+    # As the layer's group_send names it (channels_redis.pubsub, pinned in requirements.txt;
+    # tests/presence/test_events.py holds an announcement and a group send to the same message).
+    return f"{layer._kwargs.get('prefix', 'asgi')}__group__{organization_group(organization_id)}"
+
+
+def _group_message(change: PresenceChange) -> dict:
+    return {"type": "presence.change", **_message(change)}
 
 
 def dispatch_externally(changes: list[PresenceChange]) -> None:
@@ -118,9 +148,7 @@ async def _send_all(layer, changes: list[PresenceChange]) -> None:
 
     async def send(change: PresenceChange) -> None:
         async with limit:
-            await layer.group_send(
-                organization_group(change.organization_id), {"type": "presence.change", **_message(change)}
-            )
+            await layer.group_send(organization_group(change.organization_id), _group_message(change))
 
     results = await asyncio.gather(*(send(change) for change in changes), return_exceptions=True)
     for result in results:

@@ -324,11 +324,13 @@ class HotStore(Protocol):
         mark_dirty: bool,
         persist: bool = False,
         history_entry: str | None = None,
+        announcement: tuple[str, bytes] | None = None,
     ) -> bool:
         """Write a signal's device and the decision it leaves, if neither the user's version nor
         the device's seq moved since they were read (else the caller reads again). `persist`
         marks the user for the database writer; `history_entry` is appended to the history
-        buffer in the same step (the Redis store only, see `presence.history`)."""
+        buffer in the same step, and `announcement` (channel, payload) published (the Redis store
+        only, see `presence.history` and `presence.events.announcement`)."""
         ...
 
     def pending_persist(self, limit: int) -> list[tuple[int, int]]:
@@ -424,6 +426,7 @@ if ARGV[7] == '' then redis.call('ZREM', KEYS[2], ARGV[8]) else redis.call('ZADD
 if ARGV[9] ~= '' then redis.call('SADD', KEYS[3], ARGV[9]) end
 if ARGV[12] ~= '' then redis.call('ZADD', KEYS[4], redis.call('INCR', KEYS[5]), ARGV[8]) end
 if ARGV[13] ~= '' then redis.call('RPUSH', KEYS[6], ARGV[13]) end
+if ARGV[14] ~= '' then redis.call('PUBLISH', ARGV[14], ARGV[15]) end
 return 1
 """
 
@@ -533,6 +536,7 @@ class RedisHotStore:
         mark_dirty,
         persist=False,
         history_entry=None,
+        announcement=None,
     ) -> bool:
         args = [
             str(expected_version),
@@ -548,6 +552,7 @@ class RedisHotStore:
             repr(device.flushed_at),
             "1" if persist else "",
             history_entry or "",
+            *(announcement or ("", "")),
         ]
         keys = [
             self.user_key(user_id),
@@ -665,9 +670,10 @@ class LocalHotStore:
         mark_dirty,
         persist=False,
         history_entry=None,
+        announcement=None,
     ) -> bool:
         if history_entry is not None:
-            raise ValueError("the in-process store keeps no history buffer: record the change with presence.history")
+            raise ValueError("the in-process store neither buffers history nor publishes: presence.events does")
         with self._lock:
             user = self._users.get(user_id, {})
             if user.get("ver", "-1") != str(expected_version):

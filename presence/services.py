@@ -156,10 +156,12 @@ def _ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Si
         if flush_due:
             updated = updated.with_changes(flushed_at=now.timestamp())
         presence = _state_of(user.pk, decision)
-        change = entry = None
+        change = entry = announcement = None
         if visible_change:
             change = events.PresenceChange.of(context.organization_id, user.public_id, presence, _source_of(signals))
             entry = history.buffered_entry(change)
+            # Written through: announce once the database has it, as every other change does.
+            announcement = events.announcement(change) if entry and settings.PRESENCE_WRITE_BEHIND else None
         # Compare-and-set on the user's version: of two requests that read the same state, one
         # writes and the other reads again, so each change of status is pushed exactly once.
         if not store.commit_steady(
@@ -172,12 +174,13 @@ def _ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Si
             mark_dirty=flush_due and not persist,
             persist=persist and settings.PRESENCE_WRITE_BEHIND,
             history_entry=entry,
+            announcement=announcement,
         ):
             continue
         if persist and not settings.PRESENCE_WRITE_BEHIND:
             persist_users([user.pk])
         if change is not None:
-            events.publish(change, wait=False, recorded=entry is not None)
+            events.publish(change, wait=False, recorded=entry is not None, announced=announcement is not None)
         return SignalOutcome(applied=applied, ignored=ignored, presence=presence)
     return _ingest_slowly(user, device_id, signals, now)
 

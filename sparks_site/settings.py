@@ -123,12 +123,16 @@ if REDIS_URL:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
         "default": {
-            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            # Redis pub/sub: a change is one PUBLISH, received by each process's hub (one
+            # subscriber per organization per process); the list-based layer took three round
+            # trips per group send. Nobody else listens, and a socket that missed a change while
+            # reconnecting gets a fresh snapshot, so nothing needs the lists' buffering.
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
             "CONFIG": {
-                # channels_redis waits for messages in blocking reads of 5 s, and redis-py 8 gives up on
-                # any read after 5 s by default: idle websockets died with "Timeout reading from …".
-                "hosts": [{"address": REDIS_URL, "socket_timeout": 30}],
-                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="sparks"),
+                "hosts": [{"address": REDIS_URL}],
+                # Pub/sub channels are shared by every database of a Redis server: the default
+                # prefix names the database, so deployments (or test runs) on other ones stay apart.
+                "prefix": env.str("CHANNEL_LAYER_PREFIX", default=f"sparks{env.db_url('REDIS_URL').get('NAME') or 0}"),
             },
         }
     }

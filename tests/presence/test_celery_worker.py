@@ -12,16 +12,14 @@ from pathlib import Path
 
 import pytest
 import time_machine
-from asgiref.sync import async_to_sync
-from channels.layers import get_channel_layer
 from django.conf import settings
 from django.utils import timezone
 
 from orgs.models import PresencePolicy
 from presence import services
-from presence.events import organization_group
 from presence.models import PresenceState
 from sparks_site.celery import app
+from tests.presence.live_helpers import GroupListener
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -77,17 +75,15 @@ def test_a_worker_sweep_turns_a_silent_device_offline_and_tells_the_organization
         services.register_device(alice, "laptop-installation")
     assert PresenceState.objects.get(user=alice).status == "available"
 
-    layer = get_channel_layer()
-    listener = async_to_sync(layer.new_channel)()
-    async_to_sync(layer.group_add)(organization_group(organization.id), listener)
+    listener = GroupListener(organization.id)
     try:
         app.send_task("presence.tasks.sweep_expired_presence", queue=worker_queue)
 
         state = _wait_for_status(alice, "offline")
         assert state.reason == "no_live_device"
-        message = async_to_sync(layer.receive)(listener)
+        message = listener.receive(timeout=30)
     finally:
-        async_to_sync(layer.group_discard)(organization_group(organization.id), listener)
+        listener.close()
 
     assert message["type"] == "presence.change"
     assert message["user_id"] == str(alice.public_id)

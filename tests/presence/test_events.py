@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 import pytest
 import time_machine
-from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from presence.events import organization_group
+from presence import events, hotstate
 from presence.models import PresenceState
 from presence.tasks import sweep_expired_presence
+from tests.presence.live_helpers import GroupListener
 
 # Publishing happens when the transaction commits: these tests need real commits.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -21,35 +20,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 QUIET_SECONDS = 0.5
 
 
-async def _receive(layer, channel: str, timeout: float) -> dict | None:
-    try:
-        return await asyncio.wait_for(layer.receive(channel), timeout)
-    except TimeoutError:
-        return None
-
-
-class Listener:
-    """A channel in an organization's group, as a colleague's socket would be."""
-
-    def __init__(self, organization_id: int) -> None:
-        self.layer = get_channel_layer()
-        self.group = organization_group(organization_id)
-        self.channel = async_to_sync(self.layer.new_channel)()
-        async_to_sync(self.layer.group_add)(self.group, self.channel)
-
-    def receive(self, timeout: float = 5) -> dict | None:
-        return async_to_sync(_receive)(self.layer, self.channel, timeout)
-
-    def close(self) -> None:
-        async_to_sync(self.layer.group_discard)(self.group, self.channel)
-
-
 @pytest.fixture
 def listen():
-    listeners: list[Listener] = []
+    listeners: list[GroupListener] = []
 
-    def make(organization_id: int) -> Listener:
-        listener = Listener(organization_id)
+    def make(organization_id: int) -> GroupListener:
+        listener = GroupListener(organization_id)
         listeners.append(listener)
         return listener
 
@@ -75,6 +51,39 @@ def _heartbeat(client, seq: int):
 
 def test_the_channel_layer_is_redis():
     assert type(get_channel_layer()).__module__.startswith("channels_redis")
+
+
+def test_an_announcement_in_the_hot_stores_step_is_the_groups_own_message(listen, organization, bob):
+    """A device's change is published by the hot store's script (one Redis step with the change);
+    listeners must not tell it from the layer's group send."""
+    listener = listen(organization.id)
+    change = events.PresenceChange(organization.id, str(bob.public_id), "away", "inactive", None, False, None)
+
+    events.publish(change)
+    sent = listener.receive()
+    channel, payload = events.announcement(change)
+    hotstate.store().client.publish(channel, payload)
+    announced = listener.receive()
+
+    assert sent is not None
+    assert announced == sent
+    assert (announced["user_id"], announced["status"]) == (str(bob.public_id), "away")
+
+
+def test_a_status_change_of_a_device_is_announced_once(listen, organization, bob, bob_api):
+    assert _heartbeat(bob_api, 1).status_code == 202
+    listener = listen(organization.id)
+
+    response = bob_api.post(
+        f"/api/v1/devices/{bob_api.device_id}/signals",
+        {"signals": [{"type": "visibility", "value": "hidden", "seq": 2}]},
+        format="json",
+    )
+
+    assert response.status_code == 202
+    message = listener.receive()
+    assert (message["user_id"], message["status"]) == (str(bob.public_id), "away")
+    assert listener.receive(QUIET_SECONDS) is None
 
 
 def test_a_manual_status_is_published_to_the_organization(listen, organization, bob, bob_api):
