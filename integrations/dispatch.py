@@ -366,6 +366,16 @@ def refresh_published(now: datetime | None = None) -> int:
     return scheduled
 
 
+def redispatch(user: User) -> list[Planned]:
+    """Publish the user's presence again now, even where it was sent already (the admin's
+    "re-dispatch now": after the other side lost or changed it, e.g. a Teams presence reset by
+    hand, a homeserver restored from a backup)."""
+    from presence.services import current_presence
+
+    DispatchState.objects.filter(user=user).update(sent=None)
+    return _plan_user(user, state_dict(current_presence(user)))
+
+
 def state_dict(state) -> dict:
     """A presence state in the shape dispatch stores (for callers outside `plan`)."""
     return {"status": state.status, "activity": state.activity, "status_msg": state.status_msg or None}

@@ -11,6 +11,7 @@ from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils.text import slugify
 
+from orgs import signals
 from orgs.models import Membership, Organization, PresencePolicy, User
 
 logger = logging.getLogger(__name__)
@@ -111,6 +112,7 @@ def user_from_claims(claims: Mapping[str, Any]) -> User:
         if changed:
             user.save(update_fields=changed)
         _apply_membership(user, slug)
+        signals.claims_applied.send(sender=User, user=user, claims=claims)
     return user
 
 

@@ -14,7 +14,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString, mark_safe
 
 from orgs.admin import DELETE, VIEW, OrgScopedAdmin
-from presence import history, selectors, services
+from presence import explain, history, selectors, services
 from presence.engine import device_state
 from presence.models import (
     CalendarBlock,
@@ -118,9 +118,9 @@ class PresenceStateAdmin(ReadOnlyAdmin):
     list_filter = ("status", "reason")
     search_fields = ("user__username",)
     ordering = ("user__username",)
-    actions = ("recompute_now", "clear_manual_status")
+    actions = ("recompute_now", "clear_manual_status", "redispatch_now")
     change_form_template = "admin/presence/presencestate/change_form.html"
-    readonly_fields = ("timeline", "recent_changes")
+    readonly_fields = ("why", "timeline", "recent_changes")
     fieldsets = (
         (
             None,
@@ -135,6 +135,7 @@ class PresenceStateAdmin(ReadOnlyAdmin):
                 )
             },
         ),
+        ("Why this status", {"fields": ("why",)}),
         ("The last 24 hours", {"fields": ("timeline",)}),
         ("Recent changes", {"fields": ("recent_changes",)}),
     )
@@ -167,6 +168,40 @@ class PresenceStateAdmin(ReadOnlyAdmin):
                 cleared += 1
         self.message_user(request, f"Cleared the manual status of {cleared} user(s).", messages.SUCCESS)
         return _back(request)
+
+    @admin.action(description="Re-dispatch now", permissions=["operate"])
+    def redispatch_now(self, request: HttpRequest, queryset: QuerySet[PresenceState]):
+        from integrations import dispatch
+
+        if not dispatch.dispatch_enabled():
+            self.message_user(
+                request, "Dispatch is off in this deployment (PRESENCE_SERVER_DISPATCH).", messages.WARNING
+            )
+            return _back(request)
+        planned = [p for state in queryset.select_related("user") for p in dispatch.redispatch(state.user)]
+        self.message_user(
+            request, f"Scheduled {sum(p.scheduled for p in planned)} delivery(ies) to Matrix / Teams.", messages.SUCCESS
+        )
+        return _back(request)
+
+    @admin.display(description="why")
+    def why(self, state: PresenceState) -> str:
+        """The engine's decision now, with the rules in order (the API's `me/presence/explain`)."""
+        explained = explain.explain_user(state.user, timezone.now())
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            (
+                (rule["position"], rule["description"], "applied" if rule["applied"] else "—", rule["note"])
+                for rule in explained["rules"]
+            ),
+        )
+        return format_html(
+            "<p><strong>{}</strong></p><table><thead><tr><th>#</th><th>rule</th><th>applied</th><th>note</th>"
+            "</tr></thead><tbody>{}</tbody></table>",
+            explained["summary"],
+            rows,
+        )
 
     @admin.display(description="timeline")
     def timeline(self, state: PresenceState) -> SafeString:

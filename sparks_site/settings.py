@@ -289,6 +289,8 @@ OIDC_API_AUDIENCES = env.list("OIDC_API_AUDIENCES", default=[OIDC_RP_CLIENT_ID] 
 OIDC_ORG_CLAIM = env.str("OIDC_ORG_CLAIM", default="organization")
 OIDC_ORG_GROUPS_CLAIM = env.str("OIDC_ORG_GROUPS_CLAIM", default="groups")
 OIDC_ORG_GROUP_PREFIX = env.str("OIDC_ORG_GROUP_PREFIX", default="")
+# The claim that carries the user's Entra object id (for publishing to and importing from Teams).
+OIDC_ENTRA_OBJECT_ID_CLAIM = env.str("OIDC_ENTRA_OBJECT_ID_CLAIM", default="oid")
 OIDC_TIMEOUT = env.float("OIDC_TIMEOUT_SECONDS", default=5.0)
 # How long the discovery document and the signing keys are trusted before being fetched again; an
 # unknown key id refreshes the keys at once, at most every OIDC_JWKS_MIN_REFRESH_SECONDS.

@@ -8,6 +8,7 @@ from django.utils import timezone
 
 from integrations.models import DispatchState, MicrosoftTenant
 from orgs.models import User
+from presence import services
 from tests.factories import MicrosoftTenantFactory
 
 pytestmark = pytest.mark.django_db
@@ -79,3 +80,38 @@ def test_the_admin_shows_the_last_dispatched_state_time_and_error(admin_client, 
     assert response.status_code == 200
     assert "dnd/do_not_disturb “Focus”" in response.content.decode()
     assert b"HTTP 503" in response.content
+
+
+@pytest.mark.django_db(transaction=True)  # dispatch starts when the change's transaction commits
+def test_re_dispatch_now_sends_the_current_presence_again(
+    admin_client, alice, tenant, sharing, server_dispatch, fake_microsoft
+):
+    sharing(alice)
+    services.register_device(alice, "laptop")
+    before = len(fake_microsoft.graph_calls("/setPresence"))
+    assert before == 1
+
+    response = admin_client.post(
+        reverse("admin:presence_presencestate_changelist"),
+        {"action": "redispatch_now", "_selected_action": [alice.pk]},
+    )
+
+    assert response.status_code == 302
+    calls = fake_microsoft.graph_calls("/setPresence")
+    assert len(calls) == before + 1
+    assert calls[-1].body["availability"] == "Available"
+    assert DispatchState.objects.get(user=alice, target="microsoft").sent["status"] == "available"
+
+
+def test_re_dispatch_now_says_so_when_dispatch_is_off(admin_client, alice, settings):
+    settings.PRESENCE_SERVER_DISPATCH = False
+    services.register_device(alice, "laptop")
+
+    response = admin_client.post(
+        reverse("admin:presence_presencestate_changelist"),
+        {"action": "redispatch_now", "_selected_action": [alice.pk]},
+        follow=True,
+    )
+
+    assert "Dispatch is off" in response.content.decode()
+    assert not DispatchState.objects.exists()

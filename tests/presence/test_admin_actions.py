@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import escape
 
 from orgs.models import Membership, User
-from presence import services
+from presence import explain, services
 from presence.models import Device, DeviceHistory, ManualStatus, PresenceHistory, PresenceState
 from presence.vocabulary import Status
 
@@ -126,3 +128,15 @@ def test_a_superuser_runs_the_actions_for_anyone(client, carol):
     run_action(client, "presencestate", "clear_manual_status", [carol.pk])
 
     assert not ManualStatus.objects.filter(user=carol).exists()
+
+
+def test_the_presence_page_says_why_the_status_is_what_it_is(org_admin_client, bob):
+    services.register_device(bob, "bob-laptop", "laptop")
+    services.set_manual_status(bob, Status.DND, "focus")
+
+    page = org_admin_client.get(reverse("admin:presence_presencestate_change", args=[bob.pk])).content.decode()
+
+    summary = explain.explain_user(bob, timezone.now())["summary"]
+    assert summary.startswith("dnd")
+    assert escape(summary) in page
+    assert escape(explain.RULE_DESCRIPTIONS["manual_status"]) in page
