@@ -77,33 +77,38 @@ class Hub:
         self.listeners: dict[int, set[Listener]] = {}
         self.channel: str | None = None
         self.task: asyncio.Task | None = None
+        # Joining and leaving wait on the layer (a Redis subscription): one at a time, or two
+        # sockets joining at once would each open a channel, and one channel would be orphaned.
+        self.membership = asyncio.Lock()
 
     async def join(self, listener: Listener) -> None:
         """Start delivering the listener's organization's changes to it (paused: see `resume`)."""
         organization_id = listener.watch.organization_id
-        if self.channel is None:
-            self.channel = await self.layer.new_channel()
-            self.task = asyncio.get_running_loop().create_task(self._deliver_forever())
-        if organization_id not in self.listeners:
-            self.listeners[organization_id] = set()
-            await self.layer.group_add(events.organization_group(organization_id), self.channel)
-        self.listeners[organization_id].add(listener)
+        async with self.membership:
+            if self.channel is None:
+                self.channel = await self.layer.new_channel()
+                self.task = asyncio.get_running_loop().create_task(self._deliver_forever(self.channel))
+            if organization_id not in self.listeners:
+                await self.layer.group_add(events.organization_group(organization_id), self.channel)
+                self.listeners[organization_id] = set()
+            self.listeners[organization_id].add(listener)
 
     async def leave(self, listener: Listener) -> None:
         organization_id = listener.watch.organization_id
-        members = self.listeners.get(organization_id)
-        if members is None or listener not in members:
-            return
-        members.discard(listener)
-        if listener.writer is not None:
-            listener.writer.cancel()
-            listener.writer = None
-        if not members:
-            del self.listeners[organization_id]
-            await self.layer.group_discard(events.organization_group(organization_id), self.channel)
-        if not self.listeners and self.task is not None:
-            self.task.cancel()
-            self.task, self.channel = None, None
+        async with self.membership:
+            members = self.listeners.get(organization_id)
+            if members is None or listener not in members:
+                return
+            members.discard(listener)
+            if listener.writer is not None:
+                listener.writer.cancel()
+                listener.writer = None
+            if not members:
+                del self.listeners[organization_id]
+                await self.layer.group_discard(events.organization_group(organization_id), self.channel)
+            if not self.listeners and self.task is not None:
+                self.task.cancel()
+                self.task, self.channel = None, None
 
     async def pause(self, listener: Listener) -> None:
         """Hold changes back (while a new snapshot is sent), once those already queued are out."""
@@ -119,11 +124,11 @@ class Hub:
         if listener.writer is None:
             listener.writer = asyncio.get_running_loop().create_task(listener.write_forever())
 
-    async def _deliver_forever(self) -> None:
+    async def _deliver_forever(self, channel: str) -> None:
         renewed = asyncio.get_running_loop().time()
         while True:
             try:
-                message = await asyncio.wait_for(self.layer.receive(self.channel), GROUP_RENEWAL_SECONDS / 4)
+                message = await asyncio.wait_for(self.layer.receive(channel), GROUP_RENEWAL_SECONDS / 4)
             except TimeoutError:
                 message = None
             except asyncio.CancelledError:
@@ -135,7 +140,7 @@ class Hub:
             if asyncio.get_running_loop().time() - renewed > GROUP_RENEWAL_SECONDS:
                 renewed = asyncio.get_running_loop().time()
                 for organization_id in list(self.listeners):
-                    await self.layer.group_add(events.organization_group(organization_id), self.channel)
+                    await self.layer.group_add(events.organization_group(organization_id), channel)
             if message is not None and message.get("type") == "presence.change":
                 await self._deliver(message)
 

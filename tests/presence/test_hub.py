@@ -73,6 +73,29 @@ def test_a_change_reaches_every_resumed_socket_of_its_organization_only():
     assert elsewhere == []
 
 
+def test_sockets_joining_at_once_share_one_listener_and_all_get_every_change():
+    """Joining waits on a Redis subscription: sockets connecting together must not each start a
+    listener of their own (one would be orphaned, and its sockets would miss every change)."""
+
+    async def scenario():
+        hub = Hub()
+        received = [[] for _ in range(20)]
+        members = [listener(box) for box in received]
+        await asyncio.gather(*(hub.join(member) for member in members))
+        tasks = [task for task in asyncio.all_tasks() if task.get_coro().__qualname__ == "Hub._deliver_forever"]
+        for member in members:
+            await hub.resume(member)
+
+        await publish_and_settle(hub, change("u1", "busy"), change("u1", "away"))
+
+        await asyncio.gather(*(hub.leave(member) for member in members))
+        return received, len(tasks)
+
+    received, listeners = async_to_sync(scenario)()
+    assert listeners == 1
+    assert all(len(box) == 2 for box in received)
+
+
 def test_changes_wait_for_the_snapshot_and_then_come_in_order():
     async def scenario():
         hub = Hub()
