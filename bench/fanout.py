@@ -4,13 +4,13 @@
     python bench/fanout.py --quick      # 20 peers, 10 changes (a smoke run)
 
 One organization of `--peers` users (bulk-created, each with a DRF token), every one of them
-connected to `/ws/presence/` (daphne, `sparks_site.asgi:application`) with `?token=` and holding
+connected to `/ws/presence/` (uvicorn by default, `sparks_site.asgi:application`) with `?token=` and holding
 its snapshot. Then, `--events` times, one of them changes state through the REST API (gunicorn
 sync workers, as `make serve-prod` runs it): a `visibility` signal, hidden and visible in turn
 (away, available). Measured per change, from just before the POST is sent to each peer's receipt
 of the `presence` delta: every (peer, change) delivery, and the last peer of each change.
 
-Layout (2 cores): daphne and gunicorn on core 0 (`taskset -c 0`); the clients — every websocket
+Layout (2 cores): the websocket server and gunicorn on core 0 (`taskset -c 0`); the clients — every websocket
 and the REST caller, one asyncio process, one clock — on core 1. PostgreSQL and Redis are the
 machine's, not pinned. Its own database and Redis db, dropped and flushed at the end.
 
@@ -260,7 +260,8 @@ def main() -> int:
 
     print(
         f"fan-out: {args.peers} peers in one organization, {args.events} changes {args.spacing} s apart, "
-        f"servers on core {args.server_cpu or '-'} (daphne; gunicorn {args.workers} sync workers for the change), "
+        f"servers on core {args.server_cpu or '-'} ({args.asgi_server}; "
+        f"gunicorn {args.workers} sync workers for the change), "
         f"clients on core {args.load_cpu or '-'}"
     )
     workdir = Path(tempfile.mkdtemp(prefix="sparks-bench-fanout-"))
@@ -333,7 +334,7 @@ def main() -> int:
         ("last peer of a change, median", "last_peer_p50_ms"),
         ("last peer of a change, p99", "last_peer_p99_ms"),
         ("the change's REST answer (POST to 202), median", "rest_p50_ms"),
-        ("daphne CPU per change", "daphne_cpu_ms_per_event"),
+        ("websocket server CPU per change", "daphne_cpu_ms_per_event"),
         ("clients' CPU per change", "client_cpu_ms_per_event"),
     ]
     for label, key in rows:
