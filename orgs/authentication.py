@@ -10,7 +10,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.db.models.signals import post_delete, post_save
 from django.dispatch import receiver
-from rest_framework.authentication import TokenAuthentication
+from rest_framework.authentication import TokenAuthentication, get_authorization_header
 from rest_framework.authtoken.models import Token
 
 from orgs.models import User
@@ -75,6 +75,15 @@ class CachedTokenAuthentication(TokenAuthentication):
     A revoked token or a deactivated user is dropped from the caches by the receivers below; the
     minute bounds what any missed invalidation could cost.
     """
+
+    def authenticate_header(self, request) -> str:
+        # DRF asks the first authentication class for the 401's challenge: a client that sent a
+        # bearer token (the organization account) is told to send a valid bearer token.
+        if get_authorization_header(request).split()[:1] == [b"Bearer"]:
+            from orgs.bearer import BearerTokenAuthentication
+
+            return BearerTokenAuthentication().authenticate_header(request)
+        return super().authenticate_header(request)
 
     def authenticate_credentials(self, key: str):
         cached = cached_user_fields(key)

@@ -45,6 +45,14 @@ def test_an_expired_jwt_is_refused(jwt_provider):
     assert response.status_code == 401
     assert response.json()["error"] == "authentication_failed"
     assert "expired" in response.json()["detail"]
+    assert response["WWW-Authenticate"] == 'Bearer realm="api"'
+
+
+def test_a_refused_api_token_is_challenged_for_an_api_token(alice):
+    response = APIClient().get("/api/v1/me/presence", HTTP_AUTHORIZATION="Token not-a-known-token")
+
+    assert response.status_code == 401
+    assert response["WWW-Authenticate"] == "Token"
 
 
 def test_a_jwt_with_a_wrong_signature_is_refused(jwt_provider):
