@@ -32,6 +32,24 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
+# --- Transport security: cookies and HSTS ---------------------------------------------------
+# With DEBUG off the session and CSRF cookies are sent over HTTPS only, and HTTPS answers carry
+# HSTS (SecurityMiddleware adds it to secure requests only, so plain-HTTP health checks are
+# unaffected). Each can be overridden, e.g. SESSION_COOKIE_SECURE=0 for a plain-HTTP trial.
+SESSION_COOKIE_SECURE = env.bool("SESSION_COOKIE_SECURE", default=not DEBUG)
+CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
+SESSION_COOKIE_HTTPONLY = True
+SESSION_COOKIE_SAMESITE = env.str("SESSION_COOKIE_SAMESITE", default="Lax")
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+# Off by default: a TLS-terminating proxy usually redirects itself, and /healthz is served over HTTP.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
+# Behind a proxy that terminates TLS, request.is_secure() needs the proxy's header; set it only
+# when the proxy always sets (and strips a client's) X-Forwarded-Proto.
+if env.bool("SECURE_PROXY_SSL_HEADER_X_FORWARDED_PROTO", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
 INSTALLED_APPS = [
     # daphne first: its `runserver` serves the ASGI application.
     "daphne",
