@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.utils import timezone
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, permissions, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
@@ -139,6 +139,19 @@ class SignalsView(PresenceAPIView):
     @extend_schema(
         request=SignalBatchSerializer,
         responses={202: SignalOutcomeSerializer, **errors(400, 404, e404="No such device")},
+        examples=[
+            OpenApiExample("A heartbeat", value={"signals": [{"type": "heartbeat", "seq": 41}]}, request_only=True),
+            OpenApiExample(
+                "Back at the keyboard, in a call",
+                value={
+                    "signals": [
+                        {"type": "activity", "value": "active", "seq": 42},
+                        {"type": "call", "value": "start", "seq": 43},
+                    ]
+                },
+                request_only=True,
+            ),
+        ],
         summary="Report device signals; answers with the user's presence",
     )
     def post(self, request: Request, device_id: str) -> Response:
@@ -188,6 +201,13 @@ class MyStatusView(PresenceAPIView):
     @extend_schema(
         request=ManualStatusSerializer,
         responses={200: PresenceSerializer, **errors(400)},
+        examples=[
+            OpenApiExample(
+                "Busy for an hour",
+                value={"status": "busy", "message": "Workshop", "duration_seconds": 3600},
+                request_only=True,
+            )
+        ],
         summary="Set my manual status",
     )
     def put(self, request: Request) -> Response:
@@ -209,7 +229,16 @@ class MyCalendarView(PresenceAPIView):
         return Response(CalendarSerializer({"blocks": [{"start": b.start, "end": b.end} for b in blocks]}).data)
 
     @extend_schema(
-        request=CalendarSerializer, responses={200: PresenceSerializer, **errors(400)}, summary="Replace my busy blocks"
+        request=CalendarSerializer,
+        responses={200: PresenceSerializer, **errors(400)},
+        examples=[
+            OpenApiExample(
+                "One meeting",
+                value={"blocks": [{"start": "2026-11-25T14:00:00Z", "end": "2026-11-25T15:00:00Z"}]},
+                request_only=True,
+            )
+        ],
+        summary="Replace my busy blocks",
     )
     def put(self, request: Request) -> Response:
         serializer = CalendarSerializer(data=request.data)
