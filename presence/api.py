@@ -79,6 +79,12 @@ def _device_not_found() -> exceptions.NotFound:
     return exceptions.NotFound("No such device.")
 
 
+def possible_device_id(device_id: str) -> bool:
+    """False for a device id no device can have: one with a NUL character (`%00` in the URL),
+    which PostgreSQL would refuse to even compare with."""
+    return "\x00" not in device_id
+
+
 class ConfigView(APIView):
     permission_classes = [permissions.AllowAny]
 
@@ -128,6 +134,8 @@ class DeviceListView(PresenceAPIView):
 class DeviceDetailView(PresenceAPIView):
     @extend_schema(responses={204: None, **errors(404, e404="No such device")}, summary="Sign out")
     def delete(self, request: Request, device_id: str) -> Response:
+        if not possible_device_id(device_id):
+            raise _device_not_found()
         try:
             services.sign_out_device(request.user, device_id)
         except services.DeviceNotFound:
@@ -161,6 +169,8 @@ class SignalsView(PresenceAPIView):
             services.Signal(type=SignalType(s["type"]), value=s["value"], seq=s["seq"])
             for s in serializer.validated_data["signals"]
         ]
+        if not possible_device_id(device_id):
+            raise _device_not_found()
         try:
             outcome = services.ingest_signals(request.user, device_id, signals)
         except services.DeviceNotFound:
