@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import exceptions, permissions, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
@@ -15,12 +16,14 @@ from presence import explain, selectors, services
 from presence.explain_serializers import PresenceExplanationSerializer
 from presence.models import ManualStatus
 from presence.serializers import (
+    ApiErrorSerializer,
     CalendarSerializer,
     ConfigSerializer,
     DeviceRegistrationSerializer,
     DeviceSerializer,
     ManualStatusOutSerializer,
     ManualStatusSerializer,
+    PeerPageSerializer,
     PeerSerializer,
     PresenceSerializer,
     PrivacySerializer,
@@ -28,6 +31,22 @@ from presence.serializers import (
     SignalOutcomeSerializer,
 )
 from presence.vocabulary import SignalType, Status
+
+_ERROR_DESCRIPTIONS = {
+    400: "Invalid input: `fields` names each offending field and why",
+    401: "Not signed in, or the credentials are not valid",
+    404: "Not found",
+    409: "Classic mode: this deployment does not aggregate presence",
+}
+
+
+def errors(*codes: int, **descriptions: str) -> dict[int, OpenApiResponse]:
+    """Documented error answers, all in the API's error shape; `e404="No such device"` gives a
+    code a description of its own. Every aggregated-mode endpoint can answer 401 and 409."""
+    return {
+        code: OpenApiResponse(ApiErrorSerializer, description=descriptions.get(f"e{code}", _ERROR_DESCRIPTIONS[code]))
+        for code in sorted({401, 409, *codes})
+    }
 
 
 class AggregatorDisabled(exceptions.APIException):
@@ -60,10 +79,16 @@ def _device_not_found() -> exceptions.NotFound:
     return exceptions.NotFound("No such device.")
 
 
+def possible_device_id(device_id: str) -> bool:
+    """False for a device id no device can have: one with a NUL character (`%00` in the URL),
+    which PostgreSQL would refuse to even compare with."""
+    return "\x00" not in device_id
+
+
 class ConfigView(APIView):
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(responses=ConfigSerializer, summary="How this deployment does presence")
+    @extend_schema(responses={200: ConfigSerializer, 401: errors()[401]}, summary="How this deployment does presence")
     def get(self, request: Request) -> Response:
         device_timeout = settings.PRESENCE_DEVICE_TIMEOUT_SECONDS
         idle_timeout = settings.PRESENCE_IDLE_TIMEOUT_SECONDS
@@ -86,13 +111,13 @@ class ConfigView(APIView):
 
 
 class DeviceListView(PresenceAPIView):
-    @extend_schema(responses=DeviceSerializer(many=True), summary="My signed-in devices")
+    @extend_schema(responses={200: DeviceSerializer(many=True), **errors()}, summary="My signed-in devices")
     def get(self, request: Request) -> Response:
         return Response(DeviceSerializer(selectors.devices_of(request.user), many=True).data)
 
     @extend_schema(
         request=DeviceRegistrationSerializer,
-        responses={201: DeviceSerializer, 200: DeviceSerializer},
+        responses={201: DeviceSerializer, 200: DeviceSerializer, **errors(400)},
         summary="Sign a device in (201 new, 200 the same installation again)",
     )
     def post(self, request: Request) -> Response:
@@ -107,8 +132,10 @@ class DeviceListView(PresenceAPIView):
 
 
 class DeviceDetailView(PresenceAPIView):
-    @extend_schema(responses={204: None, 404: OpenApiResponse(description="No such device")}, summary="Sign out")
+    @extend_schema(responses={204: None, **errors(404, e404="No such device")}, summary="Sign out")
     def delete(self, request: Request, device_id: str) -> Response:
+        if not possible_device_id(device_id):
+            raise _device_not_found()
         try:
             services.sign_out_device(request.user, device_id)
         except services.DeviceNotFound:
@@ -119,7 +146,20 @@ class DeviceDetailView(PresenceAPIView):
 class SignalsView(PresenceAPIView):
     @extend_schema(
         request=SignalBatchSerializer,
-        responses={202: SignalOutcomeSerializer},
+        responses={202: SignalOutcomeSerializer, **errors(400, 404, e404="No such device")},
+        examples=[
+            OpenApiExample("A heartbeat", value={"signals": [{"type": "heartbeat", "seq": 41}]}, request_only=True),
+            OpenApiExample(
+                "Back at the keyboard, in a call",
+                value={
+                    "signals": [
+                        {"type": "activity", "value": "active", "seq": 42},
+                        {"type": "call", "value": "start", "seq": 43},
+                    ]
+                },
+                request_only=True,
+            ),
+        ],
         summary="Report device signals; answers with the user's presence",
     )
     def post(self, request: Request, device_id: str) -> Response:
@@ -129,6 +169,8 @@ class SignalsView(PresenceAPIView):
             services.Signal(type=SignalType(s["type"]), value=s["value"], seq=s["seq"])
             for s in serializer.validated_data["signals"]
         ]
+        if not possible_device_id(device_id):
+            raise _device_not_found()
         try:
             outcome = services.ingest_signals(request.user, device_id, signals)
         except services.DeviceNotFound:
@@ -139,14 +181,16 @@ class SignalsView(PresenceAPIView):
 
 
 class MyPresenceView(PresenceAPIView):
-    @extend_schema(responses=PresenceSerializer, summary="My aggregated presence and the rule that decided it")
+    @extend_schema(
+        responses={200: PresenceSerializer, **errors()}, summary="My aggregated presence and the rule that decided it"
+    )
     def get(self, request: Request) -> Response:
         return _presence_response(services.current_presence(request.user))
 
 
 class MyPresenceExplanationView(PresenceAPIView):
     @extend_schema(
-        responses=PresenceExplanationSerializer,
+        responses={200: PresenceExplanationSerializer, **errors()},
         summary="Why my presence is what it is: the engine's inputs and each rule in order",
     )
     def get(self, request: Request) -> Response:
@@ -154,14 +198,28 @@ class MyPresenceExplanationView(PresenceAPIView):
 
 
 class MyStatusView(PresenceAPIView):
-    @extend_schema(responses=ManualStatusOutSerializer, summary="My manual status (404 when none is set)")
+    @extend_schema(
+        responses={200: ManualStatusOutSerializer, **errors(404, e404="No manual status is set")},
+        summary="My manual status (404 when none is set)",
+    )
     def get(self, request: Request) -> Response:
         manual = ManualStatus.objects.filter(user=request.user).first()
         if manual is None or (manual.until is not None and manual.until <= timezone.now()):
             raise exceptions.NotFound("No manual status is set.")
         return Response(ManualStatusOutSerializer(manual).data)
 
-    @extend_schema(request=ManualStatusSerializer, responses=PresenceSerializer, summary="Set my manual status")
+    @extend_schema(
+        request=ManualStatusSerializer,
+        responses={200: PresenceSerializer, **errors(400)},
+        examples=[
+            OpenApiExample(
+                "Busy for an hour",
+                value={"status": "busy", "message": "Workshop", "duration_seconds": 3600},
+                request_only=True,
+            )
+        ],
+        summary="Set my manual status",
+    )
     def put(self, request: Request) -> Response:
         serializer = ManualStatusSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -169,18 +227,29 @@ class MyStatusView(PresenceAPIView):
         state = services.set_manual_status(request.user, Status(data["status"]), data["message"], data["until"])
         return _presence_response(state)
 
-    @extend_schema(responses=PresenceSerializer, summary="Clear my manual status")
+    @extend_schema(responses={200: PresenceSerializer, **errors()}, summary="Clear my manual status")
     def delete(self, request: Request) -> Response:
         return _presence_response(services.clear_manual_status(request.user))
 
 
 class MyCalendarView(PresenceAPIView):
-    @extend_schema(responses=CalendarSerializer, summary="My calendar busy blocks")
+    @extend_schema(responses={200: CalendarSerializer, **errors()}, summary="My calendar busy blocks")
     def get(self, request: Request) -> Response:
         blocks = selectors.calendar_of(request.user)
         return Response(CalendarSerializer({"blocks": [{"start": b.start, "end": b.end} for b in blocks]}).data)
 
-    @extend_schema(request=CalendarSerializer, responses=PresenceSerializer, summary="Replace my busy blocks")
+    @extend_schema(
+        request=CalendarSerializer,
+        responses={200: PresenceSerializer, **errors(400)},
+        examples=[
+            OpenApiExample(
+                "One meeting",
+                value={"blocks": [{"start": "2026-11-25T14:00:00Z", "end": "2026-11-25T15:00:00Z"}]},
+                request_only=True,
+            )
+        ],
+        summary="Replace my busy blocks",
+    )
     def put(self, request: Request) -> Response:
         serializer = CalendarSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
@@ -192,12 +261,16 @@ class MyPrivacyView(PresenceAPIView):
     def _context(self, request: Request) -> dict:
         return {"policy": selectors.policy_of(selectors.organization_of(request.user))}
 
-    @extend_schema(responses=PrivacySerializer, summary="My Privacy → Presence (server) settings")
+    @extend_schema(responses={200: PrivacySerializer, **errors()}, summary="My Privacy → Presence (server) settings")
     def get(self, request: Request) -> Response:
         preferences = selectors.preferences_of(request.user)
         return Response(PrivacySerializer(preferences, context=self._context(request)).data)
 
-    @extend_schema(request=PrivacySerializer, responses=PrivacySerializer, summary="Change my presence settings")
+    @extend_schema(
+        request=PrivacySerializer,
+        responses={200: PrivacySerializer, **errors(400)},
+        summary="Change my presence settings",
+    )
     def patch(self, request: Request) -> Response:
         context = self._context(request)
         serializer = PrivacySerializer(
@@ -214,7 +287,15 @@ class PeerPagination(LimitOffsetPagination):
 
 
 class PeerListView(PresenceAPIView):
-    @extend_schema(responses=PeerSerializer(many=True), summary="Colleagues of my organization")
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("limit", OpenApiTypes.INT, description="Page size (default 100, at most 500)"),
+            OpenApiParameter("offset", OpenApiTypes.INT, description="Colleagues to skip"),
+        ],
+        responses={200: PeerPageSerializer, **errors()},
+        operation_id="v1_peers_list",
+        summary="Colleagues of my organization",
+    )
     def get(self, request: Request) -> Response:
         paginator = PeerPagination()
         page = paginator.paginate_queryset(selectors.colleagues_of(request.user), request, view=self)
@@ -224,7 +305,7 @@ class PeerListView(PresenceAPIView):
 
 
 class PeerDetailView(PresenceAPIView):
-    @extend_schema(responses={200: PeerSerializer, 404: OpenApiResponse(description="Not a colleague")})
+    @extend_schema(responses={200: PeerSerializer, **errors(404, e404="Not a colleague")})
     def get(self, request: Request, user_id: str) -> Response:
         peer = selectors.colleague(request.user, user_id)
         if peer is None:

@@ -269,6 +269,24 @@ class PeerSubscriptionSerializer(StrictSerializer):
     )
 
 
+class PeerPageSerializer(serializers.Serializer):
+    """A page of colleagues (`?limit=&offset=`)."""
+
+    count = serializers.IntegerField()
+    next = serializers.URLField(allow_null=True)
+    previous = serializers.URLField(allow_null=True)
+    results = PeerSerializer(many=True)
+
+
+class ApiErrorSerializer(serializers.Serializer):
+    """The one error shape of the API (`sparks_site.errors`): a code, a sentence, and for invalid
+    input the offending fields by dotted path ({"signals.1.value": ["..."]})."""
+
+    error = serializers.CharField()
+    detail = serializers.CharField()
+    fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+
+
 class ConfigSerializer(serializers.Serializer):
     aggregator = serializers.BooleanField()
     server_dispatch = serializers.BooleanField()

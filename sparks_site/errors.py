@@ -33,7 +33,7 @@ def flatten_field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
     if isinstance(detail, dict):
         flat: dict[str, list[str]] = {}
         for key, value in detail.items():
-            path = f"{prefix}.{key}" if prefix else str(key)
+            path = f"{prefix}.{_encodable(str(key))}" if prefix else _encodable(str(key))
             flat.update(flatten_field_errors(value, path))
         return flat
     if isinstance(detail, list) and detail and all(isinstance(item, (dict, list)) for item in detail):
@@ -43,7 +43,14 @@ def flatten_field_errors(detail: Any, prefix: str = "") -> dict[str, list[str]]:
                 flat.update(flatten_field_errors(value, f"{prefix}.{index}" if prefix else str(index)))
         return flat
     messages = detail if isinstance(detail, list) else [detail]
-    return {prefix or "non_field_errors": [str(message) for message in messages]}
+    return {prefix or "non_field_errors": [_encodable(str(message)) for message in messages]}
+
+
+def _encodable(text: str) -> str:
+    """The text with any lone surrogate written as its escape. A JSON body may carry one
+    ("\\ud800"); echoed in an error (an unknown field, a choice that is not valid), it would make
+    the answer impossible to encode in UTF-8 and so a server error instead of the 400."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 def _code_of(exc: exceptions.APIException) -> str:
@@ -53,8 +60,8 @@ def _code_of(exc: exceptions.APIException) -> str:
 
 def _message_of(detail: Any) -> str:
     if isinstance(detail, list) and detail:
-        return str(detail[0])
-    return str(detail)
+        return _encodable(str(detail[0]))
+    return _encodable(str(detail))
 
 
 def _wants_json(request: HttpRequest) -> bool:

@@ -298,6 +298,19 @@ def test_signing_out_an_unknown_device_is_a_json_404(alice_api, device):
     assert Device.objects.filter(device_id=device).exists()
 
 
+@pytest.mark.parametrize("send_to", ["sign-out", "signals"])
+def test_a_device_id_with_a_nul_character_is_a_json_404_not_a_server_error(alice_api, device, send_to):
+    # PostgreSQL refuses text with NUL in a query: such an id must be answered before any query.
+    if send_to == "sign-out":
+        response = alice_api.delete(f"{DEVICES}/{device}%00")
+    else:
+        response = post_signals(alice_api, f"{device}%00", sig("heartbeat", None, 1))
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "not_found", "detail": "No such device."}
+    assert Device.objects.filter(device_id=device).exists()
+
+
 def test_signing_out_twice_is_a_404_the_second_time(alice_api, device):
     assert alice_api.delete(f"{DEVICES}/{device}").status_code == 204
 

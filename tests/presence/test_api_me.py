@@ -948,3 +948,20 @@ def test_an_unknown_api_path_is_a_json_404(alice_api, api_for, path):
         assert response.status_code == 404
         assert response["Content-Type"].startswith("application/json")
         assert response.json() == {"error": "not_found", "detail": "Not found."}
+
+
+@pytest.mark.parametrize(
+    "method,path,raw_body,field",
+    [
+        ("put", "/api/v1/me/status", '{"status": "busy\\ud800"}', "status"),
+        ("patch", "/api/v1/me/privacy", '{"priority": "\\ud800"}', "priority"),
+        ("patch", "/api/v1/me/privacy", '{"\\ud800": true}', "\\ud800"),
+    ],
+)
+def test_a_lone_surrogate_echoed_in_an_error_is_a_400_naming_the_field(alice_api, method, path, raw_body, field):
+    # JSON may carry "\ud800", which UTF-8 cannot encode: the error writes it as its escape.
+    response = getattr(alice_api, method)(path, raw_body, content_type="application/json")
+
+    fields = assert_validation_error(response, field)
+    assert "\\ud800" in response.content.decode()
+    assert fields[field]
