@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
 from rest_framework import exceptions, status
 from rest_framework.response import Response
@@ -85,3 +87,21 @@ def server_error(request: HttpRequest):
     from django.views.defaults import server_error as html_server_error
 
     return html_server_error(request)
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None):
+    """Requests Django refuses before any view (a body over REQUEST_BODY_MAX_BYTES, too many
+    fields, a forbidden host): in the API's shape under /api/."""
+    if _wants_json(request):
+        if isinstance(exception, RequestDataTooBig):
+            return JsonResponse(
+                {
+                    "error": "request_too_large",
+                    "detail": f"The request body is larger than {settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes.",
+                },
+                status=status.HTTP_413_REQUEST_ENTITY_TOO_LARGE,
+            )
+        return JsonResponse({"error": "bad_request", "detail": "Bad request."}, status=status.HTTP_400_BAD_REQUEST)
+    from django.views.defaults import bad_request as html_bad_request
+
+    return html_bad_request(request, exception)

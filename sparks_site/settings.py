@@ -259,6 +259,10 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# Request bodies above this are refused before parsing (JSON 413 under /api/): the largest valid
+# one, a calendar of 1,000 blocks, is ~70 KB.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("REQUEST_BODY_MAX_BYTES", default=256 * 1024)
+
 # --- API ------------------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularRedocView, SpectacularSwaggerView
 
+handler400 = "sparks_site.errors.bad_request"
 handler404 = "sparks_site.errors.not_found"
 handler500 = "sparks_site.errors.server_error"
 
