@@ -14,7 +14,10 @@ import json
 import re
 from collections.abc import Callable, Iterable
 
+from django.db import close_old_connections
+
 from presence.fastpath import quick_signals
+from sparks_site.errors import unavailable_response
 
 _SIGNALS_PATH = re.compile(r"^/api/v1/devices/([^/]+)/signals$")
 _MAX_BODY = 16384  # 100 signals fit; a bigger body is left to Django's own limits and errors
@@ -44,13 +47,23 @@ class HeartbeatLane:
         if not 0 < length <= _MAX_BODY:
             return self.application(environ, start_response)
         body = environ["wsgi.input"].read(length)
-        answer = quick_signals(
-            "POST",
-            environ["HTTP_AUTHORIZATION"],
-            environ.get("CONTENT_TYPE", "").split(";")[0].strip(),
-            body,
-            match.group(1),
-        )
+        try:
+            answer = quick_signals(
+                "POST",
+                environ["HTTP_AUTHORIZATION"],
+                environ.get("CONTENT_TYPE", "").split(";")[0].strip(),
+                body,
+                match.group(1),
+            )
+        except Exception as error:
+            unavailable = unavailable_response(error)
+            if unavailable is None:
+                raise
+            close_old_connections()  # a broken database connection is not kept for the next request
+            start_response(
+                "503 Service Unavailable", [*unavailable.items(), ("Content-Length", str(len(unavailable.content)))]
+            )
+            return [unavailable.content]
         if answer is None:
             environ["wsgi.input"] = io.BytesIO(body)  # Django reads the body again
             return self.application(environ, start_response)

@@ -16,6 +16,9 @@ from rest_framework.views import exception_handler
 
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
+    service = unavailable_service(exc)
+    if service is not None:
+        return Response(*_unavailable(service), headers={"Retry-After": RETRY_AFTER_SECONDS})
     response = exception_handler(exc, context)
     if response is None:
         return None
@@ -105,3 +108,54 @@ def bad_request(request: HttpRequest, exception: Exception | None = None):
     from django.views.defaults import bad_request as html_bad_request
 
     return html_bad_request(request, exception)
+
+
+# --- A backing service that is down: 503, not 500 ---------------------------------------------
+
+RETRY_AFTER_SECONDS = "1"
+
+
+def unavailable_service(exc: BaseException) -> str | None:
+    """ "database" or "redis" when `exc` says that service cannot be reached (a dropped or refused
+    connection, a timeout), else None. Such a failure is the deployment's, not the request's: the
+    client should retry, and nothing was changed."""
+    from django.db import InterfaceError, OperationalError
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+
+    if isinstance(exc, OperationalError | InterfaceError):
+        return "database"
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+        return "redis"
+    return None
+
+
+def _unavailable(service: str) -> tuple[dict[str, str], int]:
+    return (
+        {"error": f"{service}_unavailable", "detail": f"The {service} cannot be reached; retry in a moment."},
+        status.HTTP_503_SERVICE_UNAVAILABLE,
+    )
+
+
+def unavailable_response(exc: BaseException) -> JsonResponse | None:
+    service = unavailable_service(exc)
+    if service is None:
+        return None
+    body, code = _unavailable(service)
+    response = JsonResponse(body, status=code)
+    response["Retry-After"] = RETRY_AFTER_SECONDS
+    return response
+
+
+class ServiceUnavailableMiddleware:
+    """Answers 503 (JSON, Retry-After) under /api/ when a view outside DRF's exception handling
+    fails because the database or Redis cannot be reached."""
+
+    def __init__(self, get_response) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest):
+        return self.get_response(request)
+
+    def process_exception(self, request: HttpRequest, exception: Exception):
+        return unavailable_response(exception) if _wants_json(request) else None

@@ -74,6 +74,8 @@ MIDDLEWARE = [
     # /healthz, /readyz and /metrics, before host validation, redirects and the request log.
     "sparks_site.ops.OperationsMiddleware",
     "sparks_site.logs.RequestLogMiddleware",
+    # 503 under /api/ when the database or Redis cannot be reached (DRF views do it themselves).
+    "sparks_site.errors.ServiceUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
