@@ -10,6 +10,7 @@ from typing import Any
 from django.conf import settings
 from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, JsonResponse
+from django.utils.deprecation import MiddlewareMixin
 from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
@@ -147,15 +148,10 @@ def unavailable_response(exc: BaseException) -> JsonResponse | None:
     return response
 
 
-class ServiceUnavailableMiddleware:
+class ServiceUnavailableMiddleware(MiddlewareMixin):
     """Answers 503 (JSON, Retry-After) under /api/ when a view outside DRF's exception handling
-    fails because the database or Redis cannot be reached."""
-
-    def __init__(self, get_response) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest):
-        return self.get_response(request)
+    fails because the database or Redis cannot be reached. Sync and async capable (the mixin), so
+    that under ASGI no request is moved to a thread for its sake."""
 
     def process_exception(self, request: HttpRequest, exception: Exception):
         return unavailable_response(exception) if _wants_json(request) else None

@@ -15,6 +15,7 @@ from orgs.models import Membership, Organization, PresencePolicy, User
 from presence import services
 from presence.models import CalendarBlock, Device, DeviceHistory, ManualStatus, PresenceHistory, PresenceState
 from presence.vocabulary import SignalType, Status
+from tests.admin_forms import form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -60,27 +61,6 @@ def carol_everywhere(carol) -> User:
 @pytest.fixture
 def alice_everywhere(alice) -> User:
     return _fill(alice, "alice")
-
-
-def _form_data(response) -> dict:
-    """The POST data of an admin change form as it was rendered, inlines included."""
-    context = response.context
-    forms = [context["adminform"].form]
-    for inline in context["inline_admin_formsets"]:
-        forms.append(inline.formset.management_form)
-        forms.extend(inline.formset.forms)
-    data: dict = {}
-    for form in forms:
-        for field in form:
-            value = field.value()
-            if value is None:
-                value = ""
-            if isinstance(value, bool):
-                if value:
-                    data[field.html_name] = "on"
-                continue
-            data[field.html_name] = value
-    return data
 
 
 def _objects_of(user: User) -> dict[str, object]:
@@ -211,7 +191,7 @@ def test_an_org_admin_cannot_grant_themselves_superuser(org_admin_client, olga):
 
 def test_an_org_admin_cannot_move_a_member_to_another_organization(org_admin_client, alice, other_organization):
     url = reverse("admin:orgs_membership_change", args=[alice.membership.pk])
-    data = {**_form_data(org_admin_client.get(url)), "organization": other_organization.pk, "role": "admin"}
+    data = {**form_data(org_admin_client.get(url)), "organization": other_organization.pk, "role": "admin"}
 
     response = org_admin_client.post(url, data)
 
@@ -289,7 +269,7 @@ def test_a_superuser_sees_every_organization(client, alice, carol):
 
 def _policy_post(client, organization: Organization, **changes: str):
     url = reverse("admin:orgs_organization_change", args=[organization.pk])
-    data = _form_data(client.get(url))
+    data = form_data(client.get(url))
     data.update({f"policy-0-{name}": value for name, value in changes.items()})
     return client.post(url, data)
 

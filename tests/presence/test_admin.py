@@ -12,6 +12,7 @@ from orgs.models import PresencePolicy, User
 from presence import services
 from presence.models import Device, PresenceState
 from sparks_site.celery import app as celery_app
+from tests.admin_forms import form_data
 
 pytestmark = pytest.mark.django_db
 
@@ -36,27 +37,6 @@ def eager_tasks():
 def bob_device(bob) -> Device:
     device, _ = services.register_device(bob, "install-1", "bob's laptop")
     return device
-
-
-def _form_data(response) -> dict:
-    """The POST data of an admin change form as it was rendered, inlines included."""
-    context = response.context
-    forms = [context["adminform"].form]
-    for inline in context["inline_admin_formsets"]:
-        forms.append(inline.formset.management_form)
-        forms.extend(inline.formset.forms)
-    data: dict = {}
-    for form in forms:
-        for field in form:
-            value = field.value()
-            if value is None:
-                value = ""
-            if isinstance(value, bool):
-                if value:
-                    data[field.html_name] = "on"
-                continue
-            data[field.html_name] = value
-    return data
 
 
 @pytest.mark.parametrize(
@@ -174,7 +154,7 @@ def test_saving_the_policy_in_the_admin_recomputes_the_members(
     services.replace_calendar(bob, [(now - timedelta(minutes=5), now + timedelta(hours=1))])
     assert PresenceState.objects.get(user=bob).reason == "calendar_busy"
     url = reverse("admin:orgs_organization_change", args=[organization.pk])
-    data = _form_data(admin_client.get(url))
+    data = form_data(admin_client.get(url))
     assert data.pop("policy-0-allow_calendar") == "on"
 
     with django_capture_on_commit_callbacks(execute=True):
