@@ -21,6 +21,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 
 from orgs import oidc
 from presence import overview, selectors, services
+from presence.ratelimits import RateLimited
 from presence.serializers import PrivacySerializer
 from presence.vocabulary import Priority
 from sparks_site.errors import flatten_field_errors
@@ -123,15 +124,22 @@ def privacy_settings(request: HttpRequest) -> HttpResponse:
     preferences = selectors.preferences_of(request.user)
     serializer_context = {"policy": policy}
     errors: dict[str, list[str]] = {}
+    status, retry_after = 200, None
     chosen = PrivacySerializer(preferences, context=serializer_context).data
     if request.method == "POST":
         data = _form_data(request.POST)
         serializer = PrivacySerializer(preferences, data=data, partial=True, context=serializer_context)
         if serializer.is_valid():
-            services.update_preferences(request.user, **serializer.validated_data)
-            messages.success(request, "Your presence settings are saved. Your presence was updated at once.")
-            return redirect("privacy-settings")
-        errors = flatten_field_errors(serializer.errors)
+            try:
+                services.count_input_change(request.user)
+            except RateLimited as refused:
+                errors, status, retry_after = {"non_field_errors": [refused.detail]}, 429, refused.retry_after
+            else:
+                services.update_preferences(request.user, **serializer.validated_data)
+                messages.success(request, "Your presence settings are saved. Your presence was updated at once.")
+                return redirect("privacy-settings")
+        else:
+            errors, status = flatten_field_errors(serializer.errors), 400
         chosen = {**chosen, **data}  # show what was sent, with what is wrong about it
 
     allows = chosen["organization_allows"]
@@ -148,7 +156,10 @@ def privacy_settings(request: HttpRequest) -> HttpResponse:
         "non_field_errors": errors.get("non_field_errors", []),
         "server_dispatch": settings.PRESENCE_SERVER_DISPATCH,
     }
-    return render(request, "pages/privacy.html", context, status=400 if errors else 200)
+    response = render(request, "pages/privacy.html", context, status=status)
+    if retry_after is not None:
+        response["Retry-After"] = str(retry_after)
+    return response
 
 
 @login_required

@@ -10,6 +10,7 @@ from rest_framework import exceptions, permissions, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
 from presence import explain, selectors, services
@@ -37,6 +38,7 @@ _ERROR_DESCRIPTIONS = {
     401: "Not signed in, or the credentials are not valid",
     404: "Not found",
     409: "Classic mode: this deployment does not aggregate presence",
+    429: "Over a rate limit: nothing was applied; `Retry-After` (and `retry_after`) says when to retry",
 }
 
 
@@ -65,10 +67,26 @@ class AggregatorEnabled(permissions.BasePermission):
         return True
 
 
+class InputChangeThrottle(BaseThrottle):
+    """A user's own changes of their inputs count against PRESENCE_RATE_LIMIT_STATUS (reads are
+    free); over it, `RateLimited` is answered 429 with Retry-After."""
+
+    def allow_request(self, request: Request, view: APIView) -> bool:
+        if request.method not in permissions.SAFE_METHODS:
+            services.count_input_change(request.user)
+        return True
+
+
 class PresenceAPIView(APIView):
     """Base of every aggregated-mode endpoint: signed in, and the deployment aggregates."""
 
     permission_classes = [permissions.IsAuthenticated, AggregatorEnabled]
+
+
+class InputChangeView(PresenceAPIView):
+    """An endpoint whose writes change the user's inputs: rate limited (`InputChangeThrottle`)."""
+
+    throttle_classes = [InputChangeThrottle]
 
 
 def _presence_response(state, http_status: int = status.HTTP_200_OK) -> Response:
@@ -110,14 +128,14 @@ class ConfigView(APIView):
         )
 
 
-class DeviceListView(PresenceAPIView):
+class DeviceListView(InputChangeView):
     @extend_schema(responses={200: DeviceSerializer(many=True), **errors()}, summary="My signed-in devices")
     def get(self, request: Request) -> Response:
         return Response(DeviceSerializer(selectors.devices_of(request.user), many=True).data)
 
     @extend_schema(
         request=DeviceRegistrationSerializer,
-        responses={201: DeviceSerializer, 200: DeviceSerializer, **errors(400)},
+        responses={201: DeviceSerializer, 200: DeviceSerializer, **errors(400, 429)},
         summary="Sign a device in (201 new, 200 the same installation again)",
     )
     def post(self, request: Request) -> Response:
@@ -131,8 +149,8 @@ class DeviceListView(PresenceAPIView):
         )
 
 
-class DeviceDetailView(PresenceAPIView):
-    @extend_schema(responses={204: None, **errors(404, e404="No such device")}, summary="Sign out")
+class DeviceDetailView(InputChangeView):
+    @extend_schema(responses={204: None, **errors(404, 429, e404="No such device")}, summary="Sign out")
     def delete(self, request: Request, device_id: str) -> Response:
         if not possible_device_id(device_id):
             raise _device_not_found()
@@ -146,7 +164,7 @@ class DeviceDetailView(PresenceAPIView):
 class SignalsView(PresenceAPIView):
     @extend_schema(
         request=SignalBatchSerializer,
-        responses={202: SignalOutcomeSerializer, **errors(400, 404, e404="No such device")},
+        responses={202: SignalOutcomeSerializer, **errors(400, 404, 429, e404="No such device")},
         examples=[
             OpenApiExample("A heartbeat", value={"signals": [{"type": "heartbeat", "seq": 41}]}, request_only=True),
             OpenApiExample(
@@ -197,7 +215,7 @@ class MyPresenceExplanationView(PresenceAPIView):
         return Response(explain.explain_user(request.user, timezone.now()))
 
 
-class MyStatusView(PresenceAPIView):
+class MyStatusView(InputChangeView):
     @extend_schema(
         responses={200: ManualStatusOutSerializer, **errors(404, e404="No manual status is set")},
         summary="My manual status (404 when none is set)",
@@ -210,7 +228,7 @@ class MyStatusView(PresenceAPIView):
 
     @extend_schema(
         request=ManualStatusSerializer,
-        responses={200: PresenceSerializer, **errors(400)},
+        responses={200: PresenceSerializer, **errors(400, 429)},
         examples=[
             OpenApiExample(
                 "Busy for an hour",
@@ -227,12 +245,12 @@ class MyStatusView(PresenceAPIView):
         state = services.set_manual_status(request.user, Status(data["status"]), data["message"], data["until"])
         return _presence_response(state)
 
-    @extend_schema(responses={200: PresenceSerializer, **errors()}, summary="Clear my manual status")
+    @extend_schema(responses={200: PresenceSerializer, **errors(429)}, summary="Clear my manual status")
     def delete(self, request: Request) -> Response:
         return _presence_response(services.clear_manual_status(request.user))
 
 
-class MyCalendarView(PresenceAPIView):
+class MyCalendarView(InputChangeView):
     @extend_schema(responses={200: CalendarSerializer, **errors()}, summary="My calendar busy blocks")
     def get(self, request: Request) -> Response:
         blocks = selectors.calendar_of(request.user)
@@ -240,7 +258,7 @@ class MyCalendarView(PresenceAPIView):
 
     @extend_schema(
         request=CalendarSerializer,
-        responses={200: PresenceSerializer, **errors(400)},
+        responses={200: PresenceSerializer, **errors(400, 429)},
         examples=[
             OpenApiExample(
                 "One meeting",
@@ -257,7 +275,7 @@ class MyCalendarView(PresenceAPIView):
         return _presence_response(services.replace_calendar(request.user, blocks))
 
 
-class MyPrivacyView(PresenceAPIView):
+class MyPrivacyView(InputChangeView):
     def _context(self, request: Request) -> dict:
         return {"policy": selectors.policy_of(selectors.organization_of(request.user))}
 
@@ -268,7 +286,7 @@ class MyPrivacyView(PresenceAPIView):
 
     @extend_schema(
         request=PrivacySerializer,
-        responses={200: PrivacySerializer, **errors(400)},
+        responses={200: PrivacySerializer, **errors(400, 429)},
         summary="Change my presence settings",
     )
     def patch(self, request: Request) -> Response:

@@ -134,9 +134,9 @@ class PresenceConsumer(AsyncWebsocketConsumer):
     async def _signals(self, message: dict[str, Any]) -> None:
         # A steady heartbeat, the message sent most, is answered on the event loop; a thread
         # hand-off would cost more than the whole Redis call.
-        reply = await live.quick_signals_reply(self.scope["user"], message)
+        reply, rate_counted = await live.quick_signals_reply(self.scope["user"], message)
         if reply is None:
-            reply = await database_sync_to_async(live.signals_reply)(self.scope["user"], message)
+            reply = await database_sync_to_async(live.signals_reply)(self.scope["user"], message, rate_counted)
         await self._send_json(reply)
 
     _handlers = {"subscribe": _subscribe, "signals": _signals}

@@ -15,9 +15,11 @@ import re
 from collections.abc import Callable, Iterable
 
 from django.db import close_old_connections
+from django.http import JsonResponse
 
 from presence.fastpath import quick_signals
-from sparks_site.errors import unavailable_response
+from presence.ratelimits import RateLimited
+from sparks_site.errors import rate_limited_response, unavailable_response
 
 _SIGNALS_PATH = re.compile(r"^/api/v1/devices/([^/]+)/signals$")
 _MAX_BODY = 16384  # 100 signals fit; a bigger body is left to Django's own limits and errors
@@ -55,18 +57,23 @@ class HeartbeatLane:
                 body,
                 match.group(1),
             )
+        except RateLimited as refused:
+            return _answer(rate_limited_response(refused), "429 Too Many Requests", start_response)
         except Exception as error:
             unavailable = unavailable_response(error)
             if unavailable is None:
                 raise
             close_old_connections()  # a broken database connection is not kept for the next request
-            start_response(
-                "503 Service Unavailable", [*unavailable.items(), ("Content-Length", str(len(unavailable.content)))]
-            )
-            return [unavailable.content]
+            return _answer(unavailable, "503 Service Unavailable", start_response)
         if answer is None:
             environ["wsgi.input"] = io.BytesIO(body)  # Django reads the body again
             return self.application(environ, start_response)
         payload = json.dumps(answer, separators=(",", ":")).encode()
         start_response("202 Accepted", [*_HEADERS, ("Content-Length", str(len(payload)))])
         return [payload]
+
+
+def _answer(response: JsonResponse, status_line: str, start_response: Callable) -> list[bytes]:
+    headers = [*_HEADERS[1:], *response.items(), ("Content-Length", str(len(response.content)))]
+    start_response(status_line, headers)
+    return [response.content]

@@ -23,8 +23,10 @@ from presence import services
 from presence.api import SignalsView, possible_device_id
 from presence.hotstate import HotDecision
 from presence.models import PresenceState
+from presence.ratelimits import RateLimited
 from presence.serializers import MAX_SEQ, MAX_SIGNALS_PER_REQUEST, last_active_ago_ms
 from presence.vocabulary import SIGNAL_VALUES, SignalType
+from sparks_site.errors import rate_limited_response
 
 _signals_view = SignalsView.as_view()
 _TOKEN_PREFIX = "Token "
@@ -109,7 +111,8 @@ def _state_body(state: PresenceState, applied: int, ignored: int) -> dict:
 
 def quick_signals(method: str, authorization: str, content_type: str, body: bytes, device_id: str) -> dict | None:
     """The 202 body for a certainly valid request signed in with a known API token, or None for
-    any other request (which the DRF view then answers in full)."""
+    any other request (which the DRF view then answers in full). Raises `RateLimited` for a
+    request over the device's or the user's signal limits."""
     if method != "POST" or not settings.PRESENCE_USE_AGGREGATOR or not authorization.startswith(_TOKEN_PREFIX):
         return None
     if content_type != "application/json" or not possible_device_id(device_id):
@@ -123,12 +126,14 @@ def quick_signals(method: str, authorization: str, content_type: str, body: byte
         return None
     if signals is None:
         return None
+    rate_counted = False
     if len(signals) == 1 and signals[0].type == SignalType.HEARTBEAT:
         outcome = services.steady_heartbeat(fields["id"], device_id, signals[0].seq)
         if outcome is not None:
             return decision_answer(outcome[2], outcome[0], outcome[1])
+        rate_counted = True
     try:
-        result = services.ingest_signals(cached_user(fields), device_id, signals)
+        result = services.ingest_signals(cached_user(fields), device_id, signals, rate_counted=rate_counted)
     except services.DeviceNotFound:
         return None  # the DRF view answers the 404, in the API's words
     return _state_body(result.presence, result.applied, result.ignored)
@@ -137,9 +142,12 @@ def quick_signals(method: str, authorization: str, content_type: str, body: byte
 @csrf_exempt  # token requests only; a session request goes on to the DRF view and its CSRF check
 @functools.wraps(_signals_view)  # the schema generator sees the DRF view behind this one
 def signals_endpoint(request: HttpRequest, device_id: str) -> HttpResponse:
-    body = quick_signals(
-        request.method, request.headers.get("Authorization", ""), request.content_type, request.body, device_id
-    )
+    try:
+        body = quick_signals(
+            request.method, request.headers.get("Authorization", ""), request.content_type, request.body, device_id
+        )
+    except RateLimited as refused:
+        return rate_limited_response(refused)
     if body is not None:
         return JsonResponse(body, status=202, json_dumps_params={"separators": (",", ":")})
     return _signals_view(request, device_id=device_id)

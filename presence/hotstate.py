@@ -38,6 +38,7 @@ from typing import Protocol
 
 from django.conf import settings
 
+from presence import ratelimits
 from presence.engine import (
     CalendarBlockInput,
     Decision,
@@ -309,6 +310,15 @@ class HotStore(Protocol):
 
     def read(self, user_id: int) -> dict[str, str]: ...
 
+    def read_charged(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> dict[str, str]:
+        """`read`, counting a request against `limits` in the same step (`presence.ratelimits`);
+        raises `RateLimited`, having read and counted nothing, when one of them refuses it."""
+        ...
+
+    def charge(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> None:
+        """Count a request against `limits`, or raise `RateLimited` (and count nothing)."""
+        ...
+
     def read_many(self, user_ids: list[int]) -> list[dict[str, str]]: ...
 
     def read_decisions(self, user_ids: list[int]) -> dict[int, str]: ...
@@ -350,10 +360,13 @@ class HotStore(Protocol):
         """Write recomputed users, each if its version is still the expected one."""
         ...
 
-    def heartbeat(self, user_id: int, device_id: str, seq: int, now: float) -> Heartbeat | None:
+    def heartbeat(
+        self, user_id: int, device_id: str, seq: int, now: float, limits: list[ratelimits.Limit]
+    ) -> Heartbeat | None:
         """A lone heartbeat of a live device, in one step: it changes no decision, so record it
         and answer with the stored decision. None when this cannot be decided here (the device is
-        unknown or had timed out, the decision is outdated, ...): the caller takes the full path."""
+        unknown or had timed out, the decision is outdated, ...): the caller takes the full path,
+        the heartbeat already counted against `limits`. Raises `RateLimited` when they refuse it."""
         ...
 
     def due(self, now: float, limit: int) -> list[int]: ...
@@ -387,7 +400,11 @@ class Heartbeat:
 # A heartbeat only proves a device is still there: on a device that is live, it changes no
 # decision (a device's liveness is all it moves, and the decision's `valid_until` already falls at
 # or before the old expiry, where the sweep recomputes quietly). Anything else is left to Python.
-_HEARTBEAT = """
+_HEARTBEAT = (
+    ratelimits.CHARGE_LUA
+    + """
+local refused = charge(KEYS[3], tonumber(ARGV[3]), 9)
+if refused ~= 0 then return {3, refused[1], refused[2]} end
 local h = KEYS[1]
 local id = ARGV[1]
 local v = redis.call('HMGET', h, 'ver', 'loaded', 'ctx', 'dec', 'd:' .. id, 'q:' .. id, 's:' .. id, 'f:' .. id)
@@ -416,6 +433,7 @@ if now - tonumber(flushed or '0') >= tonumber(ARGV[4]) then
 end
 return {1, dec}
 """
+)
 
 _COMMIT_STEADY = """
 if (redis.call('HGET', KEYS[1], 'ver') or '-1') ~= ARGV[1] then return 0 end
@@ -429,6 +447,24 @@ if ARGV[13] ~= '' then redis.call('RPUSH', KEYS[6], ARGV[13]) end
 if ARGV[14] ~= '' then redis.call('PUBLISH', ARGV[14], ARGV[15]) end
 return 1
 """
+
+# A signal request's first read of the user's hash, counted against its rate limits in the same
+# step: {1, the hash's fields and values} or, refused, {0, milliseconds to wait, binding limit}.
+_READ_CHARGED = (
+    ratelimits.CHARGE_LUA
+    + """
+local refused = charge(KEYS[2], tonumber(ARGV[1]), 2)
+if refused ~= 0 then return {0, refused[1], refused[2]} end
+return {1, redis.call('HGETALL', KEYS[1])}
+"""
+)
+
+_CHARGE = (
+    ratelimits.CHARGE_LUA
+    + """
+return charge(KEYS[1], tonumber(ARGV[1]), 2)
+"""
+)
 
 _PENDING_PERSIST = """
 local upto = redis.call('GET', KEYS[2])
@@ -466,7 +502,7 @@ return 1
 """
 
 
-def heartbeat_args(user_id: int, device_id: str, seq: int, now: float) -> list[str]:
+def heartbeat_args(user_id: int, device_id: str, seq: int, now: float, limits: list[ratelimits.Limit]) -> list[str]:
     """Arguments of the heartbeat script, shared with the websocket's asynchronous client."""
     return [
         device_id,
@@ -475,10 +511,13 @@ def heartbeat_args(user_id: int, device_id: str, seq: int, now: float) -> list[s
         str(settings.PRESENCE_DEVICE_FLUSH_SECONDS),
         str(user_id),
         *(str(value) for value in settings_fingerprint()),
+        *ratelimits.script_args(limits),
     ]
 
 
-def _heartbeat_result(result: list) -> Heartbeat | None:
+def _heartbeat_result(result: list, limits: list[ratelimits.Limit]) -> Heartbeat | None:
+    if result[0] == 3:
+        raise ratelimits.refused(limits, result[1], result[2])
     if result[0] == 0:
         return None
     return Heartbeat(applied=result[0] == 1, decision=HotDecision.decode(result[1]))
@@ -500,6 +539,8 @@ class RedisHotStore:
         self.persist_key = prefix + "persist"
         self.persist_seq_key = prefix + "persist:seq"
         self.history_key = prefix + "history"  # the history's buffer (`presence.history`)
+        self._read_charged = self.client.register_script(_READ_CHARGED)
+        self._charge = self.client.register_script(_CHARGE)
         self._pending = self.client.register_script(_PENDING_PERSIST)
         self._clear = self.client.register_script(_CLEAR_PERSISTED)
         self._steady = self.client.register_script(_COMMIT_STEADY)
@@ -510,8 +551,31 @@ class RedisHotStore:
     def user_key(self, user_id: int) -> str:
         return f"{self.prefix}u:{user_id}"
 
+    def rate_key(self, user_id: int) -> str:
+        """The user's rate-limit state (`presence.ratelimits`), apart from the presence state: it
+        expires by itself once every schedule in it is past."""
+        return f"{self.prefix}rate:{user_id}"
+
     def read(self, user_id: int) -> dict[str, str]:
         return self.client.hgetall(self.user_key(user_id))
+
+    def read_charged(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> dict[str, str]:
+        if not limits:
+            return self.read(user_id)
+        result = self._read_charged(
+            keys=[self.user_key(user_id), self.rate_key(user_id)], args=[repr(now), *ratelimits.script_args(limits)]
+        )
+        if result[0] == 0:
+            raise ratelimits.refused(limits, result[1], result[2])
+        pairs = result[1]
+        return dict(zip(pairs[::2], pairs[1::2], strict=True))
+
+    def charge(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> None:
+        if not limits:
+            return
+        result = self._charge(keys=[self.rate_key(user_id)], args=[repr(now), *ratelimits.script_args(limits)])
+        if result != 0:
+            raise ratelimits.refused(limits, result[0], result[1])
 
     def read_many(self, user_ids: list[int]) -> list[dict[str, str]]:
         pipe = self.client.pipeline(transaction=False)
@@ -597,11 +661,10 @@ class RedisHotStore:
             self._user(keys=[self.user_key(commit.user_id), self.due_key], args=args, client=pipe)
         return [bool(result) for result in pipe.execute()]
 
-    def heartbeat(self, user_id: int, device_id: str, seq: int, now: float) -> Heartbeat | None:
+    def heartbeat(self, user_id, device_id, seq, now, limits) -> Heartbeat | None:
+        keys = [self.user_key(user_id), self.dirty_key, self.rate_key(user_id)]
         return _heartbeat_result(
-            self._heartbeat(
-                keys=[self.user_key(user_id), self.dirty_key], args=heartbeat_args(user_id, device_id, seq, now)
-            )
+            self._heartbeat(keys=keys, args=heartbeat_args(user_id, device_id, seq, now, limits)), limits
         )
 
     def due(self, now: float, limit: int) -> list[int]:
@@ -639,10 +702,31 @@ class LocalHotStore:
         self._persist: dict[int, int] = {}
         self._persist_seq = 0
         self._epoch = False
+        self._rates: dict[int, dict[str, float]] = {}
 
     def read(self, user_id: int) -> dict[str, str]:
         with self._lock:
             return dict(self._users.get(user_id, {}))
+
+    def read_charged(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> dict[str, str]:
+        with self._lock:
+            self._charge_locked(user_id, limits, now)
+            return dict(self._users.get(user_id, {}))
+
+    def charge(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> None:
+        with self._lock:
+            self._charge_locked(user_id, limits, now)
+
+    def _charge_locked(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> None:
+        if not limits:
+            return
+        state = self._rates.setdefault(user_id, {})
+        due = [state.get(limit.field) for limit in limits]
+        wait, binding = ratelimits.wait_for(due, limits, now)
+        if binding >= 0:
+            raise ratelimits.RateLimited(limits[binding].scope, wait)
+        for limit, at in zip(limits, due, strict=True):
+            state[limit.field] = ratelimits.next_due(at, limit, now)
 
     def read_many(self, user_ids: list[int]) -> list[dict[str, str]]:
         with self._lock:
@@ -728,8 +812,9 @@ class LocalHotStore:
                 results.append(True)
         return results
 
-    def heartbeat(self, user_id: int, device_id: str, seq: int, now: float) -> Heartbeat | None:
+    def heartbeat(self, user_id, device_id, seq, now, limits) -> Heartbeat | None:
         with self._lock:
+            self._charge_locked(user_id, limits, now)
             user = self._users.get(user_id, {})
             stored_seq = user.get(SEQ_PREFIX + device_id)
             encoded, context = user.get("dec"), user.get("ctx")
@@ -875,13 +960,15 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
     loop.close = types.MethodType(close, loop)
 
 
-async def heartbeat_async(user_id: int, device_id: str, seq: int, now: float) -> Heartbeat | None:
+async def heartbeat_async(
+    user_id: int, device_id: str, seq: int, now: float, limits: list[ratelimits.Limit]
+) -> Heartbeat | None:
     """`HotStore.heartbeat` for code on an event loop, without handing off to a thread: the same
     script through an asyncio Redis client, pipelined with the loop's other heartbeats. The
     in-process store is memory behind a lock held for microseconds, so it is called directly."""
     hot = store()
     if not isinstance(hot, RedisHotStore):
-        return hot.heartbeat(user_id, device_id, seq, now)
-    keys = [hot.user_key(user_id), hot.dirty_key]
-    result = await _heartbeat_pipeline(settings.REDIS_URL).call(keys, heartbeat_args(user_id, device_id, seq, now))
-    return _heartbeat_result(result)
+        return hot.heartbeat(user_id, device_id, seq, now, limits)
+    keys = [hot.user_key(user_id), hot.dirty_key, hot.rate_key(user_id)]
+    args = heartbeat_args(user_id, device_id, seq, now, limits)
+    return _heartbeat_result(await _heartbeat_pipeline(settings.REDIS_URL).call(keys, args), limits)

@@ -16,8 +16,9 @@ from django.db import connections
 from django.utils import timezone
 
 from orgs.models import User
-from presence import hotstate, selectors, services
+from presence import hotstate, ratelimits, selectors, services
 from presence.fastpath import decision_answer, well_formed_signals
+from presence.ratelimits import RateLimited
 from presence.serializers import (
     PeerSerializer,
     PeerSubscriptionSerializer,
@@ -27,7 +28,7 @@ from presence.serializers import (
 )
 from presence.vocabulary import SignalType
 from sparks_site import metrics
-from sparks_site.errors import flatten_field_errors
+from sparks_site.errors import flatten_field_errors, rate_limited_body
 
 SNAPSHOT_PAGE_SIZE = 500
 MAX_REQUEST_ID_LENGTH = 200
@@ -154,8 +155,14 @@ def request_id_of(message: Any) -> str | int | None:
     return request_id
 
 
-def signals_reply(user: User, message: dict[str, Any]) -> dict[str, Any]:
-    """Apply a `signals` message as `POST devices/{id}/signals` would, and answer with an ack or an error."""
+def rate_limited_message(refused: RateLimited, request_id: Any) -> dict[str, Any]:
+    """The error message for a message over a rate limit: the REST 429's body, `retry_after` in seconds."""
+    return {"type": "error", "id": request_id, **rate_limited_body(refused)}
+
+
+def signals_reply(user: User, message: dict[str, Any], rate_counted: bool = False) -> dict[str, Any]:
+    """Apply a `signals` message as `POST devices/{id}/signals` would, and answer with an ack or
+    an error. `rate_counted`: the message was counted against the rate limits already."""
     request_id = request_id_of(message)
     fields: dict[str, list[str]] = {}
     if message.get("id") is not None and request_id is None:
@@ -176,9 +183,11 @@ def signals_reply(user: User, message: dict[str, Any]) -> dict[str, Any]:
         for s in batch.validated_data["signals"]
     ]
     try:
-        outcome = services.ingest_signals(user, device_id, signals)
+        outcome = services.ingest_signals(user, device_id, signals, rate_counted=rate_counted)
     except services.DeviceNotFound:
         return MessageError("not_found", "No such device.").as_message(request_id)
+    except RateLimited as refused:
+        return rate_limited_message(refused, request_id)
     body = PresenceSerializer(outcome.presence, context={"now": timezone.now()}).data
     return {
         "type": "ack",
@@ -210,20 +219,25 @@ def lone_heartbeat(message: dict[str, Any]) -> tuple[str, int] | None:
     return device_id, signals[0].seq
 
 
-async def quick_signals_reply(user: User, message: dict[str, Any]) -> dict[str, Any] | None:
+async def quick_signals_reply(user: User, message: dict[str, Any]) -> tuple[dict[str, Any] | None, bool]:
     """The ack of a lone heartbeat of a live device, on the event loop: one Redis call, no thread,
-    serializer or database. None for anything else (an unknown or timed-out device, an outdated
-    decision, any other message): `signals_reply` answers it in full."""
+    serializer or database; or the error of one over a rate limit. None for anything else (an
+    unknown or timed-out device, an outdated decision, any other message): `signals_reply` answers
+    it in full. With it, whether the message was counted against the rate limits already."""
     found = lone_heartbeat(message)
     if found is None:
-        return None
+        return None, False
     device_id, seq = found
-    beat = await hotstate.heartbeat_async(user.pk, device_id, seq, timezone.now().timestamp())
+    limits = ratelimits.signal_limits(device_id)
+    try:
+        beat = await hotstate.heartbeat_async(user.pk, device_id, seq, timezone.now().timestamp(), limits)
+    except RateLimited as refused:
+        return rate_limited_message(refused, request_id_of(message)), True
     if beat is None:
-        return None
+        return None, True
     metrics.count_heartbeat()
     applied, ignored = (1, 0) if beat.applied else (0, 1)
-    return {"type": "ack", "id": request_id_of(message), **decision_answer(beat.decision, applied, ignored)}
+    return {"type": "ack", "id": request_id_of(message), **decision_answer(beat.decision, applied, ignored)}, True
 
 
 def release_db_connections() -> None:

@@ -285,6 +285,9 @@ class ApiErrorSerializer(serializers.Serializer):
     error = serializers.CharField()
     detail = serializers.CharField()
     fields = serializers.DictField(child=serializers.ListField(child=serializers.CharField()), required=False)
+    retry_after = serializers.IntegerField(
+        min_value=1, required=False, help_text="Over a rate limit (429): seconds to wait, as Retry-After says"
+    )
 
 
 class ConfigSerializer(serializers.Serializer):

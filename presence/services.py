@@ -18,7 +18,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from orgs.models import User
-from presence import events, history, hotstate, selectors
+from presence import events, history, hotstate, ratelimits, selectors
 from presence.engine import Decision, aggregate
 from presence.models import (
     CalendarBlock,
@@ -116,14 +116,20 @@ def sign_out_device(user: User, device_id: str, source: str = "device:sign_out")
     recompute(user, forget_devices=[device_id], source=source)
 
 
-def ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> SignalOutcome:
-    """`_ingest_signals`, counted (once per signal, for a known device) after it succeeded."""
-    outcome = _ingest_signals(user, device_id, signals)
+def ingest_signals(
+    user: User, device_id: str, signals: Sequence[Signal], *, rate_counted: bool = False
+) -> SignalOutcome:
+    """`_ingest_signals`, counted (once per signal, for a known device) after it succeeded.
+
+    One call is one request of the device: it counts against the device's and the user's signal
+    rate limits (`presence.ratelimits`) unless `rate_counted` (the heartbeat step that passed the
+    request on counted it already); over one, `RateLimited` is raised and nothing applied."""
+    outcome = _ingest_signals(user, device_id, signals, rate_counted)
     metrics.count_signals(signals)
     return outcome
 
 
-def _ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> SignalOutcome:
+def _ingest_signals(user: User, device_id: str, signals: Sequence[Signal], rate_counted: bool) -> SignalOutcome:
     """Apply a device's signals in `seq` order; a signal not newer than the last applied is ignored.
 
     The hot path: the user's hot state (devices and the slow inputs) decides, and one
@@ -136,8 +142,12 @@ def _ingest_signals(user: User, device_id: str, signals: Sequence[Signal]) -> Si
     """
     now = timezone.now()
     store = hotstate.store()
-    for _ in range(3):
-        hot = hotstate.HotUser.parse(store.read(user.pk))
+    for attempt in range(3):
+        if attempt or rate_counted:
+            raw = store.read(user.pk)
+        else:  # the request's limits are checked in the same step as the first read
+            raw = store.read_charged(user.pk, ratelimits.signal_limits(device_id), now.timestamp())
+        hot = hotstate.HotUser.parse(raw)
         device = hot.devices.get(device_id)
         if device is None or not hot.ready:
             break
@@ -207,8 +217,10 @@ def _persist_device(user_id: int, device: hotstate.HotDevice) -> int:
 def steady_heartbeat(user_id: int, device_id: str, seq: int) -> tuple[int, int, hotstate.HotDecision] | None:
     """A lone heartbeat of a live device, recorded in one step of the hot store: (applied,
     ignored, the decision it leaves). None when it needs `ingest_signals` (the device is unknown
-    or had timed out, the user's hot state is incomplete or outdated)."""
-    beat = hotstate.store().heartbeat(user_id, device_id, seq, timezone.now().timestamp())
+    or had timed out, the user's hot state is incomplete or outdated), the request already counted
+    against the rate limits; `RateLimited` when they refuse it."""
+    limits = ratelimits.signal_limits(device_id)
+    beat = hotstate.store().heartbeat(user_id, device_id, seq, timezone.now().timestamp(), limits)
     if beat is None:
         return None
     metrics.count_heartbeat()
@@ -401,6 +413,13 @@ def flush_device_activity(batch_size: int = 1000) -> int:
 
 
 # --- Manual status, calendar, preferences, Microsoft import ---------------------------------
+
+
+def count_input_change(user: User) -> None:
+    """Count a change of the user's inputs (manual status, calendar, presence settings, devices)
+    against PRESENCE_RATE_LIMIT_STATUS; `RateLimited` when over it. Asked by the API and the
+    settings page for the user's own requests; what an admin or the server changes is not counted."""
+    hotstate.store().charge(user.pk, ratelimits.change_limits(), timezone.now().timestamp())
 
 
 def set_manual_status(user: User, status: Status, message: str = "", until: datetime | None = None) -> PresenceState:

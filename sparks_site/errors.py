@@ -15,11 +15,16 @@ from rest_framework import exceptions, status
 from rest_framework.response import Response
 from rest_framework.views import exception_handler
 
+from presence.ratelimits import RateLimited
+from sparks_site import metrics
+
 
 def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response | None:
     service = unavailable_service(exc)
     if service is not None:
         return Response(*_unavailable(service), headers={"Retry-After": RETRY_AFTER_SECONDS})
+    if isinstance(exc, RateLimited):
+        return Response(rate_limited_body(exc), status=429, headers={"Retry-After": str(exc.retry_after)})
     response = exception_handler(exc, context)
     if response is None:
         return None
@@ -31,6 +36,18 @@ def api_exception_handler(exc: Exception, context: dict[str, Any]) -> Response |
         }
     elif isinstance(exc, exceptions.APIException):
         response.data = {"error": _code_of(exc), "detail": _message_of(exc.detail)}
+    return response
+
+
+def rate_limited_body(exc: RateLimited) -> dict[str, Any]:
+    """The API's answer to a request over a rate limit (HTTP 429, and the websocket's error)."""
+    metrics.RATE_LIMITED.labels(exc.scope).inc()
+    return {"error": "rate_limited", "detail": exc.detail, "retry_after": exc.retry_after}
+
+
+def rate_limited_response(exc: RateLimited) -> JsonResponse:
+    response = JsonResponse(rate_limited_body(exc), status=429)
+    response["Retry-After"] = str(exc.retry_after)
     return response
 
 

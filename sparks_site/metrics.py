@@ -60,6 +60,11 @@ SWEEP_SECONDS = Histogram(
     "Duration of one expiry sweep (every user past their decision's valid_until recomputed).",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
 )
+RATE_LIMITED = Counter(
+    "sparks_presence_rate_limited",
+    "Requests refused over a rate limit, by the limit (device, user: signals; changes: status and settings).",
+    ["scope"],
+)
 DISPATCH = Counter(
     "sparks_presence_dispatch",
     "Presence dispatches to an outside system, by target (matrix, microsoft) and outcome (success, failure).",

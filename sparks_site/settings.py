@@ -199,6 +199,29 @@ PRESENCE_HISTORY_RETENTION_DAYS = env.int("PRESENCE_HISTORY_RETENTION_DAYS", def
 # Key of the keyed hash that turns an installation id into a pseudonymous device id.
 PRESENCE_DEVICE_ID_KEY = env.str("PRESENCE_DEVICE_ID_KEY", default=f"device-id:{SECRET_KEY}")
 
+
+_RATE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def _rate(key: str, default: str) -> tuple[int, float] | None:
+    """A rate limit `<count>/<period>`, the period a unit (s, m, h, d; "min" reads as m) with an
+    optional multiplier: "120/m", "20/10s". "0" or "off": no limit. As (count, seconds)."""
+    text = env.str(key, default=default).strip().lower()
+    if text in ("0", "off", "none", ""):
+        return None
+    found = re.fullmatch(r"(\d+)\s*/\s*(\d*)\s*([smhd])[a-z]*", text)
+    if not found or int(found[1]) == 0 or found[2] == "0":
+        raise ImproperlyConfigured(f'{key} must look like "120/m" or "20/10s" (or "off"), not {text!r}.')
+    return int(found[1]), float(int(found[2] or 1) * _RATE_UNITS[found[3]])
+
+
+# Rate limits, answered 429 with Retry-After: signal requests (a REST request or a websocket
+# message, whatever its batch size) per device and over all of a user's devices; changes of a
+# user's inputs (manual status, calendar, presence settings, device sign-in and sign-out).
+PRESENCE_RATE_LIMIT_DEVICE = _rate("PRESENCE_RATE_LIMIT_DEVICE", "120/m")
+PRESENCE_RATE_LIMIT_USER = _rate("PRESENCE_RATE_LIMIT_USER", "600/m")
+PRESENCE_RATE_LIMIT_STATUS = _rate("PRESENCE_RATE_LIMIT_STATUS", "60/m")
+
 if PRESENCE_HEARTBEAT_INTERVAL_SECONDS >= PRESENCE_DEVICE_TIMEOUT_SECONDS:
     raise ImproperlyConfigured(
         "PRESENCE_HEARTBEAT_INTERVAL_SECONDS must be shorter than PRESENCE_DEVICE_TIMEOUT_SECONDS, "

@@ -31,6 +31,17 @@ def _runs_on_the_real_stack(django_db_setup, django_db_blocker) -> None:
         )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_redis(_runs_on_the_real_stack) -> None:
+    """The test Redis db starts empty, as the test database does: the hot state and rate limits of
+    an earlier run, whose users had the same ids, must not reach this one."""
+    import redis
+    from django.conf import settings
+
+    if settings.REDIS_URL:
+        redis.Redis.from_url(settings.REDIS_URL).flushdb()
+
+
 @pytest.fixture(autouse=True)
 def _clean_cache() -> None:
     cache.clear()

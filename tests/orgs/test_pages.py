@@ -182,3 +182,17 @@ def test_a_local_password_still_signs_in_on_the_sign_in_page(alice):
 
     assert response.status_code == 302
     assert client.get("/me/").status_code == 200
+
+
+def test_saving_over_the_change_limit_is_refused_and_nothing_stored(alice, settings):
+    settings.PRESENCE_RATE_LIMIT_STATUS = (1, 60.0)
+    client = browser(alice)
+    assert client.post("/settings/privacy/", form(use_calendar_busy="on")).status_code == 302
+
+    refused = client.post("/settings/privacy/", form(include_microsoft_presence="on"))
+
+    assert refused.status_code == 429
+    assert refused["Retry-After"] == "60"
+    assert "Too many changes of this user&#x27;s status and settings; retry in 60 s." in refused.content.decode()
+    preferences = PresencePreferences.objects.get(user=alice)
+    assert (preferences.use_calendar_busy, preferences.include_microsoft_presence) == (True, False)

@@ -107,3 +107,20 @@ def test_other_paths_pass_through(token):
 
     assert status.startswith("200")
     assert body["status"] == "offline"
+
+
+@pytest.fixture
+def one_signal_a_minute(settings) -> None:
+    settings.PRESENCE_RATE_LIMIT_DEVICE = (1, 60.0)
+
+
+def test_a_lone_heartbeat_over_the_limit_is_refused_in_the_lane_with_retry_after(one_signal_a_minute, token, device):
+    # The device's first heartbeat (seq 1, in its fixture) was the one of this minute.
+    second = {"signals": [{"type": "heartbeat", "seq": 2}]}
+
+    status, headers, body = call(f"/api/v1/devices/{device}/signals", second, token)
+
+    assert status == "429 Too Many Requests"
+    assert headers["Retry-After"] == str(body["retry_after"])
+    assert 59 <= body["retry_after"] <= 60
+    assert (body["error"], headers["Content-Type"]) == ("rate_limited", "application/json")

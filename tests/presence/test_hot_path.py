@@ -214,7 +214,7 @@ def test_a_manual_change_that_loses_every_race_to_heartbeats_still_decides(alice
 
     def read_then_a_heartbeat_lands(user_id):
         raw = read(user_id)
-        store.heartbeat(user_id, laptop, next(beats), timezone.now().timestamp())  # moves the version on
+        store.heartbeat(user_id, laptop, next(beats), timezone.now().timestamp(), [])  # moves the version on
         return raw
 
     monkeypatch.setattr(store, "read", read_then_a_heartbeat_lands)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from django.conf import settings
 
 from presence.hotstate import HotDecision, HotDevice, HotUser, LocalHotStore, RedisHotStore, UserCommit
+from presence.ratelimits import DEVICE_SCOPE, USER_SCOPE, Limit, RateLimited
 
 
 @pytest.fixture(params=["redis", "memory"])
@@ -138,7 +141,7 @@ def ready_user(store, last_seen: float = 1000.0, network: str = "online") -> Non
 def test_a_heartbeat_of_a_live_device_is_recorded_in_one_step(store):
     ready_user(store)
 
-    beat = store.heartbeat(7, "dev1", 2, 1030.0)
+    beat = store.heartbeat(7, "dev1", 2, 1030.0, [])
 
     assert (beat.applied, beat.decision) == (True, DECISION)
     user = HotUser.parse(store.read(7))
@@ -148,7 +151,7 @@ def test_a_heartbeat_of_a_live_device_is_recorded_in_one_step(store):
 def test_a_heartbeat_with_an_old_seq_is_ignored_but_answered(store):
     ready_user(store)
 
-    beat = store.heartbeat(7, "dev1", 1, 1030.0)
+    beat = store.heartbeat(7, "dev1", 1, 1030.0, [])
 
     assert (beat.applied, beat.decision) == (False, DECISION)
     assert HotUser.parse(store.read(7)).devices["dev1"].last_seen == 1000.0
@@ -158,8 +161,8 @@ def test_a_seq_beyond_double_precision_is_compared_exactly(store):
     ready_user(store)
     store.commit_device(7, device(seq=2**63 - 2), None)
 
-    assert store.heartbeat(7, "dev1", 2**63 - 2, 1030.0).applied is False
-    assert store.heartbeat(7, "dev1", 2**63 - 1, 1030.0).applied is True
+    assert store.heartbeat(7, "dev1", 2**63 - 2, 1030.0, []).applied is False
+    assert store.heartbeat(7, "dev1", 2**63 - 1, 1030.0, []).applied is True
 
 
 @pytest.mark.parametrize(
@@ -172,4 +175,116 @@ def test_a_heartbeat_that_may_change_the_decision_is_left_to_the_full_path(store
     now = {"timed out": 1120.0, "decision outdated": 1060.0}.get(case, 1030.0)
     device_id = "other" if case == "unknown device" else "dev1"
 
-    assert store.heartbeat(7, device_id, 2, now) is None
+    assert store.heartbeat(7, device_id, 2, now, []) is None
+
+
+# --- Rate limits (`presence.ratelimits`), the same in both stores ------------------------------
+
+THREE_A_MINUTE = [Limit(DEVICE_SCOPE, "d:dev1", interval=20.0, burst_window=40.0)]
+
+
+def test_a_burst_of_the_limits_count_passes_and_the_next_request_waits_one_interval(store):
+    for _ in range(3):
+        store.charge(7, THREE_A_MINUTE, 1000.0)
+
+    with pytest.raises(RateLimited) as refused:
+        store.charge(7, THREE_A_MINUTE, 1000.0)
+
+    assert refused.value.scope == DEVICE_SCOPE
+    assert refused.value.wait_seconds == pytest.approx(20.0)
+    store.charge(7, THREE_A_MINUTE, 1020.0)
+
+
+def test_a_refused_request_does_not_count(store):
+    for _ in range(3):
+        store.charge(7, THREE_A_MINUTE, 1000.0)
+    for _ in range(10):
+        with pytest.raises(RateLimited):
+            store.charge(7, THREE_A_MINUTE, 1000.0)
+
+    store.charge(7, THREE_A_MINUTE, 1020.0)  # as if the ten had never come
+    with pytest.raises(RateLimited):
+        store.charge(7, THREE_A_MINUTE, 1020.0)
+
+
+def test_a_quiet_while_earns_the_burst_back_but_no_more(store):
+    for _ in range(3):
+        store.charge(7, THREE_A_MINUTE, 1000.0)
+
+    for _ in range(3):
+        store.charge(7, THREE_A_MINUTE, 2000.0)
+    with pytest.raises(RateLimited):
+        store.charge(7, THREE_A_MINUTE, 2000.0)
+
+
+def test_the_binding_limit_is_named_and_a_refusal_counts_against_none(store):
+    device = Limit(DEVICE_SCOPE, "d:dev1", interval=1.0, burst_window=99.0)
+    user = Limit(USER_SCOPE, "u", interval=30.0, burst_window=30.0)  # two a minute
+    store.charge(7, [device, user], 1000.0)
+    store.charge(7, [device, user], 1000.0)
+
+    with pytest.raises(RateLimited) as refused:
+        store.charge(7, [device, user], 1000.0)
+
+    assert (refused.value.scope, refused.value.wait_seconds) == (USER_SCOPE, pytest.approx(30.0))
+    # The device limit did not count the refused request: 98 more fit in its burst, not 97.
+    for _ in range(98):
+        store.charge(7, [device], 1000.0)
+    with pytest.raises(RateLimited):
+        store.charge(7, [device], 1000.0)
+
+
+def test_users_are_limited_apart(store):
+    for _ in range(3):
+        store.charge(7, THREE_A_MINUTE, 1000.0)
+
+    store.charge(8, THREE_A_MINUTE, 1000.0)
+
+
+def test_a_heartbeat_over_the_limit_is_refused_before_it_is_recorded(store):
+    ready_user(store)
+    one_a_minute = [Limit(DEVICE_SCOPE, "d:dev1", interval=60.0, burst_window=0.0)]
+    assert store.heartbeat(7, "dev1", 2, 1030.0, one_a_minute).applied
+
+    with pytest.raises(RateLimited):
+        store.heartbeat(7, "dev1", 3, 1031.0, one_a_minute)
+
+    assert HotUser.parse(store.read(7)).devices["dev1"].seq == 2
+    assert store.heartbeat(7, "dev1", 3, 1090.0, one_a_minute) is None  # heard again (its decision outdated by then)
+
+
+def test_a_charged_read_reads_the_user_or_refuses_without_counting(store):
+    prime(store)
+    one_a_minute = [Limit(DEVICE_SCOPE, "d:dev1", interval=60.0, burst_window=0.0)]
+
+    assert store.read_charged(7, one_a_minute, 1000.0) == store.read(7)
+    with pytest.raises(RateLimited):
+        store.read_charged(7, one_a_minute, 1001.0)
+    assert store.read_charged(7, one_a_minute, 1060.0) == store.read(7)
+
+
+def test_every_process_shares_the_limits_through_redis():
+    first = RedisHotStore(settings.REDIS_URL, prefix="test:hotstate:")
+    second = RedisHotStore(settings.REDIS_URL, prefix="test:hotstate:")
+    first.reset()
+    try:
+        for _ in range(3):
+            first.charge(7, THREE_A_MINUTE, 1000.0)
+        with pytest.raises(RateLimited):
+            second.charge(7, THREE_A_MINUTE, 1000.0)
+    finally:
+        first.reset()
+
+
+def test_the_rate_state_expires_by_itself_once_every_schedule_is_past():
+    store = RedisHotStore(settings.REDIS_URL, prefix="test:hotstate:")
+    store.reset()
+    now = time.time()
+    try:
+        store.charge(7, THREE_A_MINUTE, now)
+
+        ttl = store.client.pttl(store.rate_key(7))
+    finally:
+        store.reset()
+
+    assert 20_000 <= ttl <= 21_000  # the schedule runs 20 s ahead, and a second's slack

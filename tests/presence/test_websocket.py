@@ -556,9 +556,9 @@ def full_path_calls(monkeypatch) -> list[dict]:
     calls: list[dict] = []
     full = live.signals_reply
 
-    def recorded(user, message):
+    def recorded(user, message, rate_counted=False):
         calls.append(message)
-        return full(user, message)
+        return full(user, message, rate_counted)
 
     monkeypatch.setattr(live, "signals_reply", recorded)
     return calls
@@ -692,3 +692,32 @@ def test_a_malformed_heartbeat_still_gets_the_full_validation(bob, bob_device, f
     assert (error["type"], error["error"]) == ("error", "validation_error")
     assert set(error["fields"]) == fields
     assert len(full_path_calls) == 1
+
+
+def test_a_message_over_the_devices_limit_is_answered_with_an_error_and_the_socket_stays(bob, bob_device, settings):
+    settings.PRESENCE_RATE_LIMIT_DEVICE = (2, 60.0)  # a burst of 2, then one every 30 s
+
+    async def scenario():
+        async with socket(bob) as ws:
+            await snapshot(ws)
+            answers = []
+            for seq in (1, 2, 3):
+                await ws.send_json_to(heartbeat_message(bob_device, seq, id=seq))
+                answers.append(await ws.receive_json_from(5))
+            change = {"type": "signals", "device_id": bob_device, "id": "idle"}
+            await ws.send_json_to({**change, "signals": [{"type": "activity", "value": "idle", "seq": 4}]})
+            answers.append(await ws.receive_json_from(5))
+            with time_machine.travel(timezone.now() + timedelta(seconds=30)):
+                await ws.send_json_to(heartbeat_message(bob_device, 5, id=5))
+                answers.append(await ws.receive_json_from(5))
+        return answers
+
+    first, second, refused, refused_change, later = async_to_sync(scenario)()
+
+    assert (first["type"], second["type"], later["type"]) == ("ack", "ack", "ack")
+    for message, request_id in ((refused, 3), (refused_change, "idle")):
+        assert message["type"] == "error"
+        assert (message["id"], message["error"]) == (request_id, "rate_limited")
+        assert 29 <= message["retry_after"] <= 30
+    device = hotstate.HotUser.parse(hotstate.store().read(bob.pk)).devices[bob_device]
+    assert (device.seq, device.activity) == (5, "active")  # neither refused message was applied

@@ -1,0 +1,140 @@
+"""Rate limits: how often a device may send signals, and a user change their inputs.
+
+Three limits, each `count` requests per `period`, from the environment (`PRESENCE_RATE_LIMIT_*`,
+see `.env.example`):
+- a device's signals (a REST request or a websocket message is one, whatever its batch size),
+- all signals of one user's devices together (a user cannot multiply the first by adding devices),
+- changes of a user's inputs: manual status, calendar, presence settings, devices signed in or out.
+
+Each limit is a generic cell rate algorithm (GCRA): per limited thing one number, the time its
+next request is due at the sustained rate (`count / period`). A request is let through while that
+time is at most `period - interval` ahead of now, so a client that was quiet may send a burst of
+`count` at once; a refused request is not counted, so a flooding client gets exactly the rate.
+
+The state lives where the user's hot state lives (Redis, shared by every process, or process
+memory for the embedded default), and for signals it is checked inside the hot store's own step:
+a heartbeat costs no round trip more than without limits (`presence.hotstate`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from django.conf import settings
+
+DEVICE_SCOPE = "device"
+USER_SCOPE = "user"
+CHANGES_SCOPE = "changes"
+
+_DETAILS = {
+    DEVICE_SCOPE: "Too many signals from this device",
+    USER_SCOPE: "Too many signals from this user's devices",
+    CHANGES_SCOPE: "Too many changes of this user's status and settings",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One limit applied to one thing: its field in the user's rate state and the schedule."""
+
+    scope: str
+    field: str
+    interval: float  # seconds between two requests at the sustained rate
+    burst_window: float  # how far ahead of now the schedule may run before a request is refused
+
+
+class RateLimited(Exception):
+    """A request over one of its limits; nothing of it was applied."""
+
+    def __init__(self, scope: str, wait_seconds: float) -> None:
+        super().__init__(f"{_DETAILS[scope]}; retry in {math.ceil(wait_seconds)} s.")
+        self.scope = scope
+        self.wait_seconds = wait_seconds
+
+    @property
+    def retry_after(self) -> int:
+        """Whole seconds to wait, as `Retry-After` says it (at least 1)."""
+        return max(1, math.ceil(self.wait_seconds))
+
+    @property
+    def detail(self) -> str:
+        return f"{_DETAILS[self.scope]}; retry in {self.retry_after} s."
+
+
+def _limit(scope: str, field: str, rate: tuple[int, float] | None) -> list[Limit]:
+    if rate is None:
+        return []
+    count, period = rate
+    interval = period / count
+    return [Limit(scope, field, interval, period - interval)]
+
+
+def signal_limits(device_id: str) -> list[Limit]:
+    """The limits a signal request of `device_id` counts against (none when switched off)."""
+    return [
+        *_limit(DEVICE_SCOPE, "d:" + device_id, settings.PRESENCE_RATE_LIMIT_DEVICE),
+        *_limit(USER_SCOPE, "u", settings.PRESENCE_RATE_LIMIT_USER),
+    ]
+
+
+def change_limits() -> list[Limit]:
+    """The limits a change of a user's inputs counts against."""
+    return _limit(CHANGES_SCOPE, "c", settings.PRESENCE_RATE_LIMIT_STATUS)
+
+
+def wait_for(due: list[float | None], limits: list[Limit], now: float) -> tuple[float, int]:
+    """(seconds to wait, index of the limit that says so) for a request at `now`, given when each
+    limit's next request is due (None: never seen); (0, -1) when every limit lets it through."""
+    wait, binding = 0.0, -1
+    for index, (next_due, limit) in enumerate(zip(due, limits, strict=True)):
+        ahead = max(next_due or now, now) - now
+        if ahead - limit.burst_window > wait:
+            wait, binding = ahead - limit.burst_window, index
+    return wait, binding
+
+
+def next_due(due: float | None, limit: Limit, now: float) -> float:
+    """When the limit's next request is due once this one is let through."""
+    return max(due or now, now) + limit.interval
+
+
+def script_args(limits: list[Limit]) -> list[str]:
+    """The limits as arguments of `CHARGE_LUA`'s `charge`: field, interval, burst window each."""
+    return [value for limit in limits for value in (limit.field, repr(limit.interval), repr(limit.burst_window))]
+
+
+# The same algorithm as `wait_for` and `next_due`, inside a Redis script: `charge(key, now, args,
+# first)` reads ARGV[first..] as `script_args` wrote them, and answers 0 when the request is let
+# through (and counted), else {milliseconds to wait, 1-based index of the binding limit}.
+CHARGE_LUA = """
+local function charge(key, now, first)
+  local n = (#ARGV - first + 1) / 3
+  if n < 1 then return 0 end
+  local fields = {}
+  for i = 1, n do fields[i] = ARGV[first + 3 * (i - 1)] end
+  local stored = redis.call('HMGET', key, unpack(fields))
+  local wait, binding, due = 0, 0, {}
+  for i = 1, n do
+    local at = tonumber(stored[i]) or now
+    if at < now then at = now end
+    local ahead = at - now - tonumber(ARGV[first + 3 * (i - 1) + 2])
+    if ahead > wait then wait, binding = ahead, i end
+    due[i] = at + tonumber(ARGV[first + 3 * (i - 1) + 1])
+  end
+  if binding > 0 then return {math.ceil(wait * 1000), binding} end
+  local keep = 0
+  for i = 1, n do
+    redis.call('HSET', key, fields[i], string.format('%.6f', due[i]))
+    if due[i] - now > keep then keep = due[i] - now end
+  end
+  local ttl = math.ceil(keep * 1000) + 1000
+  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
+  return 0
+end
+"""
+
+
+def refused(limits: list[Limit], wait_ms: int, binding: int) -> RateLimited:
+    """The `RateLimited` for a script's refusal (`binding` 1-based, as Lua counts)."""
+    return RateLimited(limits[binding - 1].scope, wait_ms / 1000)
