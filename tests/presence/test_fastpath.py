@@ -176,3 +176,34 @@ def test_a_state_change_answers_alike_on_the_quick_and_the_full_path(alice_api, 
     assert set(quick) == set(full)
     assert (quick["status"], quick["activity"], quick["reason"]) == ("busy", "in_call", "in_call")
     assert (full["status"], full["reason"]) == ("available", "device_active")
+
+
+@pytest.fixture
+def redis_commands(monkeypatch) -> list[bytes]:
+    """Every command this process sends to Redis from here on (a pipeline counts as one send)."""
+    import redis.connection
+
+    sent: list = []
+    original = redis.connection.AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent.append(command)
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(redis.connection.AbstractConnection, "send_packed_command", counting)
+    return sent
+
+
+def test_a_heartbeat_is_one_redis_round_trip_rate_limits_included(alice_api, device, redis_commands):
+    assert heartbeat(alice_api, device, 2).status_code == 202
+
+    assert len(redis_commands) == 1
+
+
+def test_a_state_change_is_two_redis_round_trips_rate_limits_included(alice_api, device, redis_commands):
+    response = alice_api.post(
+        f"/api/v1/devices/{device}/signals", {"signals": [{"type": "call", "value": "start", "seq": 2}]}, format="json"
+    )
+
+    assert (response.status_code, response.json()["status"]) == (202, "busy")
+    assert len(redis_commands) == 2  # the user's state read (and the limits counted), then one commit
