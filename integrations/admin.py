@@ -1,7 +1,15 @@
+"""The integrations in the admin: superusers'. An organization admin is given none of it (the
+secrets are written here), and another organization's objects are a 404 like everywhere else."""
+
 from django import forms
 from django.contrib import admin
 
 from integrations.models import DispatchState, ExternalAccount, MatrixHomeserver, MicrosoftTenant
+from orgs.admin import OrgScopedAdmin
+
+
+class IntegrationAdmin(OrgScopedAdmin):
+    org_admin_actions = frozenset()
 
 
 class _SecretForm(forms.ModelForm):
@@ -44,7 +52,8 @@ class MatrixHomeserverForm(_SecretForm):
 
 
 @admin.register(MicrosoftTenant)
-class MicrosoftTenantAdmin(admin.ModelAdmin):
+class MicrosoftTenantAdmin(IntegrationAdmin):
+    org_lookup = "organization"
     form = MicrosoftTenantForm
     list_display = ("organization", "tenant_id", "client_id", "has_secret", "enabled")
     list_filter = ("enabled",)
@@ -60,7 +69,8 @@ class MicrosoftTenantAdmin(admin.ModelAdmin):
 
 
 @admin.register(MatrixHomeserver)
-class MatrixHomeserverAdmin(admin.ModelAdmin):
+class MatrixHomeserverAdmin(IntegrationAdmin):
+    org_lookup = "organization"
     form = MatrixHomeserverForm
     list_display = ("organization", "server_name", "base_url", "has_token", "enabled")
     list_filter = ("enabled",)
@@ -76,14 +86,14 @@ class MatrixHomeserverAdmin(admin.ModelAdmin):
 
 
 @admin.register(ExternalAccount)
-class ExternalAccountAdmin(admin.ModelAdmin):
+class ExternalAccountAdmin(IntegrationAdmin):
     list_display = ("user", "matrix_user_id", "microsoft_object_id")
     search_fields = ("user__username", "matrix_user_id", "microsoft_object_id")
     autocomplete_fields = ("user",)
 
 
 @admin.register(DispatchState)
-class DispatchStateAdmin(admin.ModelAdmin):
+class DispatchStateAdmin(IntegrationAdmin):
     """What was last published to whom, and the last error: shown, changed only by dispatch."""
 
     list_display = ("user", "target", "sent_status", "sent_at", "pending", "attempts", "last_error", "last_error_at")

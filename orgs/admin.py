@@ -14,10 +14,13 @@ from dataclasses import dataclass
 from django.contrib import admin
 from django.contrib.admin.options import InlineModelAdmin
 from django.contrib.auth.admin import UserAdmin as DjangoUserAdmin
+from django.contrib.auth.models import Group
 from django.db.models import Model, QuerySet
 from django.http import Http404, HttpRequest
 from django.urls import reverse
 from django.utils.html import format_html
+from django_celery_beat.models import ClockedSchedule, CrontabSchedule, IntervalSchedule, PeriodicTask, SolarSchedule
+from rest_framework.authtoken.models import TokenProxy
 
 from orgs.models import Membership, Organization, PresencePolicy, User
 
@@ -114,16 +117,17 @@ class OrgScopedPermissions:
 
 
 class OrgScopedAdmin(OrgScopedPermissions, admin.ModelAdmin):
-    """A model admin whose objects belong to an organization through `org_lookup`."""
+    """A model admin whose objects belong to an organization through `org_lookup` (None: to no
+    organization, so superusers' alone). Every model registered in the admin has one."""
 
-    org_lookup: str = "user__membership__organization"
+    org_lookup: str | None = "user__membership__organization"
 
     def get_queryset(self, request: HttpRequest) -> QuerySet:
         queryset = super().get_queryset(request)
         scope = admin_scope(request)
         if scope.everything:
             return queryset
-        if scope.nothing:
+        if scope.nothing or self.org_lookup is None:
             return queryset.none()
         return queryset.filter(**{self.org_lookup: scope.organization_id})
 
@@ -141,6 +145,21 @@ class OrgScopedAdmin(OrgScopedPermissions, admin.ModelAdmin):
         if obj is None:
             raise Http404("No such object.")
         return obj
+
+
+class SuperusersOnlyAdmin(OrgScopedAdmin):
+    """Objects of no organization (groups, the periodic task schedules): superusers' alone. For an
+    organization admin they do not exist, as another organization's objects do not."""
+
+    org_lookup = None
+    org_admin_actions = frozenset()
+
+
+def scope_registered(model: type[Model], scoped: type[OrgScopedAdmin], **attributes: object) -> None:
+    """Register `model` again with its current admin (another app's) scoped as `scoped`."""
+    current = type(admin.site.get_model_admin(model))
+    admin.site.unregister(model)
+    admin.site.register(model, type(current.__name__, (scoped, current), {"__module__": __name__, **attributes}))
 
 
 class OrgScopedInline(OrgScopedPermissions):
@@ -270,3 +289,11 @@ class MembershipAdmin(OrgScopedAdmin):
         readonly = tuple(super().get_readonly_fields(request, obj))
         # Nobody is moved to another organization, or swapped for someone else, by its admins.
         return readonly if admin_scope(request).everything else (*readonly, "user", "organization")
+
+
+# --- The admins of other apps, scoped the same way -------------------------------------------------
+
+# API tokens are credentials: superusers' alone, though each is of its user's organization.
+scope_registered(TokenProxy, OrgScopedAdmin, org_admin_actions=frozenset())
+for _model in (Group, PeriodicTask, IntervalSchedule, CrontabSchedule, SolarSchedule, ClockedSchedule):
+    scope_registered(_model, SuperusersOnlyAdmin)

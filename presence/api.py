@@ -24,6 +24,7 @@ from presence.serializers import (
     DeviceSerializer,
     ManualStatusOutSerializer,
     ManualStatusSerializer,
+    PeerPageQuerySerializer,
     PeerPageSerializer,
     PeerSerializer,
     PresenceSerializer,
@@ -97,12 +98,6 @@ def _device_not_found() -> exceptions.NotFound:
     return exceptions.NotFound("No such device.")
 
 
-def possible_device_id(device_id: str) -> bool:
-    """False for a device id no device can have: one with a NUL character (`%00` in the URL),
-    which PostgreSQL would refuse to even compare with."""
-    return "\x00" not in device_id
-
-
 class ConfigView(APIView):
     permission_classes = [permissions.AllowAny]
 
@@ -152,7 +147,7 @@ class DeviceListView(InputChangeView):
 class DeviceDetailView(InputChangeView):
     @extend_schema(responses={204: None, **errors(404, 429, e404="No such device")}, summary="Sign out")
     def delete(self, request: Request, device_id: str) -> Response:
-        if not possible_device_id(device_id):
+        if not services.possible_device_id(device_id):
             raise _device_not_found()
         try:
             services.sign_out_device(request.user, device_id)
@@ -187,7 +182,7 @@ class SignalsView(PresenceAPIView):
             services.Signal(type=SignalType(s["type"]), value=s["value"], seq=s["seq"])
             for s in serializer.validated_data["signals"]
         ]
-        if not possible_device_id(device_id):
+        if not services.possible_device_id(device_id):
             raise _device_not_found()
         try:
             outcome = services.ingest_signals(request.user, device_id, signals)
@@ -300,17 +295,26 @@ class MyPrivacyView(InputChangeView):
 
 
 class PeerPagination(LimitOffsetPagination):
+    """`?limit=&offset=`; a limit above `max_limit` is capped, anything but a count is a 400
+    (DRF's own pagination would quietly fall back to the default)."""
+
     default_limit = 100
     max_limit = 500
+
+    def paginate_queryset(self, queryset, request, view=None):
+        PeerPageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
+        return super().paginate_queryset(queryset, request, view)
 
 
 class PeerListView(PresenceAPIView):
     @extend_schema(
         parameters=[
-            OpenApiParameter("limit", OpenApiTypes.INT, description="Page size (default 100, at most 500)"),
-            OpenApiParameter("offset", OpenApiTypes.INT, description="Colleagues to skip"),
+            OpenApiParameter(
+                "limit", OpenApiTypes.INT, description="Page size, at least 1 (default 100; above 500 means 500)"
+            ),
+            OpenApiParameter("offset", OpenApiTypes.INT, description="Colleagues to skip, 0 or more"),
         ],
-        responses={200: PeerPageSerializer, **errors()},
+        responses={200: PeerPageSerializer, **errors(400)},
         operation_id="v1_peers_list",
         summary="Colleagues of my organization",
     )

@@ -20,7 +20,7 @@ from django.views.decorators.csrf import csrf_exempt
 
 from orgs.authentication import cached_user, cached_user_fields
 from presence import services
-from presence.api import SignalsView, possible_device_id
+from presence.api import SignalsView
 from presence.hotstate import HotDecision
 from presence.models import PresenceState
 from presence.ratelimits import RateLimited
@@ -115,15 +115,15 @@ def quick_signals(method: str, authorization: str, content_type: str, body: byte
     request over the device's or the user's signal limits."""
     if method != "POST" or not settings.PRESENCE_USE_AGGREGATOR or not authorization.startswith(_TOKEN_PREFIX):
         return None
-    if content_type != "application/json" or not possible_device_id(device_id):
+    if content_type != "application/json" or not services.possible_device_id(device_id):
         return None
     fields = cached_user_fields(authorization[len(_TOKEN_PREFIX) :].strip())
     if fields is None:
         return None
     try:
         signals = well_formed_signals(json.loads(body))
-    except ValueError:
-        return None
+    except (ValueError, RecursionError):
+        return None  # the DRF view names what is wrong with the body
     if signals is None:
         return None
     rate_counted = False

@@ -18,12 +18,14 @@ from django.utils import timezone
 from orgs.models import User
 from presence import hotstate, ratelimits, selectors, services
 from presence.fastpath import decision_answer, well_formed_signals
+from presence.models import DEVICE_ID_MAX_LENGTH
 from presence.ratelimits import RateLimited
 from presence.serializers import (
     PeerSerializer,
     PeerSubscriptionSerializer,
     PresenceSerializer,
     SignalBatchSerializer,
+    json_type_of,
     last_active_ago_ms,
 )
 from presence.vocabulary import SignalType
@@ -32,7 +34,6 @@ from sparks_site.errors import flatten_field_errors, rate_limited_body
 
 SNAPSHOT_PAGE_SIZE = 500
 MAX_REQUEST_ID_LENGTH = 200
-DEVICE_ID_MAX_LENGTH = 64
 
 # What every message may carry besides its content: its type and the client's correlation id.
 _ENVELOPE = ("type", "id")
@@ -131,7 +132,7 @@ def subscribed_peers(user: User, user_ids: list[str]) -> list[User]:
 
 
 def parse_message(text: str | None) -> dict[str, Any]:
-    """A client frame as a message object with a string `type`."""
+    """A client frame as a message object with a string `type`, and an `id` to echo if any."""
     if text is None:
         raise MessageError("parse_error", "Send JSON text frames, not binary ones.")
     try:
@@ -140,8 +141,12 @@ def parse_message(text: str | None) -> dict[str, Any]:
         raise MessageError("parse_error", f"Malformed JSON: {exc}") from None
     if not isinstance(message, dict):
         raise validation_error({"non_field_errors": ["A message is a JSON object."]})
-    if not isinstance(message.get("type"), str):
+    if "type" not in message:
         raise validation_error({"type": ["This field is required."]})
+    if not isinstance(message["type"], str):
+        raise validation_error({"type": [f"Expected a string, got {json_type_of(message['type'])}."]})
+    if message.get("id") is not None and request_id_of(message) is None:
+        raise validation_error({"id": [f"A string of at most {MAX_REQUEST_ID_LENGTH} characters, or an integer."]})
     return message
 
 
@@ -165,8 +170,6 @@ def signals_reply(user: User, message: dict[str, Any], rate_counted: bool = Fals
     an error. `rate_counted`: the message was counted against the rate limits already."""
     request_id = request_id_of(message)
     fields: dict[str, list[str]] = {}
-    if message.get("id") is not None and request_id is None:
-        fields["id"] = [f"A string of at most {MAX_REQUEST_ID_LENGTH} characters, or an integer."]
     device_id = message.get("device_id")
     if device_id is None:
         fields["device_id"] = ["This field is required."]
@@ -178,6 +181,8 @@ def signals_reply(user: User, message: dict[str, Any], rate_counted: bool = Fals
         fields.update(flatten_field_errors(batch.errors))
     if fields:
         return validation_error(fields).as_message(request_id)
+    if not services.possible_device_id(device_id):
+        return _device_not_found(request_id)
     signals = [
         services.Signal(type=SignalType(s["type"]), value=s["value"], seq=s["seq"])
         for s in batch.validated_data["signals"]
@@ -185,7 +190,7 @@ def signals_reply(user: User, message: dict[str, Any], rate_counted: bool = Fals
     try:
         outcome = services.ingest_signals(user, device_id, signals, rate_counted=rate_counted)
     except services.DeviceNotFound:
-        return MessageError("not_found", "No such device.").as_message(request_id)
+        return _device_not_found(request_id)
     except RateLimited as refused:
         return rate_limited_message(refused, request_id)
     body = PresenceSerializer(outcome.presence, context={"now": timezone.now()}).data
@@ -198,6 +203,10 @@ def signals_reply(user: User, message: dict[str, Any], rate_counted: bool = Fals
     }
 
 
+def _device_not_found(request_id: str | int | None) -> dict[str, Any]:
+    return MessageError("not_found", "No such device.").as_message(request_id)
+
+
 # The keys of a `signals` message that is a lone heartbeat, besides the optional `id`.
 _HEARTBEAT_MESSAGE_KEYS = {"type", "device_id", "signals"}
 
@@ -207,10 +216,8 @@ def lone_heartbeat(message: dict[str, Any]) -> tuple[str, int] | None:
     None. Anything doubtful is None, so that `signals_reply` judges it and names the error."""
     if not _HEARTBEAT_MESSAGE_KEYS <= message.keys() <= {*_HEARTBEAT_MESSAGE_KEYS, "id"}:
         return None
-    if message.get("id") is not None and request_id_of(message) is None:
-        return None
     device_id = message["device_id"]
-    if not isinstance(device_id, str) or not 0 < len(device_id) <= DEVICE_ID_MAX_LENGTH:
+    if not services.possible_device_id(device_id):
         return None
     # The very check the REST quick path makes of a body, on this message's signals.
     signals = well_formed_signals({"signals": message["signals"]})

@@ -17,6 +17,8 @@ from presence.vocabulary import (
 
 MESSAGE_MAX_LENGTH = 280
 LABEL_MAX_LENGTH = 64
+DEVICE_ID_MAX_LENGTH = 64
+INSTALLATION_ID_MAX_LENGTH = 256  # never stored: hashed into the device id
 
 
 def _choices(enum) -> list[tuple[str, str]]:
@@ -27,7 +29,7 @@ class Device(models.Model):
     """One installation of a SPARKS client, known only by a pseudonymous id."""
 
     # A keyed hash of (user, installation id): the raw installation id is never stored.
-    device_id = models.CharField(max_length=64, primary_key=True)
+    device_id = models.CharField(max_length=DEVICE_ID_MAX_LENGTH, primary_key=True)
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="devices")
     label = models.CharField(max_length=LABEL_MAX_LENGTH, blank=True)
     registered_at = models.DateTimeField()
@@ -191,7 +193,7 @@ class DeviceHistory(models.Model):
         SIGNED_OUT = "signed_out", "signed out"
 
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="device_history")
-    device_id = models.CharField(max_length=64)
+    device_id = models.CharField(max_length=DEVICE_ID_MAX_LENGTH)
     label = models.CharField(max_length=LABEL_MAX_LENGTH, blank=True)
     state = models.CharField(max_length=12, choices=State.choices)
     at = models.DateTimeField(db_index=True)

@@ -5,27 +5,101 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
+from django.db import models
 from django.utils import timezone
 from rest_framework import serializers
+from rest_framework.settings import api_settings
 
-from presence.models import LABEL_MAX_LENGTH, MESSAGE_MAX_LENGTH, PresencePreferences, PresenceState
+from presence.models import (
+    INSTALLATION_ID_MAX_LENGTH,
+    LABEL_MAX_LENGTH,
+    MESSAGE_MAX_LENGTH,
+    PresencePreferences,
+    PresenceState,
+)
 from presence.vocabulary import SIGNAL_VALUES, Activity, Priority, Reason, SignalType, Status
 
 MAX_SIGNALS_PER_REQUEST = 100
 MAX_CALENDAR_BLOCKS = 1000
 MAX_CALENDAR_BLOCK_LENGTH = timedelta(days=31)
-MAX_MANUAL_STATUS_AHEAD = timedelta(days=366)
-MAX_SEQ = 2**63 - 1
+# How far from now a time the user gives may be: a manual status or a busy block a year ahead at
+# most; a busy block that ended a month ago at most (a client may send its whole month view).
+MAX_TIME_AHEAD = timedelta(days=366)
+MAX_MANUAL_STATUS_AHEAD = MAX_TIME_AHEAD
+MAX_CALENDAR_AHEAD = MAX_TIME_AHEAD
+MAX_CALENDAR_BEHIND = timedelta(days=31)
+MAX_SEQ = 2**63 - 1  # PostgreSQL's bigint
+MAX_COUNT = 2**63 - 1  # any other count or offset
+
+
+def json_type_of(value: object) -> str:
+    """What a parsed JSON value is, in JSON's words: "a string", "an array", "null"..."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, (list, tuple)):
+        return "an array"
+    if isinstance(value, Mapping):
+        return "an object"
+    return type(value).__name__
+
+
+class JsonTyped:
+    """A field that takes values of one JSON type only, and names the type it got otherwise:
+    DRF would turn 5 into "5" for a string, "5" or 5.0 into 5 for an integer, "yes" into true."""
+
+    json_types: tuple[type, ...] = ()
+    expected = ""
+
+    def to_internal_value(self, data):
+        if isinstance(data, bool) is not (bool in self.json_types) or not isinstance(data, self.json_types):
+            raise serializers.ValidationError(f"Expected {self.expected}, got {json_type_of(data)}.", code="invalid")
+        return super().to_internal_value(data)
+
+
+class StringField(JsonTyped, serializers.CharField):
+    json_types, expected = (str,), "a string"
+
+
+class IntegerField(JsonTyped, serializers.IntegerField):
+    json_types, expected = (int,), "an integer"
+
+
+class BooleanField(JsonTyped, serializers.BooleanField):
+    json_types, expected = (bool,), "true or false"
+
+
+class ChoiceField(JsonTyped, serializers.ChoiceField):
+    json_types, expected = (str,), "a string"
+
+
+class ListField(JsonTyped, serializers.ListField):
+    json_types, expected = (list,), "an array"
+
+
+class UUIDField(JsonTyped, serializers.UUIDField):
+    json_types, expected = (str,), "a string"
 
 
 class StrictSerializer(serializers.Serializer):
-    """Rejects fields it does not know, so that a typo is an error rather than silently ignored."""
+    """Takes a JSON object only, and rejects fields it does not know, so that a typo is an error
+    rather than silently ignored."""
+
+    def run_validation(self, data=serializers.empty):
+        if data is None and self.parent is None:
+            self._not_an_object(data)
+        return super().run_validation(data)
 
     def to_internal_value(self, data):
-        unknown: dict[str, list[str]] = {}
-        if isinstance(data, Mapping):
-            known = {name for name, field in self.fields.items() if not field.read_only}
-            unknown = {str(name): ["Unknown field."] for name in sorted(set(data) - known, key=str)}
+        if not isinstance(data, Mapping):
+            self._not_an_object(data)
+        known = {name for name, field in self.fields.items() if not field.read_only}
+        unknown = {str(name): ["Unknown field."] for name in sorted(set(data) - known, key=str)}
         try:
             value = super().to_internal_value(data)
         except serializers.ValidationError as exc:
@@ -36,6 +110,11 @@ class StrictSerializer(serializers.Serializer):
             raise serializers.ValidationError(unknown)
         return value
 
+    @staticmethod
+    def _not_an_object(data: object) -> None:
+        what = "null" if data is None else json_type_of(data)
+        raise serializers.ValidationError({api_settings.NON_FIELD_ERRORS_KEY: [f"Expected a JSON object, got {what}."]})
+
 
 class AwareDateTimeField(serializers.DateTimeField):
     """An ISO 8601 time that carries its UTC offset: a naive time is ambiguous, so refused."""
@@ -43,13 +122,14 @@ class AwareDateTimeField(serializers.DateTimeField):
     default_error_messages = {"naive": "Give the time with its UTC offset, e.g. 2026-11-25T14:00:00Z."}
 
     def to_internal_value(self, value):
-        if isinstance(value, str):
-            try:
-                naive = datetime.fromisoformat(value).tzinfo is None
-            except ValueError:
-                naive = False  # not ISO 8601 at all: DRF's own message says so
-            if naive:
-                self.fail("naive")
+        if not isinstance(value, str):
+            raise serializers.ValidationError(f"Expected a string, got {json_type_of(value)}.", code="invalid")
+        try:
+            naive = datetime.fromisoformat(value).tzinfo is None
+        except ValueError:
+            naive = False  # not ISO 8601 at all: DRF's own message says so
+        if naive:
+            self.fail("naive")
         return super().to_internal_value(value)
 
 
@@ -57,8 +137,18 @@ class AwareDateTimeField(serializers.DateTimeField):
 
 
 class DeviceRegistrationSerializer(StrictSerializer):
-    installation_id = serializers.CharField(min_length=1, max_length=256)
-    label = serializers.CharField(max_length=LABEL_MAX_LENGTH, required=False, allow_blank=True)
+    installation_id = StringField(
+        min_length=1,
+        max_length=INSTALLATION_ID_MAX_LENGTH,
+        help_text=f"The installation's own id, stable across restarts; at most {INSTALLATION_ID_MAX_LENGTH} "
+        "characters. Never stored: the device id is a keyed hash of it.",
+    )
+    label = StringField(
+        max_length=LABEL_MAX_LENGTH,
+        required=False,
+        allow_blank=True,
+        help_text=f'A name for the device, e.g. "Work laptop"; at most {LABEL_MAX_LENGTH} characters.',
+    )
 
 
 class DeviceSerializer(serializers.Serializer):
@@ -69,9 +159,14 @@ class DeviceSerializer(serializers.Serializer):
 
 
 class SignalSerializer(StrictSerializer):
-    type = serializers.ChoiceField(choices=[t.value for t in SignalType])
-    value = serializers.CharField(required=False, allow_null=True, max_length=20)
-    seq = serializers.IntegerField(min_value=0, max_value=MAX_SEQ)
+    type = ChoiceField(choices=[t.value for t in SignalType])
+    value = StringField(required=False, allow_null=True, max_length=20)
+    seq = IntegerField(
+        min_value=0,
+        max_value=MAX_SEQ,
+        help_text="The device's sequence number, a JSON integer from 0 to 2^63-1; a signal not newer than the "
+        "last applied one is ignored.",
+    )
 
     def validate(self, attrs):
         signal_type = SignalType(attrs["type"])
@@ -88,18 +183,36 @@ class SignalSerializer(StrictSerializer):
 
 
 class SignalBatchSerializer(StrictSerializer):
-    signals = serializers.ListField(child=SignalSerializer(), allow_empty=False, max_length=MAX_SIGNALS_PER_REQUEST)
+    signals = ListField(
+        child=SignalSerializer(),
+        allow_empty=False,
+        max_length=MAX_SIGNALS_PER_REQUEST,
+        help_text=f"1 to {MAX_SIGNALS_PER_REQUEST} signals, applied in seq order.",
+    )
 
 
 # --- The user's own inputs -----------------------------------------------------------------
 
 
 class ManualStatusSerializer(StrictSerializer):
-    status = serializers.ChoiceField(choices=[s.value for s in Status])
-    message = serializers.CharField(max_length=MESSAGE_MAX_LENGTH, required=False, allow_blank=True, default="")
-    until = AwareDateTimeField(required=False, allow_null=True)
-    duration_seconds = serializers.IntegerField(
-        required=False, min_value=60, max_value=int(MAX_MANUAL_STATUS_AHEAD.total_seconds())
+    status = ChoiceField(choices=[s.value for s in Status])
+    message = StringField(
+        max_length=MESSAGE_MAX_LENGTH,
+        required=False,
+        allow_blank=True,
+        default="",
+        help_text=f"The status message; at most {MESSAGE_MAX_LENGTH} characters.",
+    )
+    until = AwareDateTimeField(
+        required=False,
+        allow_null=True,
+        help_text="When the status ends, with its UTC offset: in the future, and within a year from now.",
+    )
+    duration_seconds = IntegerField(
+        required=False,
+        min_value=60,
+        max_value=int(MAX_MANUAL_STATUS_AHEAD.total_seconds()),
+        help_text="Instead of until: how long the status lasts, from a minute to a year.",
     )
 
     def validate(self, attrs):
@@ -132,25 +245,46 @@ class ManualStatusOutSerializer(serializers.Serializer):
 
 
 class CalendarBlockSerializer(StrictSerializer):
-    start = AwareDateTimeField()
-    end = AwareDateTimeField()
+    start = AwareDateTimeField(help_text="With its UTC offset; within a year from now.")
+    end = AwareDateTimeField(help_text="After start, at most 31 days later, and not more than 31 days ago.")
 
     def validate(self, attrs):
+        # A block that ended long ago, or starts years ahead, can never matter: refused rather than
+        # stored, which also keeps absurd years (0001, 9999) out of every later computation.
+        now = timezone.now()
         if attrs["end"] <= attrs["start"]:
             raise serializers.ValidationError({"end": ["Must be after start."]})
         if attrs["end"] - attrs["start"] > MAX_CALENDAR_BLOCK_LENGTH:
-            raise serializers.ValidationError({"end": ["A busy block lasts at most 31 days."]})
+            raise serializers.ValidationError(
+                {"end": [f"A busy block lasts at most {MAX_CALENDAR_BLOCK_LENGTH.days} days."]}
+            )
+        if attrs["end"] < now - MAX_CALENDAR_BEHIND:
+            raise serializers.ValidationError(
+                {"end": [f"A busy block must end within the last {MAX_CALENDAR_BEHIND.days} days or later."]}
+            )
+        if attrs["start"] > now + MAX_CALENDAR_AHEAD:
+            raise serializers.ValidationError({"start": ["A busy block must start within a year from now."]})
         return attrs
 
 
 class CalendarSerializer(StrictSerializer):
-    blocks = serializers.ListField(child=CalendarBlockSerializer(), allow_empty=True, max_length=MAX_CALENDAR_BLOCKS)
+    blocks = ListField(
+        child=CalendarBlockSerializer(),
+        allow_empty=True,
+        max_length=MAX_CALENDAR_BLOCKS,
+        help_text=f"At most {MAX_CALENDAR_BLOCKS} busy blocks; they replace the stored ones.",
+    )
 
 
 class PrivacySerializer(StrictSerializer, serializers.ModelSerializer):
-    priority = serializers.ChoiceField(choices=[p.value for p in Priority], allow_null=True, required=False)
+    priority = ChoiceField(choices=[p.value for p in Priority], allow_null=True, required=False)
     effective_priority = serializers.SerializerMethodField()
     organization_allows = serializers.SerializerMethodField()
+
+    serializer_field_mapping = {
+        **serializers.ModelSerializer.serializer_field_mapping,
+        models.BooleanField: BooleanField,
+    }
 
     class Meta:
         model = PresencePreferences
@@ -264,9 +398,14 @@ MAX_SUBSCRIBED_PEERS = 500
 class PeerSubscriptionSerializer(StrictSerializer):
     """Whom a live connection watches: some colleagues by user id, or null for the whole organization."""
 
-    user_ids = serializers.ListField(
-        child=serializers.UUIDField(), allow_null=True, allow_empty=False, max_length=MAX_SUBSCRIBED_PEERS
-    )
+    user_ids = ListField(child=UUIDField(), allow_null=True, allow_empty=False, max_length=MAX_SUBSCRIBED_PEERS)
+
+
+class PeerPageQuerySerializer(serializers.Serializer):
+    """The query of a page of colleagues: counts, so whole numbers (a query string is text)."""
+
+    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_COUNT)
+    offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_COUNT)
 
 
 class PeerPageSerializer(serializers.Serializer):

@@ -21,6 +21,7 @@ from orgs.models import User
 from presence import events, history, hotstate, ratelimits, selectors
 from presence.engine import Decision, aggregate
 from presence.models import (
+    DEVICE_ID_MAX_LENGTH,
     CalendarBlock,
     Device,
     ManualStatus,
@@ -67,6 +68,19 @@ def pseudonymous_device_id(user: User, installation_id: str) -> str:
     reversible or linkable across users without the server's key."""
     message = f"{user.pk}\x00{installation_id}".encode()
     return hmac.new(settings.PRESENCE_DEVICE_ID_KEY.encode(), message, hashlib.sha256).hexdigest()[:32]
+
+
+def possible_device_id(device_id: object) -> bool:
+    """False for a device id no device can have, which is then simply not found: not a string,
+    empty, too long, or with a character PostgreSQL refuses even to compare with (NUL, `%00` in a
+    URL) or that cannot be encoded at all (a lone surrogate, which JSON may carry)."""
+    if not isinstance(device_id, str) or not 0 < len(device_id) <= DEVICE_ID_MAX_LENGTH or "\x00" in device_id:
+        return False
+    try:
+        device_id.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def register_device(user: User, installation_id: str, label: str | None = None) -> tuple[Device, bool]:

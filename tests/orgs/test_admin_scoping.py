@@ -4,18 +4,42 @@ nothing of another: not in the changelists, not at direct URLs, not through choi
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
 import time_machine
+from django.apps import apps
+from django.contrib import admin
+from django.contrib.auth.models import Group
+from django.db.models import Model
 from django.urls import reverse
 from django.utils import timezone
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
+from rest_framework.authtoken.models import Token, TokenProxy
 
+from integrations.models import DispatchState
 from orgs.models import Membership, Organization, PresencePolicy, User
 from presence import services
-from presence.models import CalendarBlock, Device, DeviceHistory, ManualStatus, PresenceHistory, PresenceState
+from presence.models import (
+    CalendarBlock,
+    Device,
+    DeviceHistory,
+    ManualStatus,
+    MicrosoftPresence,
+    PresenceHistory,
+    PresencePreferences,
+    PresenceState,
+)
 from presence.vocabulary import SignalType, Status
 from tests.admin_forms import form_data
+from tests.factories import ExternalAccountFactory, MatrixHomeserverFactory, MicrosoftTenantFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -105,29 +129,102 @@ def test_an_org_admin_changelist_shows_their_organization_only(
     assert shown, "the organization's own rows are listed"
 
 
+# --- Every model registered in the admin ---------------------------------------------------------
+
+
+def _not_olgas(label: str, carol: User) -> Model:
+    """An object of the model that is not of olga's organization: carol's, her organization's, or
+    for models that belong to no organization, one a superuser made."""
+    organization = carol.membership.organization
+    rows = _objects_of(carol)
+    makers: dict[str, Callable[[], Model]] = {
+        **{known: (lambda name=name: _model_of(name).objects.get(pk=rows[name])) for name, known in _LABELS.items()},
+        "presence.presencepreferences": lambda: PresencePreferences.objects.get(user=carol),
+        "presence.microsoftpresence": lambda: MicrosoftPresence.objects.create(
+            user=carol, availability="Busy", activity="InACall", observed_at=timezone.now()
+        ),
+        "authtoken.tokenproxy": lambda: TokenProxy.objects.get(pk=Token.objects.get_or_create(user=carol)[0].pk),
+        "integrations.externalaccount": lambda: ExternalAccountFactory(user=carol),
+        "integrations.microsofttenant": lambda: MicrosoftTenantFactory(organization=organization),
+        "integrations.matrixhomeserver": lambda: MatrixHomeserverFactory(organization=organization),
+        "integrations.dispatchstate": lambda: DispatchState.objects.create(
+            user=carol, target="matrix", desired={"status": "dnd"}, desired_at=timezone.now()
+        ),
+        "auth.group": lambda: Group.objects.create(name="acme-editors"),
+        "django_celery_beat.intervalschedule": lambda: IntervalSchedule.objects.create(every=7, period="days"),
+        "django_celery_beat.crontabschedule": lambda: CrontabSchedule.objects.create(minute="7"),
+        "django_celery_beat.solarschedule": lambda: SolarSchedule.objects.create(
+            event="sunrise", latitude=52.5, longitude=13.4
+        ),
+        "django_celery_beat.clockedschedule": lambda: ClockedSchedule.objects.create(clocked_time=timezone.now()),
+        "django_celery_beat.periodictask": lambda: PeriodicTask.objects.create(
+            name="acme-report",
+            task="presence.tasks.sweep",
+            interval=IntervalSchedule.objects.create(every=1, period="hours"),
+        ),
+    }
+    assert label in makers, (
+        f"{label} is registered in the admin: scope its admin (orgs.admin.OrgScopedAdmin) and add here an "
+        "object of it that is not of olga's organization"
+    )
+    return makers[label]()
+
+
+_LABELS = {
+    "orgs_user": "orgs.user",
+    "orgs_membership": "orgs.membership",
+    "orgs_organization": "orgs.organization",
+    "presence_device": "presence.device",
+    "presence_presencestate": "presence.presencestate",
+    "presence_manualstatus": "presence.manualstatus",
+    "presence_calendarblock": "presence.calendarblock",
+    "presence_presencehistory": "presence.presencehistory",
+    "presence_devicehistory": "presence.devicehistory",
+}
+
+
+def _model_of(url_name: str) -> type[Model]:
+    return apps.get_model(_LABELS[url_name])
+
+
+# Read when the tests are collected, so that a model registered later is tried without a change here.
+REGISTERED = sorted(model._meta.label_lower for model in admin.site._registry)
+
+
+def _stored(obj: Model) -> list[dict]:
+    # By the primary key column: an API token's `pk` is its user's id, as in its admin URLs.
+    key = type(obj)._meta.pk.attname
+    return list(type(obj)._base_manager.filter(**{key: getattr(obj, key)}).values())
+
+
 @pytest.mark.parametrize("view", ["change", "delete", "history"])
-@pytest.mark.parametrize(
-    "model",
-    [
-        "orgs_user",
-        "orgs_membership",
-        "orgs_organization",
-        "presence_device",
-        "presence_presencestate",
-        "presence_manualstatus",
-        "presence_calendarblock",
-        "presence_presencehistory",
-        "presence_devicehistory",
-    ],
-)
-def test_an_org_admin_gets_a_404_for_another_organization_at_direct_urls(
-    org_admin_client, carol_everywhere, model, view
+@pytest.mark.parametrize("label", REGISTERED)
+def test_an_org_admin_gets_a_404_for_any_object_not_of_their_organization(
+    org_admin_client, carol_everywhere, label, view
 ):
-    pk = _objects_of(carol_everywhere)[model]
+    obj = _not_olgas(label, carol_everywhere)
+    before = _stored(obj)
+    url = reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_{view}", args=[obj.pk])
 
-    response = org_admin_client.get(reverse(f"admin:{model}_{view}", args=[pk]))
+    read = org_admin_client.get(url)
+    posted = org_admin_client.post(url, {"post": "yes", "name": "taken", "enabled": "on", "is_active": ""})
 
-    assert response.status_code == 404
+    assert before, "the object exists"
+    assert (read.status_code, posted.status_code) == (404, 404), url
+    assert _stored(obj) == before
+
+
+@pytest.mark.parametrize("label", REGISTERED)
+def test_no_admin_changelist_lists_an_object_not_of_the_org_admins_organization(
+    org_admin_client, carol_everywhere, label
+):
+    obj = _not_olgas(label, carol_everywhere)
+
+    response = org_admin_client.get(reverse(f"admin:{obj._meta.app_label}_{obj._meta.model_name}_changelist"))
+
+    assert response.status_code in (200, 403)
+    if response.status_code == 200:
+        assert obj.pk not in {shown.pk for shown in response.context["cl"].result_list}
 
 
 @pytest.mark.parametrize("model", ["orgs_user", "orgs_membership", "orgs_organization", "presence_presencestate"])

@@ -539,6 +539,70 @@ def test_malformed_and_unknown_messages_are_answered_with_errors(alice, bob):
     run(scenario)
 
 
+@pytest.mark.parametrize("device_id", ["laptop\x00", "laptop\ud800"], ids=["nul", "lone-surrogate"])
+@pytest.mark.parametrize(
+    "signal", [{"type": "heartbeat", "seq": 1}, {"type": "activity", "value": "idle", "seq": 1}], ids=["quick", "full"]
+)
+def test_a_device_id_no_device_can_have_is_not_found_rather_than_a_server_error(bob, bob_device, device_id, signal):
+    async def scenario():
+        async with socket(bob) as ws:
+            await snapshot(ws)
+            await ws.send_json_to({"type": "signals", "id": 7, "device_id": device_id, "signals": [signal]})
+            return await ws.receive_json_from(5)
+
+    assert async_to_sync(scenario)() == {"type": "error", "id": 7, "error": "not_found", "detail": "No such device."}
+
+
+@pytest.mark.parametrize("message_type", ["subscribe", "signals", "dance"])
+def test_a_message_id_that_is_no_string_or_integer_is_refused_whatever_the_message(alice, bob, message_type):
+    async def scenario():
+        async with socket(alice) as ws:
+            await snapshot(ws)
+            await ws.send_json_to({"type": message_type, "id": {"n": 1}, "user_ids": [str(bob.public_id)]})
+            error = await ws.receive_json_from(5)
+            assert await ws.receive_nothing(QUIET_SECONDS), "no snapshot follows a refused subscription"
+            return error
+
+    assert async_to_sync(scenario)() == {
+        "type": "error",
+        "id": None,
+        "error": "validation_error",
+        "detail": "Invalid input.",
+        "fields": {"id": ["A string of at most 200 characters, or an integer."]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("message", "fields"),
+    [
+        ({"type": 5}, {"type": ["Expected a string, got a number."]}),
+        ({"type": ["signals"]}, {"type": ["Expected a string, got an array."]}),
+        ({"type": "subscribe", "user_ids": [5]}, {"user_ids.0": ["Expected a string, got a number."]}),
+        ({"type": "subscribe", "user_ids": {"a": 1}}, {"user_ids": ["Expected an array, got an object."]}),
+        ({"type": "subscribe", "user_ids": None, "since": 0}, {"since": ["Unknown field."]}),
+        (
+            {"type": "signals", "device_id": "d", "signals": [{"type": "heartbeat", "seq": 1.0}]},
+            {"signals.0.seq": ["Expected an integer, got a number."]},
+        ),
+        (
+            {"type": "signals", "device_id": "d", "signals": [{"type": "activity", "value": 1, "seq": 1}]},
+            {"signals.0.value": ["Expected a string, got a number."]},
+        ),
+    ],
+    ids=["type-number", "type-array", "user-id-number", "user-ids-object", "subscribe-unknown", "seq-float", "value"],
+)
+def test_a_message_field_of_the_wrong_type_or_unknown_is_refused_by_name(alice, message, fields):
+    async def scenario():
+        async with socket(alice) as ws:
+            await snapshot(ws)
+            await ws.send_json_to(message)
+            return await ws.receive_json_from(5)
+
+    error = async_to_sync(scenario)()
+
+    assert (error["type"], error["error"], error["fields"]) == ("error", "validation_error", fields)
+
+
 # --- Heartbeats answered on the event loop ------------------------------------------------------
 
 
@@ -666,7 +730,7 @@ def test_another_users_device_is_not_found_even_when_ones_own_hot_state_is_ready
         ({"extra": 1}, {"extra"}),
         ({"device_id": ""}, {"device_id"}),
         ({"device_id": "d" * 65}, {"device_id"}),
-        ({"id": ["a", "list"]}, {"id"}),
+        ({"signals": [{"type": "heartbeat", "seq": "2"}]}, {"signals.0.seq"}),
     ],
     ids=[
         "negative seq",
@@ -677,7 +741,7 @@ def test_another_users_device_is_not_found_even_when_ones_own_hot_state_is_ready
         "unknown field",
         "empty device id",
         "long device id",
-        "list id",
+        "seq as a string",
     ],
 )
 def test_a_malformed_heartbeat_still_gets_the_full_validation(bob, bob_device, full_path_calls, change, fields):
