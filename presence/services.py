@@ -11,7 +11,7 @@ import hmac
 import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -324,6 +324,39 @@ def _hot_device_of(row: Device, flushed_at: float | None = None) -> hotstate.Hot
     )
 
 
+# How far behind its hot last-seen time a live device's database copy may be: flushed at most
+# every PRESENCE_DEVICE_FLUSH_SECONDS, by beat's flush task, which runs every minute.
+_FLUSH_LAG = timedelta(seconds=60)
+
+
+def _devices_from_database(
+    user: User, state: PresenceState, device_timeout: timedelta, now: datetime
+) -> list[hotstate.HotDevice]:
+    """The user's devices from their database copy, to rebuild a hot state the store does not
+    have (first use, or a restarted Redis that lost it).
+
+    The copy's last-seen times lag behind the heartbeats (see `flush_device_activity`), often by
+    more than the device timeout: read as they are, every device that was live when Redis went
+    away would count as timed out, and its user would be stored, pushed and dispatched as offline
+    until the device's next heartbeat. So while the user's stored presence is not offline, an
+    online device whose copy is no older than that lag allows counts as seen one heartbeat
+    interval short of its timeout: live until its next heartbeat is due, offline soon after if
+    none comes. Its state (hidden, idle, in a call) is the copy's, as always."""
+    devices = [_hot_device_of(row) for row in Device.objects.filter(user=user)]
+    if state.status == Status.OFFLINE:
+        return devices
+    lag = timedelta(seconds=settings.PRESENCE_DEVICE_FLUSH_SECONDS) + _FLUSH_LAG
+    heartbeat = timedelta(seconds=settings.PRESENCE_HEARTBEAT_INTERVAL_SECONDS)
+    oldest_live = (now - device_timeout - lag).timestamp()
+    grace = (now - device_timeout + heartbeat).timestamp()
+    return [
+        device.with_changes(last_seen=grace)
+        if device.network == NetworkValue.ONLINE and oldest_live < device.last_seen < grace
+        else device
+        for device in devices
+    ]
+
+
 def persist_pending(batch_size: int = 500, max_batches: int = 100) -> int:
     """Write behind: the devices and decisions the hot path changed, to the database (for the
     admin, the history and a rebuild after a Redis restart). A user changed many times since
@@ -510,7 +543,7 @@ def recompute(
             else:
                 # First use, or the hot store lost its data: rebuild the devices from the database.
                 if rows is None:
-                    rows = [_hot_device_of(row) for row in Device.objects.filter(user=user)]
+                    rows = _devices_from_database(user, state, inputs.policy.device_timeout, now)
                 devices = rows
                 for device in devices:
                     fields.update(hotstate.device_fields(device))

@@ -276,6 +276,74 @@ def test_the_sweep_rebuilds_its_schedule_after_a_redis_restart(alice, laptop):
     assert PresenceState.objects.get(user=alice).status == Status.OFFLINE
 
 
+def steady_until(user: User, device_id: str, start, seconds: int, interval: int) -> int:
+    """A user at work: `activity: active` every `interval` seconds from `start` for `seconds`
+    (steady: kept in the hot store), and beat's flush of device times every minute; returns the
+    last seq."""
+    seq = 1
+    for offset in range(interval, seconds + 1, interval):
+        seq += 1
+        with time_machine.travel(start + timedelta(seconds=offset), tick=False):
+            services.ingest_signals(user, device_id, [Signal(SignalType.ACTIVITY, "active", seq)])
+            if offset % 60 == 0:
+                services.flush_device_activity()
+    return seq
+
+
+def test_a_redis_restart_does_not_turn_steady_users_offline_before_their_next_heartbeat(alice, laptop, settings):
+    interval = settings.PRESENCE_HEARTBEAT_INTERVAL_SECONDS
+    start = timezone.now()
+    # Minutes of steady heartbeats: the database copy of the device's last-seen time falls
+    # behind by more than the device timeout.
+    seq = steady_until(alice, laptop, start, 330, interval)
+    restart = start + timedelta(seconds=331)
+    assert Device.objects.get(device_id=laptop).last_seen_at < restart - timedelta(
+        seconds=settings.PRESENCE_DEVICE_TIMEOUT_SECONDS
+    )
+
+    lose_hot_state()
+    with time_machine.travel(restart, tick=False):
+        services.sweep_expired()  # the first sweep after the restart rebuilds alice
+        assert PresenceState.objects.get(user=alice).status == Status.AVAILABLE
+        assert services.current_presence(alice).status == Status.AVAILABLE
+    with time_machine.travel(restart + timedelta(seconds=interval - 1), tick=False):
+        services.ingest_signals(alice, laptop, heartbeat(seq + 1))
+    with time_machine.travel(restart + timedelta(seconds=3 * interval), tick=False):
+        services.sweep_expired()
+        assert services.current_presence(alice).status == Status.AVAILABLE
+    assert PresenceState.objects.get(user=alice).status == Status.AVAILABLE
+
+
+def test_a_device_that_does_not_come_back_after_a_redis_restart_goes_offline_a_heartbeat_later(alice, laptop, settings):
+    interval = settings.PRESENCE_HEARTBEAT_INTERVAL_SECONDS
+    start = timezone.now()
+    steady_until(alice, laptop, start, 330, interval)
+    restart = start + timedelta(seconds=331)
+
+    lose_hot_state()
+    with time_machine.travel(restart, tick=False):
+        services.sweep_expired()
+    with time_machine.travel(restart + timedelta(seconds=interval + 1), tick=False):
+        services.sweep_expired()
+
+    state = PresenceState.objects.get(user=alice)
+    assert (state.status, state.reason) == (Status.OFFLINE, "no_live_device")
+
+
+def test_a_redis_restart_brings_nobody_back_whom_the_database_holds_as_offline(alice, laptop, settings):
+    went_silent = timezone.now()
+    timeout = settings.PRESENCE_DEVICE_TIMEOUT_SECONDS
+    with time_machine.travel(went_silent + timedelta(seconds=timeout + 5), tick=False):
+        services.sweep_expired()
+    assert PresenceState.objects.get(user=alice).status == Status.OFFLINE
+
+    lose_hot_state()
+    with time_machine.travel(went_silent + timedelta(seconds=timeout + 10), tick=False):
+        services.sweep_expired()
+        assert services.current_presence(alice).status == Status.OFFLINE
+    assert PresenceState.objects.get(user=alice).status == Status.OFFLINE
+
+
 def test_a_deleted_user_leaves_the_sweep_schedule(alice, laptop):
     user_id = alice.pk
     alice.delete()
