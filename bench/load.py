@@ -16,11 +16,14 @@ The scenario: `--users` users in one organization, each with 1-3 devices (signed
 (uniformly at random; an open loop: a request is due at its time whatever the server does, and
 its latency counts from then): mostly a heartbeat, otherwise an activity (active/idle),
 visibility (visible/hidden) or call (start/end) change, each with a seq that increases per
-device. A device's first request says "active". A quarter of the users also set a manual
-status (`PUT /api/v1/me/status`, random status, message and duration) or clear it (`DELETE`)
-every 6-14 s. That keeps each device at 24-40 requests a minute and a user with three devices
-under 120 a minute: below the server's rate limits at their defaults
-(PRESENCE_RATE_LIMIT_DEVICE/_USER/_STATUS), which stay as they are; a 429 is an error here.
+device. A device's first request says "active". A device sends one request at a time: one
+that fell due while the previous was unanswered goes out late, and none starts after the end.
+A quarter of the users also set a manual status (`PUT /api/v1/me/status`, random status,
+message and duration) or clear it (`DELETE`) every 6-14 s. That keeps each device at 24-40
+requests a minute and a user with three devices under 120 a minute: below the server's rate
+limits at their defaults (PRESENCE_RATE_LIMIT_DEVICE/_USER/_STATUS), which stay as they are; a
+429 is an error here. Printed: throughput, latency (all requests and by kind), errors by
+status, the servers' and the generator's CPU, and the verification.
 
 The verification: the generator keeps, per device, the state its last acknowledged request left
 (a 202 that applied every signal), with the time window of that request (the server's clock
@@ -363,20 +366,18 @@ class Stats:
     lags: list[float] = field(default_factory=list)
     late_starts: int = 0
     timeline: list[tuple[float, float | None, float]] = field(default_factory=list)  # (due, lag, latency)
-    kinds: dict[str, int] = field(default_factory=dict)
+    kinds: dict[str, list[float]] = field(default_factory=dict)  # latencies by kind of request
     errors: dict[str, int] = field(default_factory=dict)
     not_applied: int = 0
 
-    def record(self, due: float, lag: float | None, latency: float) -> None:
+    def record(self, kind: str, due: float, lag: float | None, latency: float) -> None:
         if lag is None:
             self.late_starts += 1
         else:
             self.lags.append(lag)
         self.latencies.append(latency)
         self.timeline.append((due, lag, latency))
-
-    def count(self, kind: str) -> None:
-        self.kinds[kind] = self.kinds.get(kind, 0) + 1
+        self.kinds.setdefault(kind, []).append(latency)
 
     def error(self, what: str) -> None:
         self.errors[what] = self.errors.get(what, 0) + 1
@@ -448,6 +449,8 @@ async def device_loop(device: Device, pool: Pool, stats: Stats, args, rng: rando
     first = True
     while due < end:
         behind = time.monotonic() > due  # still waiting for its previous answer when this one fell due
+        if behind and time.monotonic() >= end:
+            break  # an overloaded server: no request starts after the run's end
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         if first:  # the app starts: the user is there
             signals = [{"type": "activity", "value": "active", "seq": device.next_seq()}]
@@ -456,8 +459,7 @@ async def device_loop(device: Device, pool: Pool, stats: Stats, args, rng: rando
             signals = choose_signals(device, rng, args.change_share)
         lag = None if behind else time.monotonic() - due
         await send_signals(pool, stats, device, signals)
-        stats.record(due, lag, time.monotonic() - due)
-        stats.count("restatement" if len(signals) > 1 else signals[0]["type"])
+        stats.record("restatement" if len(signals) > 1 else signals[0]["type"], due, lag, time.monotonic() - due)
         due += rng.uniform(args.interval_min, args.interval_max)
 
 
@@ -491,12 +493,13 @@ async def status_loop(user: User, pool: Pool, stats: Stats, args, rng: random.Ra
     due = start + rng.uniform(0, args.status_interval_max)
     while due < end:
         behind = time.monotonic() > due
+        if behind and time.monotonic() >= end:
+            break
         await asyncio.sleep(max(0.0, due - time.monotonic()))
         wanted = user.manual_wanted if user.manual_unsure else next_manual(user, rng)
         lag = None if behind else time.monotonic() - due
         await send_manual(pool, stats, user, wanted)
-        stats.record(due, lag, time.monotonic() - due)
-        stats.count("status")
+        stats.record("status " + ("DELETE" if wanted is None else "PUT"), due, lag, time.monotonic() - due)
         due += rng.uniform(args.status_interval_min, args.status_interval_max)
 
 
@@ -830,7 +833,14 @@ def main() -> int:
         "devices": devices,
         "duration_s": round(run["elapsed"], 2),
         "requests": requests,
-        "by_kind": stats.kinds,
+        "by_kind": {
+            kind: {
+                "requests": len(values),
+                "p50_ms": _stack.percentile([v * 1000 for v in values], 50),
+                "p99_ms": _stack.percentile([v * 1000 for v in values], 99),
+            }
+            for kind, values in sorted(stats.kinds.items())
+        },
         "rps": requests / run["elapsed"],
         "p50_ms": _stack.percentile(ms, 50),
         "p90_ms": _stack.percentile(ms, 90),
@@ -853,13 +863,15 @@ def main() -> int:
         "db_reason_behind": len(reason_behind),
         "mismatches": len(db_mismatches) + len(api_mismatches),
     }
-    print(
-        f"\nrequests: {requests} in {run['elapsed']:.1f} s = {figures['rps']:.0f} req/s "
-        f"({', '.join(f'{k} {v}' for k, v in sorted(stats.kinds.items()))})"
-    )
+    print(f"\nrequests: {requests} in {run['elapsed']:.1f} s = {figures['rps']:.0f} req/s")
     print(
         f"latency from due (ms): p50 {figures['p50_ms']:.2f}  p90 {figures['p90_ms']:.2f}  "
         f"p99 {figures['p99_ms']:.2f}  max {figures['max_ms']:.1f}"
+    )
+    kinds = figures["by_kind"].items()
+    print(
+        "  by kind: "
+        + "; ".join(f"{n} {k['requests']} (p50 {k['p50_ms']:.1f}, p99 {k['p99_ms']:.1f})" for n, k in kinds)
     )
     by_status = ", ".join(f"{k}: {v}" for k, v in sorted(stats.errors.items())) or "none"
     print(f"errors: {errors} ({figures['error_rate']:.2%}); by status: {by_status}")
