@@ -200,7 +200,9 @@ class Servers:
         self.args = args
         self.workdir = workdir
         self.procs: list[subprocess.Popen] = []
-        self.env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB)}
+        # Tasks go through Redis to the worker, as deployed, even when run from the test suite's
+        # environment (which runs tasks in-process).
+        self.env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB), "CELERY_TASK_ALWAYS_EAGER": "0"}
         self.pin = ["taskset", "-c", args.server_cpu] if args.server_cpu else []
 
     def _start(self, name: str, cmd: list[str]) -> None:
@@ -583,12 +585,11 @@ class Expectation:
     def __init__(self, organization_id: int) -> None:
         from orgs.models import Organization
         from presence import selectors
+        from presence.engine import PreferencesInput
         from presence.models import PresencePreferences
 
         self.policy = selectors.policy_input(selectors.policy_of(Organization.objects.get(pk=organization_id)))
-        defaults = PresencePreferences()
-        from presence.engine import PreferencesInput
-
+        defaults = PresencePreferences()  # a user who never chose, as `presence_context_for` reads it
         self.preferences = PreferencesInput(
             use_calendar_busy=defaults.use_calendar_busy,
             include_microsoft_presence=defaults.include_microsoft_presence,
