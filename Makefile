@@ -57,6 +57,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/engine.py --quick
 	$(BIN)/python bench/expiry_sweep.py --quick
 	$(BIN)/python bench/heartbeat_ingest.py --quick --no-synapse
+	$(BIN)/python bench/load.py --quick
 
 ## serve-prod: the production processes on PostgreSQL and Redis (set DATABASE_URL, REDIS_URL and
 ## SECRET_KEY): gunicorn gthread workers (keep-alive) for the REST API on $(PORT), uvicorn for websockets and SSE

@@ -24,6 +24,7 @@ from presence.models import (
     DEVICE_ID_MAX_LENGTH,
     CalendarBlock,
     Device,
+    DeviceHistory,
     ManualStatus,
     MicrosoftPresence,
     PresencePreferences,
@@ -263,7 +264,7 @@ def _ingest_slowly(user: User, device_id: str, signals: Sequence[Signal], now: d
                 break
         if applied:
             _persist_device(user.pk, updated)
-            _record_device_change(row, updated)
+            history.record_devices(_device_change_entries(row, updated))
     presence = recompute(user, now, source=_source_of(signals)) if applied else current_presence(user, now)
     return SignalOutcome(applied=applied, ignored=ignored, presence=presence)
 
@@ -398,14 +399,15 @@ def persist_users(user_ids: list[int]) -> None:
     with transaction.atomic():
         rows = list(Device.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk"))
         hot_users = dict(zip(user_ids, map(hotstate.HotUser.parse, store.read_many(user_ids)), strict=True))
-        devices = []
+        devices, changes = [], []
         for row in rows:
             device = hot_users[row.user_id].devices.get(row.device_id)
             if device is not None and device.seq > row.last_seq:
-                _record_device_change(row, device)
+                changes.extend(_device_change_entries(row, device))
                 _copy_device(row, device)
                 devices.append(row)
         Device.objects.bulk_update(devices, _DEVICE_FIELDS)
+        history.record_devices(changes)  # one INSERT for the batch
     with transaction.atomic():
         states = {
             state.user_id: state
@@ -422,14 +424,15 @@ def persist_users(user_ids: list[int]) -> None:
         PresenceState.objects.bulk_update(updated, _STATE_FIELDS)
 
 
-def _record_device_change(row: Device, device: hotstate.HotDevice) -> None:
-    """A device-history entry when the device's reported state differs from its database copy,
-    timed at the device's last signal (written behind, the write may come a little later)."""
+def _device_change_entries(row: Device, device: hotstate.HotDevice) -> list[DeviceHistory]:
+    """The device-history entry, if any, when the device's reported state differs from its
+    database copy, timed at the device's last signal (written behind, the write may come a
+    little later)."""
     before = history.reported_state(row.activity, row.visibility, row.in_call, row.in_meeting, row.network)
     after = history.reported_state(*device.persistent_state())
-    if before != after:
-        at = hotstate.from_epoch(device.last_seen)
-        history.record_devices([history.device_entry(row.user_id, row.device_id, row.label, after, at)])
+    if before == after:
+        return []
+    return [history.device_entry(row.user_id, row.device_id, row.label, after, hotstate.from_epoch(device.last_seen))]
 
 
 def _copy_device(row: Device, device: hotstate.HotDevice) -> None:

@@ -35,3 +35,7 @@ def test_the_engine_benchmark_runs_every_input_mix():
 
 def test_the_expiry_sweep_benchmark_runs_and_verifies_its_sweep():
     assert "verification: OK" in run("expiry_sweep.py")
+
+
+def test_the_load_scenario_runs_and_every_final_presence_is_the_engines():
+    assert "verification: OK" in run("load.py")

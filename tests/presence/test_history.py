@@ -8,6 +8,8 @@ from datetime import timedelta
 
 import pytest
 import time_machine
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from presence import events, history, hotstate, services
@@ -132,6 +134,26 @@ def test_device_state_changes_are_recorded_when_the_device_is_written(alice, lap
 
     states = list(DeviceHistory.objects.filter(user=alice).order_by("at", "pk").values_list("label", "state"))
     assert states == [("laptop", "live"), ("laptop", "in_call"), ("laptop", "signed_out")]
+
+
+def test_the_writer_records_a_batch_of_device_changes_in_one_insert(make_member):
+    # The write behind runs every 2 s for every user changed since: its device history is one
+    # INSERT for the batch, not one per device (which cost the worker ~1 ms per changed device).
+    devices = []
+    for i in range(5):
+        user = make_member(f"member{i}")
+        device, _ = services.register_device(user, f"laptop-{i}", "laptop")
+        devices.append((user, device.device_id))
+    services.persist_pending()
+    for user, device_id in devices:
+        services.ingest_signals(user, device_id, [Signal(SignalType.VISIBILITY, "hidden", 1)])
+
+    with CaptureQueriesContext(connection) as queries:
+        assert services.persist_pending() == 5
+
+    inserts = [q["sql"] for q in queries.captured_queries if 'INSERT INTO "presence_devicehistory"' in q["sql"]]
+    assert len(inserts) == 1
+    assert DeviceHistory.objects.filter(state="hidden").count() == 5
 
 
 def test_pruning_deletes_entries_older_than_the_retention_period_only(alice, settings):
