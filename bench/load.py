@@ -200,9 +200,10 @@ class Servers:
         self.args = args
         self.workdir = workdir
         self.procs: list[subprocess.Popen] = []
-        # Tasks go through Redis to the worker, as deployed, even when run from the test suite's
-        # environment (which runs tasks in-process).
-        self.env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB), "CELERY_TASK_ALWAYS_EAGER": "0"}
+        self.env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB)}
+        # This scenario's clients keep to a real client's pace: the rate limits are the defaults.
+        for key in _stack.UNREACHABLE_RATE_LIMITS:
+            self.env.pop(key)
         self.pin = ["taskset", "-c", args.server_cpu] if args.server_cpu else []
 
     def _start(self, name: str, cmd: list[str]) -> None:
