@@ -592,6 +592,16 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "n/a"
 
 
+def paired(ours: dict, theirs: dict) -> str:
+    """The ratio of each run of ours to the run of theirs just before it, and their median: on a
+    host whose speed drifts (a shared VM), a pair measured a few seconds apart is the fairer
+    comparison than the two medians taken over the whole case."""
+    pairs = [a / b for a, b in zip(ours["runs"], theirs["runs"], strict=False) if b]
+    if not pairs:
+        return "n/a"
+    return f"paired per run {[round(p, 2) for p in pairs]}, median {_stack.median(pairs):.2f}"
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=15, help="seconds per run (default 15)")
@@ -735,13 +745,13 @@ def main() -> int:
             f"steady ours/Synapse = {ratio(ours['rps'], theirs_['rps'])} "
             f"(target >= 1.0: {'met' if r >= 1 else 'MISSED'}); "
             f"p50 {ours['p50_ms']:.2f} vs {theirs_['p50_ms']:.2f} ms "
-            f"({'no worse' if ours['p50_ms'] <= theirs_['p50_ms'] else 'WORSE'})"
+            f"({'no worse' if ours['p50_ms'] <= theirs_['p50_ms'] else 'WORSE'}); {paired(ours, theirs_)}"
         )
         ours, theirs_ = results["ours_change"], results["synapse_change"]
         r = ours["rps"] / theirs_["rps"]
         checks.append(
             f"state-changing ours/Synapse = {ratio(ours['rps'], theirs_['rps'])} "
-            f"(target >= 2.0: {'met' if r >= 2 else 'MISSED'})"
+            f"(target >= 2.0: {'met' if r >= 2 else 'MISSED'}); {paired(ours, theirs_)}"
         )
         if "ours_ws_steady" in results:
             r = results["ours_ws_steady"]["rps"] / results["synapse_steady"]["rps"]

@@ -123,11 +123,12 @@ local function charge(key, now, first)
     due[i] = at + tonumber(ARGV[first + 3 * (i - 1) + 1])
   end
   if binding > 0 then return {math.ceil(wait * 1000), binding} end
-  local keep = 0
+  local keep, pairs = 0, {}
   for i = 1, n do
-    redis.call('HSET', key, fields[i], string.format('%.6f', due[i]))
+    pairs[2 * i - 1], pairs[2 * i] = fields[i], string.format('%.6f', due[i])
     if due[i] - now > keep then keep = due[i] - now end
   end
+  redis.call('HSET', key, unpack(pairs))
   local ttl = math.ceil(keep * 1000) + 1000
   if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
   return 0
