@@ -168,6 +168,12 @@ class Sparks:
         self.users: list[tuple[str, str]] = []  # (token, device id)
         self.procs: list[subprocess.Popen] = []
 
+    def environment(self) -> dict[str, str]:
+        env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB)}
+        if self.args.rate_limits == "off":
+            env.update(dict.fromkeys(_stack.UNREACHABLE_RATE_LIMITS, "off"))
+        return env
+
     def setup(self) -> None:
         _stack.flush_redis(REDIS_DB)
         _stack.create_database(DB_NAME)
@@ -187,7 +193,7 @@ class Sparks:
         _stack.close_django()
 
     def start_gunicorn(self) -> None:
-        env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB)}
+        env = self.environment()
         cmd = [
             *(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []),
             str(VENV_BIN / "gunicorn"),
@@ -209,7 +215,7 @@ class Sparks:
     def start_worker(self) -> None:
         """A Celery worker with beat, on the servers' core: the expiry sweep and the database
         writes behind the hot path (PRESENCE_PERSIST_INTERVAL_SECONDS) run during the runs."""
-        env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB)}
+        env = self.environment()
         cmd = [
             *(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []),
             str(VENV_BIN / "celery"),
@@ -243,7 +249,7 @@ class Sparks:
             time.sleep(0.25)
 
     def start_daphne(self) -> None:
-        env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB)}
+        env = self.environment()
         cmd = [
             *(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []),
             *_stack.asgi_server_command(self.args.asgi_server, self.args.ws_port),
@@ -622,6 +628,12 @@ def main() -> int:
     parser.add_argument("--websocket", action="store_true", help="also websocket heartbeats over /ws/presence/")
     parser.add_argument(
         "--profile", choices=("steady", "change"), help="also profile one kind of signal request in-process"
+    )
+    parser.add_argument(
+        "--rate-limits",
+        choices=("checked", "off"),
+        default="checked",
+        help="checked on every request but never reached (default), or switched off: their cost is the difference",
     )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 10 users, 1 run of 2 s")
     parser.add_argument("--keep", action="store_true", help="keep the Synapse data directory")

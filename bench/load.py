@@ -25,6 +25,11 @@ limits at their defaults (PRESENCE_RATE_LIMIT_DEVICE/_USER/_STATUS), which stay 
 429 is an error here. Printed: throughput, latency (all requests and by kind), errors by
 status, the servers' and the generator's CPU, and the verification.
 
+With `--flood N`, one more user's device sends heartbeats back to back on N connections of its
+own for the whole run, as a client gone wrong would: far over PRESENCE_RATE_LIMIT_DEVICE, so
+nearly all of them are refused (429). Its answers are counted apart; the figures and the
+verification are the other users', to compare with a run without it.
+
 The verification: the generator keeps, per device, the state its last acknowledged request left
 (a 202 that applied every signal), with the time window of that request (the server's clock
 read happens between sending and receiving: the machine has one clock). A device whose request
@@ -165,8 +170,9 @@ class User:
 # --- setup and servers ------------------------------------------------------------------------
 
 
-def seed(args, rng: random.Random) -> tuple[list[User], int]:
-    """The organization, its users with their tokens and 1-3 signed-in devices each."""
+def seed(args, rng: random.Random) -> tuple[list[User], int, Device | None]:
+    """The organization, its users with their tokens and 1-3 signed-in devices each; with
+    `--flood`, one more user's device: the flooding client (not among the users checked)."""
     _stack.flush_redis(REDIS_DB)
     _stack.create_database(DB_NAME)
     _stack.setup_django(DB_NAME, REDIS_DB)
@@ -191,8 +197,15 @@ def seed(args, rng: random.Random) -> tuple[list[User], int]:
             window = (before, time.time())
             user.devices.append(Device(device.device_id, label, user, DeviceState(seen=window, active=window)))
         users.append(user)
+    flooder = None
+    if args.flood:
+        row = UserModel.objects.create(username="flooder", password="!")
+        Membership.objects.create(user=row, organization=organization)
+        device, _ = services.register_device(row, "flood-script", "script")
+        user = User(pk=row.pk, token=Token.objects.create(user=row).key)
+        flooder = Device(device.device_id, "script", user, DeviceState(seen=(0, 0), active=(0, 0)))
     _stack.close_django()
-    return users, organization.pk
+    return users, organization.pk, flooder
 
 
 class Servers:
@@ -531,13 +544,29 @@ def cpu_times() -> list[tuple[int, int]]:
     return found
 
 
-async def run_traffic(users: list[User], args, servers: Servers) -> dict:
+async def flood_loop(device: Device, pool: Pool, answers: dict[int, int], start: float, end: float) -> None:
+    """A client gone wrong: heartbeats back to back on one connection of its own, for the whole run."""
+    await asyncio.sleep(max(0.0, start - time.monotonic()))
+    path = f"/api/v1/devices/{device.device_id}/signals"
+    while time.monotonic() < end:
+        body = json.dumps({"signals": [{"type": "heartbeat", "seq": device.next_seq()}]}).encode()
+        try:
+            status, _ = await pool.request("POST", path, device.user.auth, body)
+        except (TimeoutError, OSError):
+            status = 0
+        answers[status] = answers.get(status, 0) + 1
+
+
+async def run_traffic(users: list[User], args, servers: Servers, flooder: Device | None = None) -> dict:
     rng = random.Random(args.seed)
     pool = Pool(args.port, args.connections, timeout=10.0)
     stats = Stats()
     start = time.monotonic() + 0.5
     end = start + args.duration
-    tasks = [
+    flood: dict[int, int] = {}
+    flood_pool = Pool(args.port, args.flood, timeout=10.0) if flooder is not None else None
+    tasks = [flood_loop(flooder, flood_pool, flood, start, end) for _ in range(args.flood) if flooder is not None]
+    tasks += [
         device_loop(d, pool, stats, args, random.Random(rng.random()), start, end) for u in users for d in u.devices
     ]
     tasks += [
@@ -563,8 +592,11 @@ async def run_traffic(users: list[User], args, servers: Servers) -> dict:
             *(send_manual(pool, None, u, u.manual_wanted) for u in pending_users),
         )
     pool.close()
+    if flood_pool is not None:
+        flood_pool.close()
     return {
         "stats": stats,
+        "flood": flood,
         "start": start,
         "elapsed": elapsed,
         "core_busy": busy,
@@ -770,6 +802,9 @@ def main() -> int:
     parser.add_argument("--server-cpu", default="0", help="core for the servers ('' for no pinning)")
     parser.add_argument("--load-cpu", default="1", help="core for this generator ('' for no pinning)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--flood", type=int, default=0, help="also one device sending heartbeats back to back on this many connections"
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke run: 20 users, 6 s")
     parser.add_argument("--timeline", action="store_true", help="also print the figures of each second")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
@@ -790,7 +825,7 @@ def main() -> int:
     servers = Servers(args, workdir)
     try:
         t0 = time.monotonic()
-        users, organization_id = seed(args, rng)
+        users, organization_id, flooder = seed(args, rng)
         devices = sum(len(u.devices) for u in users)
         print(
             f"load: {args.users} users, {devices} devices, {sum(u.changes_status for u in users)} of the users "
@@ -809,7 +844,7 @@ def main() -> int:
             f"servers up in {time.monotonic() - t0:.1f} s; warm-up: one GET /api/v1/me/presence per user "
             f"({warm:.1f} s; every worker has served, every token is cached)"
         )
-        run = asyncio.run(run_traffic(users, args, servers))
+        run = asyncio.run(run_traffic(users, args, servers, flooder))
         settled = wait_written_behind()
         from django.conf import settings
 
@@ -893,6 +928,14 @@ def main() -> int:
     if run["restated_after"] or run["still_unsure"]:
         print(f"after the run: {run['restated_after']} restating requests, {run['still_unsure']} still unsure")
     print(f"writes behind settled {settled:.1f} s after the traffic stopped")
+    if run["flood"]:
+        flood = run["flood"]
+        figures["flood"] = {str(status): count for status, count in sorted(flood.items())}
+        print(
+            f"flooding device ({args.flood} connections, not in the figures above): {sum(flood.values())} requests, "
+            f"{sum(flood.values()) / run['elapsed']:.0f}/s; by status: "
+            + ", ".join(f"{status or 'no answer'}: {count}" for status, count in sorted(flood.items()))
+        )
     if args.timeline:
         print_timeline(stats, run["start"])
     if reason_behind:

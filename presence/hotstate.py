@@ -31,6 +31,7 @@ import json
 import threading
 import time
 import types
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
@@ -310,12 +311,12 @@ class HotStore(Protocol):
 
     def read(self, user_id: int) -> dict[str, str]: ...
 
-    def read_charged(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> dict[str, str]:
+    def read_charged(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> dict[str, str]:
         """`read`, counting a request against `limits` in the same step (`presence.ratelimits`);
         raises `RateLimited`, having read and counted nothing, when one of them refuses it."""
         ...
 
-    def charge(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> None:
+    def charge(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> None:
         """Count a request against `limits`, or raise `RateLimited` (and count nothing)."""
         ...
 
@@ -361,7 +362,7 @@ class HotStore(Protocol):
         ...
 
     def heartbeat(
-        self, user_id: int, device_id: str, seq: int, now: float, limits: list[ratelimits.Limit]
+        self, user_id: int, device_id: str, seq: int, now: float, limits: Sequence[ratelimits.Limit]
     ) -> Heartbeat | None:
         """A lone heartbeat of a live device, in one step: it changes no decision, so record it
         and answer with the stored decision. None when this cannot be decided here (the device is
@@ -502,7 +503,7 @@ return 1
 """
 
 
-def heartbeat_args(user_id: int, device_id: str, seq: int, now: float, limits: list[ratelimits.Limit]) -> list[str]:
+def heartbeat_args(user_id: int, device_id: str, seq: int, now: float, limits: Sequence[ratelimits.Limit]) -> list[str]:
     """Arguments of the heartbeat script, shared with the websocket's asynchronous client."""
     return [
         device_id,
@@ -515,7 +516,7 @@ def heartbeat_args(user_id: int, device_id: str, seq: int, now: float, limits: l
     ]
 
 
-def _heartbeat_result(result: list, limits: list[ratelimits.Limit]) -> Heartbeat | None:
+def _heartbeat_result(result: list, limits: Sequence[ratelimits.Limit]) -> Heartbeat | None:
     if result[0] == 3:
         raise ratelimits.refused(limits, result[1], result[2])
     if result[0] == 0:
@@ -559,7 +560,7 @@ class RedisHotStore:
     def read(self, user_id: int) -> dict[str, str]:
         return self.client.hgetall(self.user_key(user_id))
 
-    def read_charged(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> dict[str, str]:
+    def read_charged(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> dict[str, str]:
         if not limits:
             return self.read(user_id)
         result = self._read_charged(
@@ -570,7 +571,7 @@ class RedisHotStore:
         pairs = result[1]
         return dict(zip(pairs[::2], pairs[1::2], strict=True))
 
-    def charge(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> None:
+    def charge(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> None:
         if not limits:
             return
         result = self._charge(keys=[self.rate_key(user_id)], args=[repr(now), *ratelimits.script_args(limits)])
@@ -708,16 +709,16 @@ class LocalHotStore:
         with self._lock:
             return dict(self._users.get(user_id, {}))
 
-    def read_charged(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> dict[str, str]:
+    def read_charged(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> dict[str, str]:
         with self._lock:
             self._charge_locked(user_id, limits, now)
             return dict(self._users.get(user_id, {}))
 
-    def charge(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> None:
+    def charge(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> None:
         with self._lock:
             self._charge_locked(user_id, limits, now)
 
-    def _charge_locked(self, user_id: int, limits: list[ratelimits.Limit], now: float) -> None:
+    def _charge_locked(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> None:
         if not limits:
             return
         state = self._rates.setdefault(user_id, {})
@@ -961,7 +962,7 @@ def _close_with_loop(loop: asyncio.AbstractEventLoop) -> None:
 
 
 async def heartbeat_async(
-    user_id: int, device_id: str, seq: int, now: float, limits: list[ratelimits.Limit]
+    user_id: int, device_id: str, seq: int, now: float, limits: Sequence[ratelimits.Limit]
 ) -> Heartbeat | None:
     """`HotStore.heartbeat` for code on an event loop, without handing off to a thread: the same
     script through an asyncio Redis client, pipelined with the loop's other heartbeats. The

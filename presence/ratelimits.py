@@ -19,7 +19,9 @@ a heartbeat costs no round trip more than without limits (`presence.hotstate`).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from django.conf import settings
 
@@ -62,28 +64,33 @@ class RateLimited(Exception):
         return f"{_DETAILS[self.scope]}; retry in {self.retry_after} s."
 
 
-def _limit(scope: str, field: str, rate: tuple[int, float] | None) -> list[Limit]:
+def _limit(scope: str, field: str, rate: tuple[int, float] | None) -> tuple[Limit, ...]:
     if rate is None:
-        return []
+        return ()
     count, period = rate
     interval = period / count
-    return [Limit(scope, field, interval, period - interval)]
+    return (Limit(scope, field, interval, period - interval),)
 
 
-def signal_limits(device_id: str) -> list[Limit]:
+def signal_limits(device_id: str) -> tuple[Limit, ...]:
     """The limits a signal request of `device_id` counts against (none when switched off)."""
-    return [
-        *_limit(DEVICE_SCOPE, "d:" + device_id, settings.PRESENCE_RATE_LIMIT_DEVICE),
-        *_limit(USER_SCOPE, "u", settings.PRESENCE_RATE_LIMIT_USER),
-    ]
+    return _signal_limits(device_id, settings.PRESENCE_RATE_LIMIT_DEVICE, settings.PRESENCE_RATE_LIMIT_USER)
 
 
-def change_limits() -> list[Limit]:
+# Built once per device and settings: a heartbeat's own work is a few microseconds.
+@lru_cache(maxsize=16384)
+def _signal_limits(
+    device_id: str, device_rate: tuple[int, float] | None, user_rate: tuple[int, float] | None
+) -> tuple[Limit, ...]:
+    return (*_limit(DEVICE_SCOPE, "d:" + device_id, device_rate), *_limit(USER_SCOPE, "u", user_rate))
+
+
+def change_limits() -> tuple[Limit, ...]:
     """The limits a change of a user's inputs counts against."""
     return _limit(CHANGES_SCOPE, "c", settings.PRESENCE_RATE_LIMIT_STATUS)
 
 
-def wait_for(due: list[float | None], limits: list[Limit], now: float) -> tuple[float, int]:
+def wait_for(due: list[float | None], limits: Sequence[Limit], now: float) -> tuple[float, int]:
     """(seconds to wait, index of the limit that says so) for a request at `now`, given when each
     limit's next request is due (None: never seen); (0, -1) when every limit lets it through."""
     wait, binding = 0.0, -1
@@ -99,9 +106,14 @@ def next_due(due: float | None, limit: Limit, now: float) -> float:
     return max(due or now, now) + limit.interval
 
 
-def script_args(limits: list[Limit]) -> list[str]:
+def script_args(limits: Sequence[Limit]) -> tuple[str, ...]:
     """The limits as arguments of `CHARGE_LUA`'s `charge`: field, interval, burst window each."""
-    return [value for limit in limits for value in (limit.field, repr(limit.interval), repr(limit.burst_window))]
+    return _script_args(tuple(limits))
+
+
+@lru_cache(maxsize=16384)
+def _script_args(limits: tuple[Limit, ...]) -> tuple[str, ...]:
+    return tuple(value for limit in limits for value in (limit.field, repr(limit.interval), repr(limit.burst_window)))
 
 
 # The same algorithm as `wait_for` and `next_due`, inside a Redis script: `charge(key, now, args,
@@ -136,6 +148,6 @@ end
 """
 
 
-def refused(limits: list[Limit], wait_ms: int, binding: int) -> RateLimited:
+def refused(limits: Sequence[Limit], wait_ms: int, binding: int) -> RateLimited:
     """The `RateLimited` for a script's refusal (`binding` 1-based, as Lua counts)."""
     return RateLimited(limits[binding - 1].scope, wait_ms / 1000)
