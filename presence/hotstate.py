@@ -311,9 +311,12 @@ class HotStore(Protocol):
 
     def read(self, user_id: int) -> dict[str, str]: ...
 
-    def read_charged(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> dict[str, str]:
-        """`read`, counting a request against `limits` in the same step (`presence.ratelimits`);
-        raises `RateLimited`, having read and counted nothing, when one of them refuses it."""
+    def read_charged(
+        self, user_id: int, device_id: str, limits: Sequence[ratelimits.Limit], now: float
+    ) -> dict[str, str]:
+        """`read`, counting a request of `device_id` against `limits` in the same step
+        (`presence.ratelimits`; the device's own limit only if the hash knows the device); raises
+        `RateLimited`, having read and counted nothing, when one of them refuses it."""
         ...
 
     def charge(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> None:
@@ -404,11 +407,17 @@ class Heartbeat:
 _HEARTBEAT = (
     ratelimits.CHARGE_LUA
     + """
-local refused = charge(KEYS[3], tonumber(ARGV[3]), 9)
-if refused ~= 0 then return {3, refused[1], refused[2]} end
 local h = KEYS[1]
 local id = ARGV[1]
-local v = redis.call('HMGET', h, 'ver', 'loaded', 'ctx', 'dec', 'd:' .. id, 'q:' .. id, 's:' .. id, 'f:' .. id)
+local now = tonumber(ARGV[3])
+local limits = limit_fields(9)
+local v = redis.call('HMGET', h, 'ver', 'loaded', 'ctx', 'dec', 'd:' .. id, 'q:' .. id, 's:' .. id, 'f:' .. id,
+  unpack(limits))
+local counted = {}
+for i = 1, #limits do counted[i] = v[8 + i] end
+local updates, refused = charge(counted, now, 9, v[5] ~= false)
+if refused then return {3, refused[1], refused[2]} end
+if #updates > 0 then redis.call('HSET', h, unpack(updates)) end
 local ver, loaded, ctx, dec, dev, seq, seen, flushed = v[1], v[2], v[3], v[4], v[5], v[6], v[7], v[8]
 if not ver or loaded ~= '1' or not ctx or not dec or not dev or not seq or not seen then return {0} end
 local function newer(a, b)  -- decimal strings of non-negative integers; b may be '-1'
@@ -417,7 +426,6 @@ local function newer(a, b)  -- decimal strings of non-negative integers; b may b
   return a > b
 end
 if not newer(ARGV[2], seq) then return {2, dec} end
-local now = tonumber(ARGV[3])
 local decision = cjson.decode(dec)
 if decision.valid_until ~= cjson.null and decision.valid_until <= now then return {0} end
 local context = cjson.decode(ctx)
@@ -450,12 +458,18 @@ return 1
 """
 
 # A signal request's first read of the user's hash, counted against its rate limits in the same
-# step: {1, the hash's fields and values} or, refused, {0, milliseconds to wait, binding limit}.
+# step (ARGV: now, the device id, the limits): {1, the hash's fields and values} or, refused,
+# {0, milliseconds to wait, binding limit}.
 _READ_CHARGED = (
     ratelimits.CHARGE_LUA
     + """
-local refused = charge(KEYS[2], tonumber(ARGV[1]), 2)
-if refused ~= 0 then return {0, refused[1], refused[2]} end
+local limits = limit_fields(3)
+local v = redis.call('HMGET', KEYS[1], 'd:' .. ARGV[2], unpack(limits))
+local counted = {}
+for i = 1, #limits do counted[i] = v[1 + i] end
+local updates, refused = charge(counted, tonumber(ARGV[1]), 3, v[1] ~= false)
+if refused then return {0, refused[1], refused[2]} end
+if #updates > 0 then redis.call('HSET', KEYS[1], unpack(updates)) end
 return {1, redis.call('HGETALL', KEYS[1])}
 """
 )
@@ -463,7 +477,11 @@ return {1, redis.call('HGETALL', KEYS[1])}
 _CHARGE = (
     ratelimits.CHARGE_LUA
     + """
-return charge(KEYS[1], tonumber(ARGV[1]), 2)
+local limits = limit_fields(2)
+local updates, refused = charge(redis.call('HMGET', KEYS[1], unpack(limits)), tonumber(ARGV[1]), 2, true)
+if refused then return refused end
+redis.call('HSET', KEYS[1], unpack(updates))
+return 0
 """
 )
 
@@ -552,20 +570,14 @@ class RedisHotStore:
     def user_key(self, user_id: int) -> str:
         return f"{self.prefix}u:{user_id}"
 
-    def rate_key(self, user_id: int) -> str:
-        """The user's rate-limit state (`presence.ratelimits`), apart from the presence state: it
-        expires by itself once every schedule in it is past."""
-        return f"{self.prefix}rate:{user_id}"
-
     def read(self, user_id: int) -> dict[str, str]:
         return self.client.hgetall(self.user_key(user_id))
 
-    def read_charged(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> dict[str, str]:
+    def read_charged(self, user_id, device_id, limits, now) -> dict[str, str]:
         if not limits:
             return self.read(user_id)
-        result = self._read_charged(
-            keys=[self.user_key(user_id), self.rate_key(user_id)], args=[repr(now), *ratelimits.script_args(limits)]
-        )
+        args = [repr(now), device_id, *ratelimits.script_args(limits)]
+        result = self._read_charged(keys=[self.user_key(user_id)], args=args)
         if result[0] == 0:
             raise ratelimits.refused(limits, result[1], result[2])
         pairs = result[1]
@@ -574,7 +586,7 @@ class RedisHotStore:
     def charge(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> None:
         if not limits:
             return
-        result = self._charge(keys=[self.rate_key(user_id)], args=[repr(now), *ratelimits.script_args(limits)])
+        result = self._charge(keys=[self.user_key(user_id)], args=[repr(now), *ratelimits.script_args(limits)])
         if result != 0:
             raise ratelimits.refused(limits, result[0], result[1])
 
@@ -663,7 +675,7 @@ class RedisHotStore:
         return [bool(result) for result in pipe.execute()]
 
     def heartbeat(self, user_id, device_id, seq, now, limits) -> Heartbeat | None:
-        keys = [self.user_key(user_id), self.dirty_key, self.rate_key(user_id)]
+        keys = [self.user_key(user_id), self.dirty_key]
         return _heartbeat_result(
             self._heartbeat(keys=keys, args=heartbeat_args(user_id, device_id, seq, now, limits)), limits
         )
@@ -709,16 +721,21 @@ class LocalHotStore:
         with self._lock:
             return dict(self._users.get(user_id, {}))
 
-    def read_charged(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> dict[str, str]:
+    def read_charged(self, user_id, device_id, limits, now) -> dict[str, str]:
         with self._lock:
-            self._charge_locked(user_id, limits, now)
+            self._charge_locked(user_id, limits, now, self._knows(user_id, device_id))
             return dict(self._users.get(user_id, {}))
 
     def charge(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> None:
         with self._lock:
-            self._charge_locked(user_id, limits, now)
+            self._charge_locked(user_id, limits, now, known_device=True)
 
-    def _charge_locked(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float) -> None:
+    def _knows(self, user_id: int, device_id: str) -> bool:
+        return DEVICE_PREFIX + device_id in self._users.get(user_id, {})
+
+    def _charge_locked(self, user_id: int, limits: Sequence[ratelimits.Limit], now: float, known_device: bool) -> None:
+        if not known_device:  # as the Redis store: no state for made-up device ids
+            limits = [limit for limit in limits if limit.scope != ratelimits.DEVICE_SCOPE]
         if not limits:
             return
         state = self._rates.setdefault(user_id, {})
@@ -815,7 +832,7 @@ class LocalHotStore:
 
     def heartbeat(self, user_id, device_id, seq, now, limits) -> Heartbeat | None:
         with self._lock:
-            self._charge_locked(user_id, limits, now)
+            self._charge_locked(user_id, limits, now, self._knows(user_id, device_id))
             user = self._users.get(user_id, {})
             stored_seq = user.get(SEQ_PREFIX + device_id)
             encoded, context = user.get("dec"), user.get("ctx")
@@ -970,6 +987,6 @@ async def heartbeat_async(
     hot = store()
     if not isinstance(hot, RedisHotStore):
         return hot.heartbeat(user_id, device_id, seq, now, limits)
-    keys = [hot.user_key(user_id), hot.dirty_key, hot.rate_key(user_id)]
+    keys = [hot.user_key(user_id), hot.dirty_key]
     args = heartbeat_args(user_id, device_id, seq, now, limits)
     return _heartbeat_result(await _heartbeat_pipeline(settings.REDIS_URL).call(keys, args), limits)

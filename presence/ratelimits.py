@@ -11,9 +11,9 @@ next request is due at the sustained rate (`count / period`). A request is let t
 time is at most `period - interval` ahead of now, so a client that was quiet may send a burst of
 `count` at once; a refused request is not counted, so a flooding client gets exactly the rate.
 
-The state lives where the user's hot state lives (Redis, shared by every process, or process
-memory for the embedded default), and for signals it is checked inside the hot store's own step:
-a heartbeat costs no round trip more than without limits (`presence.hotstate`).
+The state is a few fields of the user's hot hash (Redis, shared by every process, or process
+memory for the embedded default), checked inside the hot store's own step for a signal: a
+heartbeat costs no round trip more than without limits (`presence.hotstate`).
 """
 
 from __future__ import annotations
@@ -28,6 +28,9 @@ from django.conf import settings
 DEVICE_SCOPE = "device"
 USER_SCOPE = "user"
 CHANGES_SCOPE = "changes"
+# The fields of the limits in the user's hot hash (`presence.hotstate`): "rd:<device id>", "ru"
+# (signals of all devices), "rc" (changes). None is a prefix of the presence state's fields.
+DEVICE_LIMIT_PREFIX = "rd:"
 
 _DETAILS = {
     DEVICE_SCOPE: "Too many signals from this device",
@@ -41,7 +44,7 @@ class Limit:
     """One limit applied to one thing: its field in the user's rate state and the schedule."""
 
     scope: str
-    field: str
+    field: str  # in the user's hot hash
     interval: float  # seconds between two requests at the sustained rate
     burst_window: float  # how far ahead of now the schedule may run before a request is refused
 
@@ -82,12 +85,15 @@ def signal_limits(device_id: str) -> tuple[Limit, ...]:
 def _signal_limits(
     device_id: str, device_rate: tuple[int, float] | None, user_rate: tuple[int, float] | None
 ) -> tuple[Limit, ...]:
-    return (*_limit(DEVICE_SCOPE, "d:" + device_id, device_rate), *_limit(USER_SCOPE, "u", user_rate))
+    return (
+        *_limit(DEVICE_SCOPE, DEVICE_LIMIT_PREFIX + device_id, device_rate),
+        *_limit(USER_SCOPE, "ru", user_rate),
+    )
 
 
 def change_limits() -> tuple[Limit, ...]:
     """The limits a change of a user's inputs counts against."""
-    return _limit(CHANGES_SCOPE, "c", settings.PRESENCE_RATE_LIMIT_STATUS)
+    return _limit(CHANGES_SCOPE, "rc", settings.PRESENCE_RATE_LIMIT_STATUS)
 
 
 def wait_for(due: list[float | None], limits: Sequence[Limit], now: float) -> tuple[float, int]:
@@ -116,36 +122,40 @@ def _script_args(limits: tuple[Limit, ...]) -> tuple[str, ...]:
     return tuple(value for limit in limits for value in (limit.field, repr(limit.interval), repr(limit.burst_window)))
 
 
-# The same algorithm as `wait_for` and `next_due`, inside a Redis script: `charge(key, now, args,
-# first)` reads ARGV[first..] as `script_args` wrote them, and answers 0 when the request is let
-# through (and counted), else {milliseconds to wait, 1-based index of the binding limit}.
-CHARGE_LUA = """
-local function charge(key, now, first)
-  local n = (#ARGV - first + 1) / 3
-  if n < 1 then return 0 end
+# The same algorithm as `wait_for` and `next_due`, inside the hot store's Redis scripts, on
+# fields of the user's own hash (read and written with the rest of the script's work, so a limit
+# costs a heartbeat no command of its own). `limit_fields(first)` names the fields of the limits
+# at ARGV[first..] (as `script_args` wrote them); `charge(stored, now, first, known)` takes their
+# values as read and answers the HSET arguments that count the request, or nil and {milliseconds
+# to wait, 1-based index of the binding limit}. A device's limit counts only for a device the
+# hash knows (`known`): requests for made-up device ids leave no field behind.
+CHARGE_LUA = (
+    f"local DEVICE_LIMIT_PREFIX = '{DEVICE_LIMIT_PREFIX}'\n"
+    + """
+local function limit_fields(first)
   local fields = {}
-  for i = 1, n do fields[i] = ARGV[first + 3 * (i - 1)] end
-  local stored = redis.call('HMGET', key, unpack(fields))
-  local wait, binding, due = 0, 0, {}
-  for i = 1, n do
-    local at = tonumber(stored[i]) or now
-    if at < now then at = now end
-    local ahead = at - now - tonumber(ARGV[first + 3 * (i - 1) + 2])
-    if ahead > wait then wait, binding = ahead, i end
-    due[i] = at + tonumber(ARGV[first + 3 * (i - 1) + 1])
+  for i = first, #ARGV, 3 do fields[#fields + 1] = ARGV[i] end
+  return fields
+end
+
+local function charge(stored, now, first, known)
+  local wait, binding, updates = 0, 0, {}
+  for i = 1, (#ARGV - first + 1) / 3 do
+    local a = first + 3 * (i - 1)
+    if known or string.sub(ARGV[a], 1, #DEVICE_LIMIT_PREFIX) ~= DEVICE_LIMIT_PREFIX then
+      local at = tonumber(stored[i]) or now
+      if at < now then at = now end
+      local ahead = at - now - tonumber(ARGV[a + 2])
+      if ahead > wait then wait, binding = ahead, i end
+      updates[#updates + 1] = ARGV[a]
+      updates[#updates + 1] = string.format('%.6f', at + tonumber(ARGV[a + 1]))
+    end
   end
-  if binding > 0 then return {math.ceil(wait * 1000), binding} end
-  local keep, pairs = 0, {}
-  for i = 1, n do
-    pairs[2 * i - 1], pairs[2 * i] = fields[i], string.format('%.6f', due[i])
-    if due[i] - now > keep then keep = due[i] - now end
-  end
-  redis.call('HSET', key, unpack(pairs))
-  local ttl = math.ceil(keep * 1000) + 1000
-  if redis.call('PTTL', key) < ttl then redis.call('PEXPIRE', key, ttl) end
-  return 0
+  if binding > 0 then return nil, {math.ceil(wait * 1000), binding} end
+  return updates, nil
 end
 """
+)
 
 
 def refused(limits: Sequence[Limit], wait_ms: int, binding: int) -> RateLimited:

@@ -161,7 +161,7 @@ def _ingest_signals(user: User, device_id: str, signals: Sequence[Signal], rate_
         if attempt or rate_counted:
             raw = store.read(user.pk)
         else:  # the request's limits are checked in the same step as the first read
-            raw = store.read_charged(user.pk, ratelimits.signal_limits(device_id), now.timestamp())
+            raw = store.read_charged(user.pk, device_id, ratelimits.signal_limits(device_id), now.timestamp())
         hot = hotstate.HotUser.parse(raw)
         device = hot.devices.get(device_id)
         if device is None or not hot.ready:

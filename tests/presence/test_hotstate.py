@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from django.conf import settings
 
@@ -180,7 +178,7 @@ def test_a_heartbeat_that_may_change_the_decision_is_left_to_the_full_path(store
 
 # --- Rate limits (`presence.ratelimits`), the same in both stores ------------------------------
 
-THREE_A_MINUTE = [Limit(DEVICE_SCOPE, "d:dev1", interval=20.0, burst_window=40.0)]
+THREE_A_MINUTE = [Limit(DEVICE_SCOPE, "rd:dev1", interval=20.0, burst_window=40.0)]
 
 
 def test_a_burst_of_the_limits_count_passes_and_the_next_request_waits_one_interval(store):
@@ -218,8 +216,8 @@ def test_a_quiet_while_earns_the_burst_back_but_no_more(store):
 
 
 def test_the_binding_limit_is_named_and_a_refusal_counts_against_none(store):
-    device = Limit(DEVICE_SCOPE, "d:dev1", interval=1.0, burst_window=99.0)
-    user = Limit(USER_SCOPE, "u", interval=30.0, burst_window=30.0)  # two a minute
+    device = Limit(DEVICE_SCOPE, "rd:dev1", interval=1.0, burst_window=99.0)
+    user = Limit(USER_SCOPE, "ru", interval=30.0, burst_window=30.0)  # two a minute
     store.charge(7, [device, user], 1000.0)
     store.charge(7, [device, user], 1000.0)
 
@@ -243,7 +241,7 @@ def test_users_are_limited_apart(store):
 
 def test_a_heartbeat_over_the_limit_is_refused_before_it_is_recorded(store):
     ready_user(store)
-    one_a_minute = [Limit(DEVICE_SCOPE, "d:dev1", interval=60.0, burst_window=0.0)]
+    one_a_minute = [Limit(DEVICE_SCOPE, "rd:dev1", interval=60.0, burst_window=0.0)]
     assert store.heartbeat(7, "dev1", 2, 1030.0, one_a_minute).applied
 
     with pytest.raises(RateLimited):
@@ -255,12 +253,12 @@ def test_a_heartbeat_over_the_limit_is_refused_before_it_is_recorded(store):
 
 def test_a_charged_read_reads_the_user_or_refuses_without_counting(store):
     prime(store)
-    one_a_minute = [Limit(DEVICE_SCOPE, "d:dev1", interval=60.0, burst_window=0.0)]
+    one_a_minute = [Limit(DEVICE_SCOPE, "rd:dev1", interval=60.0, burst_window=0.0)]
 
-    assert store.read_charged(7, one_a_minute, 1000.0) == store.read(7)
+    assert store.read_charged(7, "dev1", one_a_minute, 1000.0) == store.read(7)
     with pytest.raises(RateLimited):
-        store.read_charged(7, one_a_minute, 1001.0)
-    assert store.read_charged(7, one_a_minute, 1060.0) == store.read(7)
+        store.read_charged(7, "dev1", one_a_minute, 1001.0)
+    assert HotUser.parse(store.read_charged(7, "dev1", one_a_minute, 1060.0)).devices["dev1"] == device(seq=1)
 
 
 def test_every_process_shares_the_limits_through_redis():
@@ -276,15 +274,18 @@ def test_every_process_shares_the_limits_through_redis():
         first.reset()
 
 
-def test_the_rate_state_expires_by_itself_once_every_schedule_is_past():
-    store = RedisHotStore(settings.REDIS_URL, prefix="test:hotstate:")
-    store.reset()
-    now = time.time()
-    try:
-        store.charge(7, THREE_A_MINUTE, now)
+def test_a_made_up_device_id_counts_against_the_user_limit_only(store):
+    prime(store)
+    limits = [
+        Limit(DEVICE_SCOPE, "rd:made-up", interval=60.0, burst_window=0.0),  # one a minute
+        Limit(USER_SCOPE, "ru", interval=30.0, burst_window=30.0),  # two a minute
+    ]
+    store.read_charged(7, "made-up", limits, 1000.0)
+    store.read_charged(7, "made-up", limits, 1000.0)  # the device's limit, were it counted, refuses this
 
-        ttl = store.client.pttl(store.rate_key(7))
-    finally:
-        store.reset()
+    with pytest.raises(RateLimited) as refused:
+        store.read_charged(7, "made-up", limits, 1000.0)
 
-    assert 20_000 <= ttl <= 21_000  # the schedule runs 20 s ahead, and a second's slack
+    assert refused.value.scope == USER_SCOPE
+    if isinstance(store, RedisHotStore):  # and it left no field behind
+        assert not [field for field in store.client.hkeys(store.user_key(7)) if field.startswith("rd:")]
