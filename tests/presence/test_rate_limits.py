@@ -3,6 +3,7 @@ answered 429 with Retry-After, nothing of the refused request applied, other use
 
 from __future__ import annotations
 
+import socket
 from datetime import timedelta
 
 import pytest
@@ -210,3 +211,16 @@ def test_one_users_changes_do_not_count_against_anothers(api_for, alice, bob, se
 
     assert alice_api.put("/api/v1/me/status", {"status": "dnd"}, format="json").status_code == 429
     assert bob_api.put("/api/v1/me/status", {"status": "dnd"}, format="json").status_code == 200
+
+
+def test_a_change_while_redis_is_unreachable_is_refused_before_anything_is_stored(alice, alice_api, settings):
+    with socket.socket() as probe:  # a port where nothing listens
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    settings.REDIS_URL = f"redis://127.0.0.1:{closed_port}/0"
+
+    response = alice_api.put("/api/v1/me/status", {"status": "busy"}, format="json")
+
+    assert (response.status_code, response.json()["error"]) == (503, "redis_unavailable")
+    assert response["Retry-After"] == "1"
+    assert not ManualStatus.objects.filter(user=alice).exists()
