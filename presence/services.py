@@ -565,8 +565,11 @@ def recompute(
             fields["dec"] = replace(hot_decision, valid_until=now.timestamp()).encode()
             store.commit_users([hotstate.UserCommit(user.pk, None, fields, now.timestamp(), removed)])
         visible_change = created or _visible_change(hot, state, decision)
-        if visible_change or _visible_fields(state) != decision.visible_fields():
-            _store(state, decision, now)
+        row_shows_other = _visible_fields(state) != decision.visible_fields()
+        if visible_change or row_shows_other or state.reason != decision.reason:
+            # A new reason alone (a manual "available" on a user whose devices said available too)
+            # is stored as well, for the admin; it changes nothing anyone sees, so nothing is published.
+            _store(state, decision, now, changed=visible_change or row_shows_other)
         else:
             state = _state_of(user.pk, hot_decision)
         if visible_change:
@@ -629,12 +632,12 @@ _STATE_FIELDS = [
 ]
 
 
-def _store(state: PresenceState, decision: Decision, now: datetime) -> None:
-    _apply(state, decision, now)
+def _store(state: PresenceState, decision: Decision, now: datetime, changed: bool = True) -> None:
+    _apply(state, decision, now, changed)
     state.save(update_fields=_STATE_FIELDS)
 
 
-def _apply(state: PresenceState, decision: Decision, now: datetime) -> None:
+def _apply(state: PresenceState, decision: Decision, now: datetime, changed: bool = True) -> None:
     state.status = decision.status
     state.activity = decision.activity
     state.status_msg = decision.status_msg or ""
@@ -643,7 +646,8 @@ def _apply(state: PresenceState, decision: Decision, now: datetime) -> None:
     state.reason = decision.reason
     state.valid_until = decision.valid_until
     state.computed_at = now
-    state.changed_at = now
+    if changed:  # what others see changed (not only the reason behind it)
+        state.changed_at = now
 
 
 def _hot_state_equals(state: PresenceState, decision: hotstate.HotDecision) -> bool:

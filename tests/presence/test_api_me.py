@@ -253,6 +253,17 @@ def test_a_manual_status_with_a_live_device_gives_that_status(alice_api, status,
     assert (read["status"], read["activity"], read["reason"]) == (status, activity, "manual_status")
 
 
+def test_the_stored_presence_names_the_new_rule_even_when_the_status_looks_the_same(alice, alice_api, clock):
+    register(alice_api)
+    clock.shift(timedelta(seconds=10))
+
+    put_status(alice_api, status="available")  # available already, from the device
+
+    row = PresenceState.objects.get(user=alice)
+    assert (row.status, row.reason) == ("available", "manual_status")
+    assert row.changed_at == T0  # what colleagues see did not change
+
+
 def test_appear_offline_hides_activity_after_it_was_set(alice_api, clock):
     device_id = register(alice_api)
     clock.shift(timedelta(seconds=10))
