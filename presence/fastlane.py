@@ -23,15 +23,15 @@ from sparks_site.errors import rate_limited_response, unavailable_response
 
 _SIGNALS_PATH = re.compile(r"^/api/v1/devices/([^/]+)/signals$")
 _MAX_BODY = 16384  # 100 signals fit; a bigger body is left to Django's own limits and errors
-# What Django's SecurityMiddleware and the JSON renderer would add to this answer.
-_HEADERS = [
-    ("Content-Type", "application/json"),
+# What Django's SecurityMiddleware and the JSON renderer would add to an answer.
+_SECURITY_HEADERS = [
     ("X-Content-Type-Options", "nosniff"),
     ("Referrer-Policy", "same-origin"),
     ("Cross-Origin-Opener-Policy", "same-origin"),
     ("X-Frame-Options", "DENY"),
     ("Vary", "Accept"),
 ]
+_HEADERS = [("Content-Type", "application/json"), *_SECURITY_HEADERS]
 
 
 class HeartbeatLane:
@@ -74,6 +74,6 @@ class HeartbeatLane:
 
 
 def _answer(response: JsonResponse, status_line: str, start_response: Callable) -> list[bytes]:
-    headers = [*_HEADERS[1:], *response.items(), ("Content-Length", str(len(response.content)))]
+    headers = [*_SECURITY_HEADERS, *response.items(), ("Content-Length", str(len(response.content)))]
     start_response(status_line, headers)
     return [response.content]
