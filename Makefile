@@ -59,25 +59,23 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/heartbeat_ingest.py --quick --no-synapse
 	$(BIN)/python bench/load.py --quick
 
-## serve-prod: the production processes on PostgreSQL and Redis (set DATABASE_URL, REDIS_URL and
-## SECRET_KEY): gunicorn gthread workers (keep-alive) for the REST API on $(PORT), uvicorn for websockets and SSE
-## on $(WS_PORT), a Celery worker and Celery beat (the expiry sweep). Route /ws/ and the SSE stream
-## to uvicorn, the rest to gunicorn. Ctrl-C stops all four; a deployment runs each under its supervisor.
-## All four share $(METRICS_DIR) (PROMETHEUS_MULTIPROC_DIR), emptied at start: /metrics adds them up.
-WS_PORT ?= 8001
+## serve-prod: the whole product on one port, http://$(HOST):$(PORT) (https with TLS_CERT_FILE and
+## TLS_KEY_FILE), on PostgreSQL and Redis (set DATABASE_URL, REDIS_URL and SECRET_KEY): nginx serves the
+## static files and proxies /ws/ and the SSE stream to the live server (uvicorn), the rest to the web
+## server (gunicorn), both on loopback; a Celery worker and beat (deploy/processes.py). deploy/serve.py
+## migrates, collects the static files, checks the deployment settings, then starts all five; Ctrl-C
+## stops them, and so does any one of them exiting. nginx's config and temporary files: $(RUN_DIR).
+## All processes share $(METRICS_DIR) (PROMETHEUS_MULTIPROC_DIR), emptied at start: /metrics adds them up.
+HOST ?= 0.0.0.0
+RUN_DIR ?= $(CURDIR)/.serve-prod
 METRICS_DIR ?= $(CURDIR)/.prometheus-multiproc
 WEB_WORKERS ?= 4
-WEB_THREADS ?= 1
-serve-prod: $(VENV)/.installed-runtime
-	@test -n "$$DATABASE_URL" && test -n "$$REDIS_URL" && test -n "$$SECRET_KEY" || \
-		{ echo "serve-prod: set DATABASE_URL, REDIS_URL and SECRET_KEY (see .env.example)"; exit 2; }
-	rm -rf "$(METRICS_DIR)" && mkdir -p "$(METRICS_DIR)"
-	DEBUG=0 PROMETHEUS_MULTIPROC_DIR="$(METRICS_DIR)" $(BIN)/python manage.py migrate --noinput
-	export PROMETHEUS_MULTIPROC_DIR="$(METRICS_DIR)"; trap 'kill 0' INT TERM EXIT; \
-	DEBUG=0 PRESENCE_IN_PROCESS_SWEEP=0 $(BIN)/gunicorn sparks_site.wsgi:application \
-		--bind 127.0.0.1:$(PORT) --workers $(WEB_WORKERS) --worker-class gthread --threads $(WEB_THREADS) & \
-	DEBUG=0 PRESENCE_IN_PROCESS_SWEEP=0 $(BIN)/uvicorn sparks_site.asgi:application --host 127.0.0.1 --port $(WS_PORT) \
-		--loop uvloop --http httptools --ws websockets-sansio --ws-per-message-deflate false --lifespan off --no-access-log & \
-	DEBUG=0 $(BIN)/celery -A sparks_site worker --loglevel=INFO & \
-	DEBUG=0 $(BIN)/celery -A sparks_site beat --loglevel=INFO & \
-	wait
+NGINX ?= /usr/sbin/nginx
+serve-prod: $(VENV)/.installed-runtime | $(NGINX)
+	$(BIN)/python deploy/serve.py --host $(HOST) --port $(PORT) --run-dir "$(RUN_DIR)" \
+		--metrics-dir "$(METRICS_DIR)" --web-workers $(WEB_WORKERS) --nginx $(NGINX)
+
+## nginx (Debian's package), installed when missing.
+$(NGINX):
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get install -y -qq nginx >/dev/null

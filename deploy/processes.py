@@ -17,22 +17,28 @@ WEB_WORKERS = 4
 WEB_THREADS = 1
 
 
-def web_command(bin_dir: Path, host: str, port: int, workers: int = WEB_WORKERS) -> list[str]:
-    """The REST API and pages on host:port: gunicorn's gthread workers (keep-alive)."""
+def web_command(
+    bin_dir: Path, host: str, port: int, workers: int = WEB_WORKERS, forwarded_allow_ips: str | None = None
+) -> list[str]:
+    """The REST API and pages on host:port: gunicorn's gthread workers (keep-alive).
+    `forwarded_allow_ips`: the proxy's addresses, whose X-Forwarded-* headers are believed."""
     return [
         str(bin_dir / "gunicorn"), "sparks_site.wsgi:application",
         "--bind", f"{host}:{port}", "--workers", str(workers), "--worker-class", "gthread",
         "--threads", str(WEB_THREADS), "--log-level", "warning",
+        *(["--forwarded-allow-ips", forwarded_allow_ips] if forwarded_allow_ips else []),
     ]  # fmt: skip
 
 
-def live_command(bin_dir: Path, host: str, port: int) -> list[str]:
+def live_command(bin_dir: Path, host: str, port: int, forwarded_allow_ips: str | None = None) -> list[str]:
     """Websockets and SSE on host:port: uvicorn with uvloop, httptools and the sans-I/O websockets,
-    without per-message compression (the messages are small: deflate cost more than it saved)."""
+    without per-message compression (the messages are small: deflate cost more than it saved).
+    `forwarded_allow_ips`: the proxy's addresses, whose X-Forwarded-* headers are believed."""
     return [
         str(bin_dir / "uvicorn"), "sparks_site.asgi:application", "--host", host, "--port", str(port),
         "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
         "--lifespan", "off", "--no-access-log", "--log-level", "warning",
+        *(["--proxy-headers", "--forwarded-allow-ips", forwarded_allow_ips] if forwarded_allow_ips else []),
     ]  # fmt: skip
 
 

@@ -32,7 +32,7 @@ if not SECRET_KEY:
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
-# --- Transport security: cookies and HSTS ---------------------------------------------------
+# --- Transport security: cookies, HSTS, HTTPS ------------------------------------------------
 # With DEBUG off the session and CSRF cookies are sent over HTTPS only, and HTTPS answers carry
 # HSTS (SecurityMiddleware adds it to secure requests only, so plain-HTTP health checks are
 # unaffected). Each can be overridden, e.g. SESSION_COOKIE_SECURE=0 for a plain-HTTP trial.
@@ -41,14 +41,29 @@ CSRF_COOKIE_SECURE = env.bool("CSRF_COOKIE_SECURE", default=not DEBUG)
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SAMESITE = env.str("SESSION_COOKIE_SAMESITE", default="Lax")
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+# HSTS sent by this host covers the host and its own subdomains only (not its parent domain's
+# other hosts): on the dedicated host SPARKS usually gets, that is nothing else. Set it off when
+# SPARKS answers on a domain whose subdomains include plain-HTTP sites.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
+# Off unless set: with `preload`, anyone may submit the registrable domain to the browsers'
+# built-in HSTS list, which binds every host of that domain to HTTPS for months. That is the
+# domain owner's decision, not a default of one application on it (hence security.W021 below).
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
-# Off by default: a TLS-terminating proxy usually redirects itself, and /healthz is served over HTTP.
-SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=False)
 # Behind a proxy that terminates TLS, request.is_secure() needs the proxy's header; set it only
-# when the proxy always sets (and strips a client's) X-Forwarded-Proto.
-if env.bool("SECURE_PROXY_SSL_HEADER_X_FORWARDED_PROTO", default=False):
+# when the proxy always sets (and strips a client's) X-Forwarded-Proto, as serve-prod's nginx does
+# (deploy/serve.py sets it when nginx holds the TLS certificate).
+_PROXY_SETS_FORWARDED_PROTO = env.bool("SECURE_PROXY_SSL_HEADER_X_FORWARDED_PROTO", default=False)
+if _PROXY_SETS_FORWARDED_PROTO:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# Plain HTTP is redirected to HTTPS when Django can tell them apart: with DEBUG off, behind a proxy
+# whose X-Forwarded-Proto is trusted. Without that header every request looks plain (behind a
+# TLS-terminating proxy too), and redirecting would loop. /healthz, /readyz and /metrics are
+# answered before the redirect (sparks_site.ops), so probes may stay on plain HTTP.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG and _PROXY_SETS_FORWARDED_PROTO)
+SILENCED_SYSTEM_CHECKS = [
+    # SECURE_HSTS_PRELOAD is off by default on purpose (see above); the check asks for it on.
+    "security.W021",
+]
 
 INSTALLED_APPS = [
     # daphne first: its `runserver` serves the ASGI application.
@@ -77,6 +92,8 @@ MIDDLEWARE = [
     # 503 under /api/ when the database or Redis cannot be reached (DRF views do it themselves).
     "sparks_site.errors.ServiceUnavailableMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    # /static/ from STATIC_ROOT (WhiteNoise), for deployments whose proxy does not serve it itself.
+    "sparks_site.staticfiles.StaticFilesMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -134,7 +151,16 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
+# Where `collectstatic` gathers every static file; nginx (make serve-prod) and WhiteNoise serve them
+# from there.
+STATIC_ROOT = Path(env.str("STATIC_ROOT", default=str(BASE_DIR / "staticfiles")))
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    # Hashed (cached for a year) and compressed names once collectstatic has run, plain names
+    # before: the suite runs with DEBUG off and collects nothing, and Django's manifest storage
+    # would fail every page that links a static file there (see sparks_site/staticfiles.py).
+    "staticfiles": {"BACKEND": "sparks_site.staticfiles.StaticFilesStorage"},
+}
 
 # --- Redis: cache, channel layer, Celery broker -------------------------------------------
 REDIS_URL = env.str("REDIS_URL", default="")
