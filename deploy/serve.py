@@ -145,20 +145,29 @@ class Supervisor:
         return 0
 
     def stop(self) -> None:
-        for child in self.children.values():
+        """nginx first, so that no new request comes in and the held websockets and SSE streams are
+        closed (the live server waits for them before it exits); then the others, all at once."""
+        deadline = time.monotonic() + STOP_SECONDS
+        order = sorted(self.children, key=lambda name: name != "nginx")
+        for name in order:
+            child = self.children[name]
             if child.poll() is None:
                 with _gone_is_fine():
                     os.killpg(child.pid, signal.SIGTERM)
-        deadline = time.monotonic() + STOP_SECONDS
-        for name, child in self.children.items():
-            try:
-                child.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                log(f"{name} did not stop within {STOP_SECONDS} s: killed")
-            # Whatever it left behind in its group (a pool worker) goes too.
-            with _gone_is_fine():
-                os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+            if name == "nginx":
+                self._wait(name, child, min(deadline, time.monotonic() + 5))
+        for name in order:
+            self._wait(name, self.children[name], deadline)
+
+    def _wait(self, name: str, child: subprocess.Popen, deadline: float) -> None:
+        try:
+            child.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            log(f"{name} did not stop within {STOP_SECONDS} s: killed")
+        # Whatever it left behind in its group (a pool worker) goes too.
+        with _gone_is_fine():
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
 
 
 class _gone_is_fine:
