@@ -312,3 +312,30 @@ def test_the_deployment_check_gives_no_warning_with_the_production_settings(tmp_
     )  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "no issues" in done.stdout
+
+
+def test_when_one_process_exits_the_supervisor_stops_the_others():
+    supervisor = serve.Supervisor(dict(os.environ))
+    # A server that would run for a minute, with a child of its own (as gunicorn has workers).
+    supervisor.start("server", ["sh", "-c", "sleep 60 & sleep 60"])
+    supervisor.start("crashing", [sys.executable, "-c", "import sys, time; time.sleep(0.5); sys.exit(3)"])
+    try:
+        assert supervisor.watch() == 1
+    finally:
+        supervisor.stop()
+    assert supervisor.children["crashing"].returncode == 3
+    assert supervisor.children["server"].returncode == -signal.SIGTERM
+    # Its whole process group went with it (an orphan may linger as a zombie until reaped).
+    assert _live_members_of_group(supervisor.children["server"].pid) == []
+
+
+def _live_members_of_group(group: int) -> list[int]:
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # gone meanwhile
+        if int(fields[2]) == group and fields[0] != "Z":
+            members.append(int(stat.parent.name))
+    return members
