@@ -336,6 +336,13 @@ OIDC_API_AUDIENCES = env.list("OIDC_API_AUDIENCES", default=[OIDC_RP_CLIENT_ID] 
 OIDC_ORG_CLAIM = env.str("OIDC_ORG_CLAIM", default="organization")
 OIDC_ORG_GROUPS_CLAIM = env.str("OIDC_ORG_GROUPS_CLAIM", default="groups")
 OIDC_ORG_GROUP_PREFIX = env.str("OIDC_ORG_GROUP_PREFIX", default="")
+# Who administers their organization: a member holding one of these realm or client roles
+# (`realm_access.roles`, `resource_access.<client id>.roles`) is its admin (with staff status), one
+# without is a member; applied only when the roles claims are present. Empty: roles change nothing.
+OIDC_ADMIN_ROLES = env.list("OIDC_ADMIN_ROLES", default=[])
+# How long a back-channel logout is remembered (shared cache), so that the signed-out session's
+# access tokens are refused until they would have expired: at least the realm's access token lifespan.
+OIDC_LOGOUT_MEMORY_SECONDS = env.int("OIDC_LOGOUT_MEMORY_SECONDS", default=86400)
 # The claim that carries the user's Entra object id (for publishing to and importing from Teams).
 OIDC_ENTRA_OBJECT_ID_CLAIM = env.str("OIDC_ENTRA_OBJECT_ID_CLAIM", default="oid")
 OIDC_TIMEOUT = env.float("OIDC_TIMEOUT_SECONDS", default=5.0)
