@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from orgs import oidc, token_types
 from orgs.models import ProviderSession
+from orgs.signals import browser_signed_in
 
 logger = logging.getLogger(__name__)
 
@@ -170,7 +171,8 @@ def ended(claims: dict[str, Any], markers: dict[str, Any] | None = None) -> bool
 # --- Which browser session belongs to which provider session ---------------------------------
 
 
-def record_browser_session(request: HttpRequest) -> None:
+@receiver(browser_signed_in)
+def record_browser_session(sender: Any, request: HttpRequest, **kwargs: Any) -> None:
     """Notes the provider session of a browser session that just signed in with the organization account."""
     id_token = request.session.get("oidc_id_token")
     session_key = request.session.session_key

@@ -26,7 +26,7 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.middleware import SessionRefresh as BaseSessionRefresh
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from orgs import services, token_types
+from orgs import services, signals, token_types
 from orgs.models import User
 from orgs.oidc_tokens import (
     InvalidToken,
@@ -147,10 +147,8 @@ class AuthenticationCallbackView(OIDCAuthenticationCallbackView):
 
     def login_success(self) -> HttpResponse:
         response = super().login_success()
-        # Which provider session this browser session is, for the provider's back-channel logout.
-        from orgs import logout  # here: orgs.logout builds on this module
-
-        logout.record_browser_session(self.request)
+        # orgs.logout notes which provider session this is, for the provider's back-channel logout.
+        signals.browser_signed_in.send(sender=type(self), request=self.request)
         return response
 
 
