@@ -104,11 +104,9 @@ def user_for_token(token: str) -> User:
     fields = found.get(cache_key)
     if fields is None:
         claims, lifetime = claims_of(token)
-        if not peeked:
-            # An opaque token: what userinfo says of its session and subject.
-            peeked = claims
-            found = None
-        if logout.ended(peeked, found):
+        # A JWT's markers came with the first read (its verified claims are those peeked at); an
+        # opaque token's are read now, from what userinfo says of its session and subject.
+        if logout.ended(claims, found if peeked else None):
             raise InvalidToken("The session was signed out.")
         try:
             user = services.user_from_claims(claims)
