@@ -13,8 +13,9 @@ verified (`verify_logout_token`), then `end_provider_session` ends what belongs 
   `sub`-only logout the time, before which that subject's tokens were issued. `orgs.bearer` asks
   `ended` for every token, cached or not, and refuses such tokens ("the session was signed out").
 
-Websocket connections already open stay open until they close (they were authenticated when they
-connected); a reconnect with the same token is refused.
+Websocket connections and SSE streams already open stay open until they close (they were
+authenticated when they connected, and are served by whichever process holds them); a reconnect
+with the same token is refused.
 """
 
 from __future__ import annotations

@@ -328,7 +328,7 @@ OIDC_RP_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
 OIDC_RP_SIGN_ALGO = "RS256"
 OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile")
 # Access tokens a bearer must be meant for: `aud` contains one of these (Keycloak's audience mapper),
-# or, for a token without `aud`, `azp` is one of them. Default: this client's id.
+# or `azp` (the client the token was issued to) is one of them. Default: this client's id.
 OIDC_API_AUDIENCES = env.list("OIDC_API_AUDIENCES", default=[OIDC_RP_CLIENT_ID] if OIDC_RP_CLIENT_ID else [])
 # Where the organization comes from: a claim holding the organization's slug (Keycloak's
 # organization mapper, or a user attribute mapper), else groups that start with a prefix

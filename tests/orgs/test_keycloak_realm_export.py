@@ -80,6 +80,9 @@ def test_each_mapper_reaches_the_id_token_the_access_token_and_userinfo(kind):
 def test_the_organization_mapper_gives_the_claim_the_server_reads(settings):
     claim = claim_from(mapper(CLIENT_ID, "oidc-organization-membership-mapper"), ["demo"])
 
+    # Keycloak fills the claim only when the organization scope is among the token's scopes.
+    assert all("organization" in entry["defaultClientScopes"] for entry in EXPORT["clients"])
+
     assert claims_rules.organization_of(claim) == claims_rules.OrganizationClaim(carried=True, slug="demo")
 
 
