@@ -39,7 +39,7 @@ KEYWORD = "Bearer"
 # How long a verified token's user is remembered at most; the token's own expiry comes first.
 USER_CACHE_SECONDS = 300
 # What is kept of a token's claims with its user, to refuse it once its session is signed out.
-_SESSION_CLAIMS = ("sid", "session_state", "sub", "iat")
+_SESSION_CLAIMS = ("sid", "session_state", "sub")
 _USER_FIELDS = ("id", "username", "first_name", "last_name", "email", "is_active", "is_staff", "is_superuser")
 
 InvalidToken = oidc.InvalidToken
@@ -51,11 +51,12 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _userinfo_claims(token: str) -> dict[str, Any]:
+def _userinfo_claims(token: str) -> tuple[dict[str, Any], float]:
+    """The provider's userinfo answer for an opaque token, and when the provider gave it."""
     cache_key = "oidc:userinfo:" + _token_hash(token)
-    claims = cache.get(cache_key)
-    if claims is not None:
-        return claims
+    entry = cache.get(cache_key)
+    if entry is not None:
+        return entry["claims"], entry["checked_at"]
     try:
         response = requests.get(
             oidc.provider().userinfo_endpoint,
@@ -76,17 +77,21 @@ def _userinfo_claims(token: str) -> dict[str, Any]:
         raise ProviderUnavailable("The userinfo endpoint did not answer JSON.") from error
     if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str):
         raise ProviderUnavailable("The userinfo answer carries no subject.")
-    cache.set(cache_key, claims, settings.OIDC_USERINFO_CACHE_SECONDS)
-    return claims
+    checked_at = time.time()
+    cache.set(cache_key, {"claims": claims, "checked_at": checked_at}, settings.OIDC_USERINFO_CACHE_SECONDS)
+    return claims, checked_at
 
 
-def claims_of(token: str) -> tuple[dict[str, Any], float]:
-    """The claims of a valid access token, and how long (seconds) they may be relied on."""
+def claims_of(token: str) -> tuple[dict[str, Any], float, Any]:
+    """The claims of a valid access token, how long (seconds) they may be relied on, and since when
+    the token is known good: a JWT's `iat`; for an opaque token, when the provider vouched for it
+    (a logout at the provider after that time refuses the cached answer, not the next one)."""
     if oidc.looks_like_jwt(token):
         # Only access tokens: an ID, refresh or logout token of the same realm is refused by its type.
         claims = oidc.decode_jwt(token, settings.OIDC_API_AUDIENCES, kind=token_types.require_access_token)
-        return claims, min(USER_CACHE_SECONDS, claims["exp"] - time.time())
-    return _userinfo_claims(token), settings.OIDC_USERINFO_CACHE_SECONDS
+        return claims, min(USER_CACHE_SECONDS, claims["exp"] - time.time()), claims.get("iat")
+    claims, checked_at = _userinfo_claims(token)
+    return claims, settings.OIDC_USERINFO_CACHE_SECONDS, checked_at
 
 
 def user_for_token(token: str) -> User:
@@ -103,17 +108,18 @@ def user_for_token(token: str) -> User:
     found = cache.get_many([cache_key, *logout.marker_keys(peeked)])
     fields = found.get(cache_key)
     if fields is None:
-        claims, lifetime = claims_of(token)
+        claims, lifetime, known_since = claims_of(token)
+        session = {name: claims.get(name) for name in _SESSION_CLAIMS} | {"iat": known_since}
         # A JWT's markers came with the first read (its verified claims are those peeked at); an
         # opaque token's are read now, from what userinfo says of its session and subject.
-        if logout.ended(claims, found if peeked else None):
+        if logout.ended(session, found if peeked else None):
             raise InvalidToken("The session was signed out.")
         try:
             user = services.user_from_claims(claims)
         except services.InvalidClaims as error:
             raise InvalidToken(str(error)) from error
         fields = {name: getattr(user, name) for name in _USER_FIELDS} | {"public_id": str(user.public_id)}
-        fields["session"] = {name: claims.get(name) for name in _SESSION_CLAIMS}
+        fields["session"] = session
         if lifetime >= 1:
             cache.set(cache_key, fields, int(lifetime))
     elif logout.ended(peeked or fields.get("session") or {}, found if peeked else None):

@@ -133,13 +133,15 @@ def test_a_logout_naming_only_the_user_refuses_tokens_issued_before_it_not_after
 
 
 @pytest.mark.django_db
-def test_an_opaque_token_of_a_signed_out_user_is_refused(keycloak_realm, erin):
+def test_an_opaque_token_vouched_for_before_the_users_logout_is_refused_a_later_one_is_not(keycloak_realm, erin):
     keycloak_realm.userinfo["opaque-1"] = (200, {"sub": "kc-erin", "organization": ["acme"]})
     assert api_status("opaque-1") == 200
 
     backchannel_logout(keycloak_realm.logout_token("kc-erin", sid=None))
+    keycloak_realm.userinfo["opaque-2"] = (200, {"sub": "kc-erin", "organization": ["acme"]})  # signed in again
 
     assert api_status("opaque-1") == 401
+    assert api_status("opaque-2") == 200
 
 
 @pytest.mark.django_db(transaction=True)
