@@ -11,8 +11,8 @@ verified (`verify_logout_token`), then `end_provider_session` ends what belongs 
   under the token's hash. So the logout is remembered in the shared cache for
   OIDC_LOGOUT_MEMORY_SECONDS (longer than an access token lives): the ended `sid`, and for a
   `sub`-only logout the time, before which that subject's tokens were issued (an opaque token:
-  vouched for by userinfo). `orgs.bearer` asks
-  `ended` for every token, cached or not, and refuses such tokens ("the session was signed out").
+  vouched for by userinfo). `orgs.bearer` asks `ended` for every token, cached or not, and
+  refuses such tokens ("the session was signed out").
 
 Websocket connections and SSE streams already open stay open until they close (they were
 authenticated when they connected, and are served by whichever process holds them); a reconnect
