@@ -93,6 +93,7 @@ def test_the_sse_stream_refuses_an_id_token(keycloak_realm):
     response = Client().get(STREAM, HTTP_AUTHORIZATION=f"Bearer {keycloak_realm.id_token('kc-erin')}")
 
     assert response.status_code == 401
+    assert response.json()["detail"] == "Invalid token: An ID token is not an access token."
     assert response["WWW-Authenticate"] == "Bearer"
 
 
