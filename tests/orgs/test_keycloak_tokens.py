@@ -51,9 +51,17 @@ def test_an_id_token_is_not_an_access_token(keycloak_realm):
 
 
 @pytest.mark.django_db
-def test_a_refresh_token_is_refused(keycloak_realm):
-    # Keycloak signs refresh tokens with the realm's HMAC key: they never verify as an access token.
-    assert "RS256" in refusal(keycloak_realm.refresh_token("kc-erin"))
+def test_a_refresh_token_is_refused_by_its_name(keycloak_realm):
+    # Keycloak signs refresh tokens with the realm's HMAC key (HS512): never verifiable here anyway.
+    assert refusal(keycloak_realm.refresh_token("kc-erin")) == "Invalid token: A refresh token is not an access token."
+
+
+@pytest.mark.django_db
+def test_a_forged_token_claiming_to_be_an_access_token_is_refused_by_its_signature(keycloak_realm):
+    header, _, signature = keycloak_realm.token("kc-erin").split(".")
+    _, payload, _ = keycloak_realm.token("kc-mallory", realm_access={"roles": ["sparks-admin"]}).split(".")
+
+    assert "signature" in refusal(f"{header}.{payload}.{signature}")
 
 
 @pytest.mark.django_db
