@@ -6,4 +6,5 @@ class OrgsConfig(AppConfig):
     verbose_name = "Organizations"
 
     def ready(self) -> None:
-        from orgs import authentication  # noqa: F401  (connects the cache-invalidation receivers)
+        # Connect the receivers: the cache invalidation, and forgetting a signed-out session's provider session.
+        from orgs import authentication, logout  # noqa: F401

@@ -1,12 +1,14 @@
 """Bearer access tokens of the organization account, for the REST API, SSE and websockets.
 
 No round trip to the provider per request: a JWT access token (Keycloak's) is verified here, its
-signature against the provider's published keys (cached), its issuer, audience and expiry. An
+signature against the provider's published keys (cached), its issuer, expiry, audience and type
+(an access token: `typ: Bearer`, or the header `typ: at+jwt`; see orgs/token_types.py). An
 opaque token is asked about at the provider's userinfo endpoint, and the answer kept in the shared
 cache for OIDC_USERINFO_CACHE_SECONDS under the token's hash. Either way the user the claims
 describe is created or updated as at a browser sign-in (membership included), then remembered
 under the token's hash until the token expires (at most a few minutes), so a busy client costs
-one cache read a request.
+one cache read a request. That same read asks whether the token's session was signed out at the
+provider since (back-channel logout, orgs/logout.py): such a token is refused even while cached.
 
 A token that is not valid is a 401. A provider that cannot be reached (or answers with a server
 error) when it must be asked is a 503: the client should retry, not sign in again.
@@ -27,7 +29,7 @@ from rest_framework import exceptions, status
 from rest_framework.authentication import BaseAuthentication, get_authorization_header
 from rest_framework.request import Request
 
-from orgs import oidc, services
+from orgs import logout, oidc, services, token_types
 from orgs.authentication import cached_user
 from orgs.models import User
 
@@ -36,6 +38,8 @@ logger = logging.getLogger(__name__)
 KEYWORD = "Bearer"
 # How long a verified token's user is remembered at most; the token's own expiry comes first.
 USER_CACHE_SECONDS = 300
+# What is kept of a token's claims with its user, to refuse it once its session is signed out.
+_SESSION_CLAIMS = ("sid", "session_state", "sub")
 _USER_FIELDS = ("id", "username", "first_name", "last_name", "email", "is_active", "is_staff", "is_superuser")
 
 InvalidToken = oidc.InvalidToken
@@ -47,11 +51,12 @@ def _token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def _userinfo_claims(token: str) -> dict[str, Any]:
+def _userinfo_claims(token: str) -> tuple[dict[str, Any], float]:
+    """The provider's userinfo answer for an opaque token, and when the provider gave it."""
     cache_key = "oidc:userinfo:" + _token_hash(token)
-    claims = cache.get(cache_key)
-    if claims is not None:
-        return claims
+    entry = cache.get(cache_key)
+    if entry is not None:
+        return entry["claims"], entry["checked_at"]
     try:
         response = requests.get(
             oidc.provider().userinfo_endpoint,
@@ -72,16 +77,21 @@ def _userinfo_claims(token: str) -> dict[str, Any]:
         raise ProviderUnavailable("The userinfo endpoint did not answer JSON.") from error
     if not isinstance(claims, dict) or not isinstance(claims.get("sub"), str):
         raise ProviderUnavailable("The userinfo answer carries no subject.")
-    cache.set(cache_key, claims, settings.OIDC_USERINFO_CACHE_SECONDS)
-    return claims
+    checked_at = time.time()
+    cache.set(cache_key, {"claims": claims, "checked_at": checked_at}, settings.OIDC_USERINFO_CACHE_SECONDS)
+    return claims, checked_at
 
 
-def claims_of(token: str) -> tuple[dict[str, Any], float]:
-    """The claims of a valid access token, and how long (seconds) they may be relied on."""
+def claims_of(token: str) -> tuple[dict[str, Any], float, Any]:
+    """The claims of a valid access token, how long (seconds) they may be relied on, and since when
+    the token is known good: a JWT's `iat`; for an opaque token, when the provider vouched for it
+    (a logout at the provider after that time refuses the cached answer, not the next one)."""
     if oidc.looks_like_jwt(token):
-        claims = oidc.decode_jwt(token, settings.OIDC_API_AUDIENCES)
-        return claims, min(USER_CACHE_SECONDS, claims["exp"] - time.time())
-    return _userinfo_claims(token), settings.OIDC_USERINFO_CACHE_SECONDS
+        # Only access tokens: an ID, refresh or logout token of the same realm is refused by its type.
+        claims = oidc.decode_jwt(token, settings.OIDC_API_AUDIENCES, kind=token_types.require_access_token)
+        return claims, min(USER_CACHE_SECONDS, claims["exp"] - time.time()), claims.get("iat")
+    claims, checked_at = _userinfo_claims(token)
+    return claims, settings.OIDC_USERINFO_CACHE_SECONDS, checked_at
 
 
 def user_for_token(token: str) -> User:
@@ -91,19 +101,32 @@ def user_for_token(token: str) -> User:
     if not token or len(token) > 16384:
         raise InvalidToken("The token is malformed.")
     cache_key = "auth:bearer:" + _token_hash(token)
-    fields = cache.get(cache_key)
+    # A JWT's session and subject are read before it is verified only to fetch, in the same cache
+    # round trip as its user, whether that session was signed out; nothing else is trusted before
+    # verification (a token whose user is cached was verified when it was cached: same hash, same claims).
+    peeked = oidc.unverified_claims(token) if oidc.looks_like_jwt(token) else {}
+    found = cache.get_many([cache_key, *logout.marker_keys(peeked)])
+    fields = found.get(cache_key)
     if fields is None:
-        claims, lifetime = claims_of(token)
+        claims, lifetime, known_since = claims_of(token)
+        session = {name: claims.get(name) for name in _SESSION_CLAIMS} | {"iat": known_since}
+        # A JWT's markers came with the first read (its verified claims are those peeked at); an
+        # opaque token's are read now, from what userinfo says of its session and subject.
+        if logout.ended(session, found if peeked else None):
+            raise InvalidToken("The session was signed out.")
         try:
             user = services.user_from_claims(claims)
         except services.InvalidClaims as error:
             raise InvalidToken(str(error)) from error
         fields = {name: getattr(user, name) for name in _USER_FIELDS} | {"public_id": str(user.public_id)}
+        fields["session"] = session
         if lifetime >= 1:
             cache.set(cache_key, fields, int(lifetime))
+    elif logout.ended(peeked or fields.get("session") or {}, found if peeked else None):
+        raise InvalidToken("The session was signed out.")
     if not fields["is_active"]:
         raise InvalidToken("The user is inactive.")
-    return cached_user(fields)
+    return cached_user({name: value for name, value in fields.items() if name != "session"})
 
 
 class ProviderUnavailableError(exceptions.APIException):

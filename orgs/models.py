@@ -120,3 +120,23 @@ class Membership(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} in {self.organization} ({self.role})"
+
+
+class ProviderSession(models.Model):
+    """Which browser session here belongs to which session at the sign-in provider.
+
+    Recorded at each browser sign-in with the organization account (the ID token's `sid` and `sub`),
+    so that the provider's back-channel logout can end the matching sessions here. A row goes when
+    its session is signed out, here or at the provider; rows of sessions that merely expired are
+    pruned at later sign-ins.
+    """
+
+    session_key = models.CharField(max_length=40, unique=True)
+    # The provider's session id (`sid`); empty when the provider's ID tokens carry none.
+    provider_sid = models.CharField(max_length=255, blank=True, db_index=True)
+    subject = models.CharField(max_length=255, db_index=True)
+    # Renewed at each sign-in of the session (the silent re-checks included), for the pruning.
+    recorded_at = models.DateTimeField(auto_now=True, db_index=True)
+
+    def __str__(self) -> str:
+        return f"Session of {self.subject} (provider session {self.provider_sid or 'unknown'})"

@@ -1,9 +1,7 @@
 """Sign-in with the organization account (OIDC, e.g. Keycloak), configured from the issuer alone.
 
-The provider's endpoints come from its discovery document, fetched on first use and kept (in this
-process and in the shared cache) for OIDC_METADATA_CACHE_SECONDS; its signing keys likewise, fetched
-again at once when a token names a key id not seen yet (a key rotation), at most every
-OIDC_JWKS_MIN_REFRESH_SECONDS so that made-up key ids cannot make us hammer the provider.
+The provider's endpoints and keys come from its discovery document (orgs/oidc_tokens.py, which
+also verifies the JWTs it signs); the names below re-exported from there are what other modules use.
 
 mozilla-django-oidc runs the browser flow; the classes below only feed it the discovered
 endpoints (it reads them from settings otherwise), verify ID tokens with the same code as bearer
@@ -14,17 +12,12 @@ to the user and their organization (`orgs.services.user_from_claims`).
 from __future__ import annotations
 
 import logging
-import threading
-import time
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-import jwt
 import requests
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY
-from django.core.cache import cache
 from django.core.exceptions import SuspiciousOperation
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -33,209 +26,36 @@ from mozilla_django_oidc.auth import OIDCAuthenticationBackend
 from mozilla_django_oidc.middleware import SessionRefresh as BaseSessionRefresh
 from mozilla_django_oidc.views import OIDCAuthenticationCallbackView, OIDCAuthenticationRequestView
 
-from orgs import services
+from orgs import services, signals, token_types
 from orgs.models import User
+from orgs.oidc_tokens import (
+    InvalidToken,
+    ProviderUnavailable,
+    audiences_of,
+    decode_jwt,
+    enabled,
+    forget_provider_caches,
+    looks_like_jwt,
+    provider,
+    unverified_claims,
+    verify_signed,
+)
+
+# The provider and token names other modules (and tests) use, from here as before the split.
+__all__ = [
+    "InvalidToken",
+    "ProviderUnavailable",
+    "audiences_of",
+    "decode_jwt",
+    "enabled",
+    "forget_provider_caches",
+    "looks_like_jwt",
+    "provider",
+    "unverified_claims",
+    "verify_signed",
+]
 
 logger = logging.getLogger(__name__)
-
-SIGNING_ALGORITHMS = ["RS256"]
-# Clocks of the provider and of this server differ a little.
-LEEWAY_SECONDS = 30
-
-
-class ProviderUnavailable(Exception):
-    """The provider did not answer, or answered with an error of its own (5xx, garbage)."""
-
-
-class InvalidToken(Exception):
-    """A token that is not valid here: malformed, expired, wrongly signed, for another issuer or audience."""
-
-
-# --- Discovery -------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Provider:
-    issuer: str
-    authorization_endpoint: str
-    token_endpoint: str
-    userinfo_endpoint: str
-    jwks_uri: str
-    end_session_endpoint: str | None
-
-
-_lock = threading.Lock()
-_providers: dict[str, tuple[float, Provider]] = {}
-
-
-def enabled() -> bool:
-    return bool(settings.OIDC_ISSUER)
-
-
-def _fetch_json(url: str, what: str) -> dict[str, Any]:
-    try:
-        response = requests.get(url, timeout=settings.OIDC_TIMEOUT, headers={"Accept": "application/json"})
-    except requests.RequestException as error:
-        raise ProviderUnavailable(f"The sign-in provider's {what} could not be fetched: {error}") from error
-    if response.status_code != 200:
-        raise ProviderUnavailable(f"The sign-in provider's {what} answered {response.status_code}.")
-    try:
-        document = response.json()
-    except ValueError as error:
-        raise ProviderUnavailable(f"The sign-in provider's {what} is not JSON.") from error
-    if not isinstance(document, dict):
-        raise ProviderUnavailable(f"The sign-in provider's {what} is not a JSON object.")
-    return document
-
-
-def provider() -> Provider:
-    """The configured provider's endpoints, from its discovery document (cached)."""
-    issuer = settings.OIDC_ISSUER
-    if not issuer:
-        raise ProviderUnavailable("Sign-in with the organization account is not configured (OIDC_ISSUER).")
-    entry = _providers.get(issuer)
-    if entry is not None and entry[0] > time.monotonic():
-        return entry[1]
-    cache_key = f"oidc:discovery:{issuer}"
-    document = cache.get(cache_key)
-    if document is None:
-        document = _fetch_json(f"{issuer}/.well-known/openid-configuration", "discovery document")
-        if document.get("issuer", "").rstrip("/") != issuer:
-            # A discovery document for another issuer would make us trust tokens we should not.
-            named = document.get("issuer")
-            raise ProviderUnavailable(f"The discovery document names issuer {named!r}, not {issuer!r}.")
-        missing = [
-            name
-            for name in ("authorization_endpoint", "token_endpoint", "userinfo_endpoint", "jwks_uri")
-            if not document.get(name)
-        ]
-        if missing:
-            raise ProviderUnavailable(f"The discovery document lacks {', '.join(missing)}.")
-        cache.set(cache_key, document, settings.OIDC_METADATA_CACHE_SECONDS)
-    found = Provider(
-        issuer=issuer,
-        authorization_endpoint=document["authorization_endpoint"],
-        token_endpoint=document["token_endpoint"],
-        userinfo_endpoint=document["userinfo_endpoint"],
-        jwks_uri=document["jwks_uri"],
-        end_session_endpoint=document.get("end_session_endpoint"),
-    )
-    with _lock:
-        _providers[issuer] = (time.monotonic() + settings.OIDC_METADATA_CACHE_SECONDS, found)
-    return found
-
-
-# --- Signing keys ------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class _KeySet:
-    expires_at: float
-    keys: list[jwt.PyJWK]
-    forced_refresh_at: float | None = None  # when an unknown kid last made us fetch again
-
-
-_key_sets: dict[str, _KeySet] = {}
-
-
-def _load_keys(jwks_uri: str) -> list[jwt.PyJWK]:
-    document = _fetch_json(jwks_uri, "signing keys")
-    keys = []
-    for entry in document.get("keys") or []:
-        if not isinstance(entry, dict) or entry.get("use", "sig") != "sig" or entry.get("kty") != "RSA":
-            continue
-        try:
-            keys.append(jwt.PyJWK(entry, algorithm=entry.get("alg") or "RS256"))
-        except jwt.PyJWTError:
-            logger.warning("The provider publishes a key this server cannot use: %s", entry.get("kid"))
-    return keys
-
-
-def _find(keys: list[jwt.PyJWK], kid: str | None) -> jwt.PyJWK | None:
-    if kid is None:
-        # A token may name no key only when there is no choice to make.
-        return keys[0] if len(keys) == 1 else None
-    return next((key for key in keys if key.key_id == kid), None)
-
-
-def signing_key(jwks_uri: str, kid: str | None) -> jwt.PyJWK:
-    now = time.monotonic()
-    key_set = _key_sets.get(jwks_uri)
-    if key_set is None or key_set.expires_at <= now:
-        key_set = _KeySet(now + settings.OIDC_METADATA_CACHE_SECONDS, _load_keys(jwks_uri))
-        _key_sets[jwks_uri] = key_set
-    key = _find(key_set.keys, kid)
-    if key is not None:
-        return key
-    # An unknown key: the provider may have rotated its keys since we fetched them.
-    with _lock:
-        last = key_set.forced_refresh_at
-        may_refresh = last is None or now - last >= settings.OIDC_JWKS_MIN_REFRESH_SECONDS
-        if may_refresh:
-            key_set.forced_refresh_at = now
-    if may_refresh:
-        key_set.keys = _load_keys(jwks_uri)
-        key_set.expires_at = now + settings.OIDC_METADATA_CACHE_SECONDS
-        key = _find(key_set.keys, kid)
-    if key is None:
-        raise InvalidToken("The token is signed with a key the provider does not publish.")
-    return key
-
-
-def forget_provider_caches() -> None:
-    """Drop what this process knows of providers (their endpoints and keys)."""
-    with _lock:
-        _providers.clear()
-        _key_sets.clear()
-
-
-def looks_like_jwt(token: str) -> bool:
-    if token.count(".") != 2:
-        return False
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        return False
-    return isinstance(header, dict) and "alg" in header
-
-
-def decode_jwt(token: str, audiences: list[str]) -> dict[str, Any]:
-    """The claims of a token the provider signed for one of `audiences`, else InvalidToken.
-
-    The audience holds when `aud` names one of them, or, for a token without one of them in
-    `aud` (Keycloak puts "account" there), when the authorized party `azp` is one of them.
-    """
-    current = provider()
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError as error:
-        raise InvalidToken("The token is malformed.") from error
-    if header.get("alg") not in SIGNING_ALGORITHMS:
-        raise InvalidToken("The token is not signed with RS256.")
-    key = signing_key(current.jwks_uri, header.get("kid"))
-    try:
-        claims = jwt.decode(
-            token,
-            key.key,
-            algorithms=SIGNING_ALGORITHMS,
-            issuer=current.issuer,
-            leeway=LEEWAY_SECONDS,
-            options={"require": ["exp", "iss", "sub"], "verify_aud": False},
-        )
-    except jwt.ExpiredSignatureError as error:
-        raise InvalidToken("The token has expired.") from error
-    except jwt.InvalidIssuerError as error:
-        raise InvalidToken("The token was issued by another provider.") from error
-    except jwt.InvalidSignatureError as error:
-        raise InvalidToken("The token's signature is wrong.") from error
-    except jwt.PyJWTError as error:
-        raise InvalidToken(f"The token is not valid: {error}") from error
-    audience = claims.get("aud")
-    token_audiences = {audience} if isinstance(audience, str) else set(audience or [])
-    if not (token_audiences & set(audiences)) and claims.get("azp") not in audiences:
-        raise InvalidToken("The token is meant for another audience.")
-    return claims
-
 
 # --- The browser flow (mozilla-django-oidc with discovered endpoints) --------------------------
 
@@ -273,7 +93,7 @@ class OrganizationAccountBackend(OIDCAuthenticationBackend):
             return None
 
     def verify_token(self, token: str, **kwargs: Any) -> dict[str, Any]:
-        claims = decode_jwt(token, [settings.OIDC_RP_CLIENT_ID])
+        claims = decode_jwt(token, [settings.OIDC_RP_CLIENT_ID], kind=token_types.require_id_token)
         nonce = kwargs.get("nonce")
         if self.get_settings("OIDC_USE_NONCE", True) and nonce != claims.get("nonce"):
             raise SuspiciousOperation("The ID token's nonce does not match the sign-in request.")
@@ -324,6 +144,12 @@ class AuthenticationCallbackView(OIDCAuthenticationCallbackView):
         if not enabled():
             raise Http404("Sign-in with the organization account is not configured.")
         return super().get(request)
+
+    def login_success(self) -> HttpResponse:
+        response = super().login_success()
+        # orgs.logout notes which provider session this is, for the provider's back-channel logout.
+        signals.browser_signed_in.send(sender=type(self), request=self.request)
+        return response
 
 
 class SessionRefresh(BaseSessionRefresh):

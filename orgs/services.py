@@ -7,10 +7,9 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.utils.text import slugify
 
+from orgs import claims as claims_rules
 from orgs import signals
 from orgs.models import Membership, Organization, PresencePolicy, User
 
@@ -41,37 +40,8 @@ class InvalidClaims(ValueError):
 
 
 def organization_slug_from_claims(claims: Mapping[str, Any]) -> str | None:
-    """The organization the claims put the user in, or None for none.
-
-    The organization claim (OIDC_ORG_CLAIM) may hold a slug, a list of them or, as Keycloak's
-    organization mapper with ids, an object keyed by slug; else groups with the configured prefix
-    (`/sparks-org-acme` → acme) decide. A user belongs to one organization: with several, the
-    first in alphabetical order, so that the same token always gives the same answer.
-    """
-    candidates: list[str] = []
-    claim_name = settings.OIDC_ORG_CLAIM
-    if claim_name and claims.get(claim_name) not in (None, "", [], {}):
-        value = claims[claim_name]
-        if isinstance(value, str):
-            candidates = [value]
-        elif isinstance(value, Mapping):
-            candidates = [str(key) for key in value]
-        elif isinstance(value, list | tuple):
-            candidates = [str(item) for item in value if isinstance(item, str)]
-    elif settings.OIDC_ORG_GROUP_PREFIX:
-        prefix = settings.OIDC_ORG_GROUP_PREFIX.lstrip("/")
-        groups = claims.get(settings.OIDC_ORG_GROUPS_CLAIM) or []
-        if isinstance(groups, list | tuple):
-            # Keycloak sends `/group` with "full group path" on, `group` without: accept both.
-            candidates = [
-                group.lstrip("/")[len(prefix) :]
-                for group in groups
-                if isinstance(group, str) and group.lstrip("/").startswith(prefix)
-            ]
-    slugs = sorted({slugify(candidate)[:64] for candidate in candidates} - {""})
-    if len(slugs) > 1:
-        logger.warning("Claims name several organizations %s; the user is put in %s.", slugs, slugs[0])
-    return slugs[0] if slugs else None
+    """The organization the claims name, or None (none named, or the claim not carried)."""
+    return claims_rules.organization_of(claims).slug
 
 
 def _free_username(claims: Mapping[str, Any], subject: str) -> str:
@@ -88,15 +58,16 @@ def _free_username(claims: Mapping[str, Any], subject: str) -> str:
 def user_from_claims(claims: Mapping[str, Any]) -> User:
     """The user the provider's claims describe, created or updated, in the organization they name.
 
-    `sub` is the stable key (User.oidc_subject); email and names follow the provider on every
-    sign-in, and so does the membership: a token that names another organization moves the user,
-    one that names none takes the user out. Called on each browser sign-in and for each new bearer
-    token, so what the provider says is what applies.
+    `sub` is the stable key (User.oidc_subject). Email and names follow the provider when the claims
+    carry them; so do the membership (another organization moves the user, a claim naming none
+    takes them out) and, with OIDC_ADMIN_ROLES, the role. A claim that is not carried changes
+    nothing (see orgs/claims.py). Called on each browser sign-in and for each new bearer token.
     """
     subject = claims.get("sub")
     if not isinstance(subject, str) or not subject or len(subject) > 255:
         raise InvalidClaims("The provider's claims carry no usable subject (sub).")
-    slug = organization_slug_from_claims(claims)
+    organization = claims_rules.organization_of(claims)
+    admin = claims_rules.admin_by_roles(claims)
     with transaction.atomic():
         user = User.objects.select_for_update().filter(oidc_subject=subject).first()
         if user is None:
@@ -109,34 +80,55 @@ def user_from_claims(claims: Mapping[str, Any]) -> User:
                 # The same new user signed in twice at once: the other request created them.
                 user = User.objects.select_for_update().get(oidc_subject=subject)
         changed = _apply_profile_claims(user, claims)
+        changed += _apply_membership(user, organization, admin)
         if changed:
-            user.save(update_fields=changed)
-        _apply_membership(user, slug)
+            user.save(update_fields=sorted(set(changed)))
         signals.claims_applied.send(sender=User, user=user, claims=claims)
     return user
 
 
 def _apply_profile_claims(user: User, claims: Mapping[str, Any]) -> list[str]:
-    wanted = {
-        "email": str(claims.get("email") or user.email)[:254],
-        "first_name": str(claims.get("given_name") or "")[:150],
-        "last_name": str(claims.get("family_name") or "")[:150],
-    }
-    if not wanted["first_name"] and not wanted["last_name"] and claims.get("name"):
-        wanted["first_name"] = str(claims["name"])[:150]
+    wanted = claims_rules.profile_of(claims)
     changed = [name for name, value in wanted.items() if getattr(user, name) != value]
     for name in changed:
         setattr(user, name, wanted[name])
     return changed
 
 
-def _apply_membership(user: User, slug: str | None) -> None:
+def _apply_membership(user: User, organization: claims_rules.OrganizationClaim, admin: bool | None) -> list[str]:
+    """Membership and role as the claims say; the user's fields changed (staff status), to save."""
     current = Membership.objects.filter(user=user).select_related("organization").first()
-    if slug is None:
+    if organization.carried and organization.slug is None:
         if current is not None:
             current.delete()
-        return
-    if current is not None and current.organization.slug == slug:
-        return  # unchanged: keep the role an administrator may have given
-    organization = ensure_organization(slug, slug.replace("-", " ").title())
-    set_membership(user, organization)
+        return []
+    if organization.carried and (current is None or current.organization.slug != organization.slug):
+        old_role = current.role if current is not None else None
+        slug = organization.slug
+        target = ensure_organization(slug, slug.replace("-", " ").title())
+        current = set_membership(user, target, Membership.Role.ADMIN if admin else Membership.Role.MEMBER)
+        return _follow_role_with_staff(user, old_role, current.role) if admin is not None else []
+    if current is None or admin is None:
+        # No organization to be admin of, or no roles claim: the role an administrator gave stays.
+        return []
+    wanted = Membership.Role.ADMIN if admin else Membership.Role.MEMBER
+    old_role = current.role
+    if old_role != wanted:
+        current.role = wanted
+        current.save(update_fields=["role"])
+    return _follow_role_with_staff(user, old_role, wanted)
+
+
+def _follow_role_with_staff(user: User, old_role: str | None, new_role: str) -> list[str]:
+    """An organization admin needs staff status to enter the admin: roles that appoint one give it,
+    roles that demote one take it back. Staff status given by hand to a member is left alone, and
+    superusers are never touched."""
+    if user.is_superuser:
+        return []
+    if new_role == Membership.Role.ADMIN and not user.is_staff:
+        user.is_staff = True
+        return ["is_staff"]
+    if old_role == Membership.Role.ADMIN and new_role != Membership.Role.ADMIN and user.is_staff:
+        user.is_staff = False
+        return ["is_staff"]
+    return []

@@ -6,3 +6,7 @@ from django.dispatch import Signal
 # claims, with `user` and `claims` (the ID token's or userinfo's): e.g. the integrations take the
 # user's Entra object id from them.
 claims_applied = Signal()
+
+# Sent by the organization account's sign-in callback once the browser session is signed in (a
+# sign-in or a silent re-check), with `request`: `orgs.logout` notes which provider session it is.
+browser_signed_in = Signal()

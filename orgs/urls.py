@@ -1,6 +1,6 @@
 from django.urls import include, path
 
-from orgs import pages
+from orgs import pages, views
 
 urlpatterns = [
     path("", pages.home, name="home"),
@@ -8,6 +8,8 @@ urlpatterns = [
     path("accounts/sign-out/", pages.sign_out, name="sign-out"),
     path("settings/privacy/", pages.privacy_settings, name="privacy-settings"),
     path("me/", pages.my_presence, name="my-presence-page"),
+    # Keycloak's "Backchannel logout URL": the provider ends sessions here (before the include below).
+    path("oidc/backchannel-logout/", views.backchannel_logout, name="oidc-backchannel-logout"),
     # The organization account's sign-in: authenticate/, callback/ (the redirect URI), logout/.
     path("oidc/", include("mozilla_django_oidc.urls")),
 ]

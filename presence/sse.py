@@ -24,7 +24,7 @@ from orgs.bearer import ProviderUnavailable, ProviderUnavailableError
 from orgs.models import User
 from presence import hub, live, selectors
 from presence.api import AggregatorDisabled
-from sparks_site.live_auth import credential_from_authorization, user_for
+from sparks_site.live_auth import authenticate, credential_from_authorization
 
 # Proxies and load balancers drop connections that stay silent for long (often 30-60 s).
 KEEPALIVE_SECONDS = 15.0
@@ -39,12 +39,12 @@ async def _authenticate(request: HttpRequest) -> tuple[User | None, JsonResponse
     credential = credential_from_authorization(request.headers.get("Authorization"))
     if credential is not None:
         try:
-            user = await user_for(credential)
+            user, why = await authenticate(credential)
         except ProviderUnavailable:
             error = ProviderUnavailableError()
             return None, _error(503, error.default_code, str(error.default_detail))
         if user is None:
-            refusal = _error(401, "authentication_failed", "Invalid token.")
+            refusal = _error(401, "authentication_failed", why)
             refusal["WWW-Authenticate"] = "Bearer" if credential.scheme == "bearer" else "Token"
             return None, refusal
         return user, None

@@ -86,35 +86,41 @@ def _token_authentication() -> TokenAuthentication:
 
 
 @database_sync_to_async
-def _user_for_drf_token(key: str) -> User | None:
+def _user_for_drf_token(key: str) -> tuple[User | None, str]:
     try:
         user, _ = _token_authentication().authenticate_credentials(key)
     except exceptions.AuthenticationFailed:
-        return None
-    return user
+        return None, "Invalid token."
+    return user, ""
 
 
 @database_sync_to_async
-def _user_for_bearer_token(token: str) -> User | None:
-    """The organization account's user, None for an invalid token; ProviderUnavailable goes up
-    (the caller answers "retry", not "sign in again")."""
+def _user_for_bearer_token(token: str) -> tuple[User | None, str]:
+    """The organization account's user, or None and why (e.g. "an ID token is not an access
+    token"); ProviderUnavailable goes up (the caller answers "retry", not "sign in again")."""
     try:
-        return bearer.user_for_token(token)
-    except bearer.InvalidToken:
-        return None
+        return bearer.user_for_token(token), ""
+    except bearer.InvalidToken as error:
+        return None, f"Invalid token: {error}"
 
 
-_RESOLVERS: dict[str, Callable[[str], Awaitable[User | None]]] = {
+_RESOLVERS: dict[str, Callable[[str], Awaitable[tuple[User | None, str]]]] = {
     TOKEN_SCHEME: _user_for_drf_token,
     BEARER_SCHEME: _user_for_bearer_token,
 }
 
 
-async def user_for(credential: Credential) -> User | None:
+async def authenticate(credential: Credential) -> tuple[User | None, str]:
+    """The credential's user, or None and why it was refused (for the SSE stream's 401 detail)."""
     resolver = _RESOLVERS.get(credential.scheme)
     if resolver is None or not credential.value:
-        return None
+        return None, "Invalid token."
     return await resolver(credential.value)
+
+
+async def user_for(credential: Credential) -> User | None:
+    user, _ = await authenticate(credential)
+    return user
 
 
 def _origin_may_use_session(scope: dict) -> bool:

@@ -354,7 +354,7 @@ OIDC_RP_CLIENT_SECRET = env.str("OIDC_CLIENT_SECRET", default="")
 OIDC_RP_SIGN_ALGO = "RS256"
 OIDC_RP_SCOPES = env.str("OIDC_SCOPES", default="openid email profile")
 # Access tokens a bearer must be meant for: `aud` contains one of these (Keycloak's audience mapper),
-# or, for a token without `aud`, `azp` is one of them. Default: this client's id.
+# or `azp` (the client the token was issued to) is one of them. Default: this client's id.
 OIDC_API_AUDIENCES = env.list("OIDC_API_AUDIENCES", default=[OIDC_RP_CLIENT_ID] if OIDC_RP_CLIENT_ID else [])
 # Where the organization comes from: a claim holding the organization's slug (Keycloak's
 # organization mapper, or a user attribute mapper), else groups that start with a prefix
@@ -362,6 +362,13 @@ OIDC_API_AUDIENCES = env.list("OIDC_API_AUDIENCES", default=[OIDC_RP_CLIENT_ID] 
 OIDC_ORG_CLAIM = env.str("OIDC_ORG_CLAIM", default="organization")
 OIDC_ORG_GROUPS_CLAIM = env.str("OIDC_ORG_GROUPS_CLAIM", default="groups")
 OIDC_ORG_GROUP_PREFIX = env.str("OIDC_ORG_GROUP_PREFIX", default="")
+# Who administers their organization: a member holding one of these realm or client roles
+# (`realm_access.roles`, `resource_access.<client id>.roles`) is its admin (with staff status), one
+# without is a member; applied only when the roles claims are present. Empty: roles change nothing.
+OIDC_ADMIN_ROLES = env.list("OIDC_ADMIN_ROLES", default=[])
+# How long a back-channel logout is remembered (shared cache), so that the signed-out session's
+# access tokens are refused until they would have expired: at least the realm's access token lifespan.
+OIDC_LOGOUT_MEMORY_SECONDS = env.int("OIDC_LOGOUT_MEMORY_SECONDS", default=86400)
 # The claim that carries the user's Entra object id (for publishing to and importing from Teams).
 OIDC_ENTRA_OBJECT_ID_CLAIM = env.str("OIDC_ENTRA_OBJECT_ID_CLAIM", default="oid")
 OIDC_TIMEOUT = env.float("OIDC_TIMEOUT_SECONDS", default=5.0)

@@ -1,28 +1,23 @@
 """Real OIDC providers on loopback: oidc-provider-mock for the whole browser flow (its access tokens
-are opaque), and a small provider of our own that signs JWT access tokens with a test RSA key."""
+are opaque), and a Keycloak realm of our own (tests/orgs/keycloak_realm.py) that issues tokens
+shaped as Keycloak 26 issues them, JWT access tokens included."""
 
 from __future__ import annotations
 
-import json
 import threading
-import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import jwt
 import pytest
 import requests
 import werkzeug.serving
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from orgs import oidc
-
-CLIENT_ID = "sparks-presence"
-CLIENT_SECRET = "test-client-secret"
+from tests.orgs.keycloak_realm import CLIENT_ID, CLIENT_SECRET, KeycloakRealm
+from tests.orgs.keycloak_realm import handler as keycloak_handler
 
 
 @pytest.fixture(autouse=True)
@@ -98,107 +93,30 @@ def mock_provider(settings, monkeypatch) -> Iterator[MockProvider]:
         thread.join(5)
 
 
-# --- A provider of our own with JWT access tokens ------------------------------------------------
-
-
-def _new_key() -> tuple[rsa.RSAPrivateKey, str]:
-    return rsa.generate_private_key(public_exponent=65537, key_size=2048), uuid.uuid4().hex[:8]
-
-
-@dataclass
-class JwtProvider:
-    url: str
-    keys: list[tuple[rsa.RSAPrivateKey, str]]
-    userinfo: dict[str, tuple[int, dict[str, Any]]] = field(default_factory=dict)
-    hits: dict[str, int] = field(default_factory=dict)
-
-    def token(
-        self,
-        sub: str = "kc-alice",
-        *,
-        key: tuple[rsa.RSAPrivateKey, str] | None = None,
-        expires_in: int = 300,
-        **claims: Any,
-    ) -> str:
-        private_key, kid = key or self.keys[0]
-        now = int(time.time())
-        payload = {
-            "iss": self.url,
-            "sub": sub,
-            "aud": ["account", CLIENT_ID],
-            "azp": "sparks-web",
-            "iat": now,
-            "exp": now + expires_in,
-            "preferred_username": sub,
-            "email": f"{sub}@example.test",
-            **claims,
-        }
-        return jwt.encode(payload, private_key, algorithm="RS256", headers={"kid": kid})
-
-    def rotate(self) -> tuple[rsa.RSAPrivateKey, str]:
-        """A new signing key replaces the old ones in the published set."""
-        self.keys[:] = [_new_key()]
-        return self.keys[0]
-
-
-def _handler(provider: JwtProvider) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *args: Any) -> None:
-            pass
-
-        def _json(self, status: int, body: dict[str, Any]) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            path = urlsplit(self.path).path
-            provider.hits[path] = provider.hits.get(path, 0) + 1
-            if path == "/.well-known/openid-configuration":
-                self._json(
-                    200,
-                    {
-                        "issuer": provider.url,
-                        "authorization_endpoint": f"{provider.url}/auth",
-                        "token_endpoint": f"{provider.url}/token",
-                        "userinfo_endpoint": f"{provider.url}/userinfo",
-                        "jwks_uri": f"{provider.url}/certs",
-                        "end_session_endpoint": f"{provider.url}/logout",
-                    },
-                )
-            elif path == "/certs":
-                keys = [
-                    {**json.loads(jwt.algorithms.RSAAlgorithm.to_jwk(k.public_key())), "kid": kid, "use": "sig"}
-                    for k, kid in provider.keys
-                ]
-                self._json(200, {"keys": keys})
-            elif path == "/userinfo":
-                token = self.headers.get("Authorization", "").removeprefix("Bearer ")
-                status, claims = provider.userinfo.get(token, (401, {"error": "invalid_token"}))
-                self._json(status, claims)
-            else:
-                self._json(404, {})
-
-    return Handler
+# --- A Keycloak realm of our own, with JWT access tokens (tests/orgs/keycloak_realm.py) ---------
 
 
 @pytest.fixture
-def jwt_provider(settings) -> Iterator[JwtProvider]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(None))  # handler set below, once the URL is known
-    provider = JwtProvider(url=f"http://127.0.0.1:{server.server_port}", keys=[_new_key()])
-    server.RequestHandlerClass = _handler(provider)
+def keycloak_realm(settings) -> Iterator[KeycloakRealm]:
+    """A Keycloak 26 realm on 127.0.0.1 (a random port), in a thread; OIDC configured against it."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)  # handler set once the URL is known
+    realm = KeycloakRealm(base_url=f"http://127.0.0.1:{server.server_port}")
+    server.RequestHandlerClass = keycloak_handler(realm)
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
-    _use_provider(settings, provider.url)
+    _use_provider(settings, realm.url)
     try:
-        yield provider
+        yield realm
     finally:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def jwt_provider(keycloak_realm) -> KeycloakRealm:
+    """The provider of the JWT access token cases: the Keycloak realm."""
+    return keycloak_realm
 
 
 @pytest.fixture

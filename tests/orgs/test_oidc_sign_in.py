@@ -69,14 +69,24 @@ def test_signing_in_again_applies_a_changed_organization_claim(mock_provider):
     assert User.objects.filter(oidc_subject="kc-7f3a").count() == 1
 
 
-def test_signing_in_without_an_organization_claim_takes_the_user_out_of_their_organization(mock_provider):
+def test_signing_in_with_an_organization_claim_naming_none_takes_the_user_out_of_their_organization(mock_provider):
+    mock_provider.set_user("kc-7f3a", organization="acme")
+    sign_in(Client(), mock_provider, "kc-7f3a")
+
+    mock_provider.set_user("kc-7f3a", email="dana@example.test", organization=[])
+    sign_in(Client(), mock_provider, "kc-7f3a")
+
+    assert not Membership.objects.filter(user__oidc_subject="kc-7f3a").exists()
+
+
+def test_signing_in_without_an_organization_claim_changes_no_membership(mock_provider):
     mock_provider.set_user("kc-7f3a", organization="acme")
     sign_in(Client(), mock_provider, "kc-7f3a")
 
     mock_provider.set_user("kc-7f3a", email="dana@example.test")
     sign_in(Client(), mock_provider, "kc-7f3a")
 
-    assert not Membership.objects.filter(user__oidc_subject="kc-7f3a").exists()
+    assert User.objects.get(oidc_subject="kc-7f3a").membership.organization.slug == "acme"
 
 
 def test_groups_with_the_configured_prefix_give_the_organization(mock_provider, settings):
