@@ -14,11 +14,15 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from sparks_site.devenv import ensure_dev_env
 from sparks_site.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
+# A fresh clone gets a development `.env` (generated key, DEBUG on) when nothing sets SECRET_KEY;
+# the environment always wins over the file (see sparks_site/devenv.py).
+ensure_dev_env(BASE_DIR / ".env")
 environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
@@ -26,7 +30,11 @@ _INSECURE_DEV_KEY = "insecure-development-key-do-not-use-in-production"
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (see .env.example).")
+        raise ImproperlyConfigured(
+            f"SECRET_KEY must be set when DEBUG is off (see .env.example); {BASE_DIR / '.env'} could not "
+            "provide one (it exists without SECRET_KEY, the checkout is read-only, or DEBUG is off in the "
+            "environment)."
+        )
     SECRET_KEY = _INSECURE_DEV_KEY
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
