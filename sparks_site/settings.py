@@ -176,8 +176,14 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = TIME_ZONE
 # Beat keeps its schedule in the database, where admins see and edit it; the entries of
-# CELERY_BEAT_SCHEDULE below are written there when beat starts.
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# CELERY_BEAT_SCHEDULE below are written there when beat starts. With Redis, only the beat that
+# holds a Redis lock runs it: a second beat waits as a standby (sparks_site/beat.py).
+CELERY_BEAT_SCHEDULER = "sparks_site.beat:SingleBeatScheduler"
+# The beat lock's lifetime, renewed every third of it while beat runs: a standby beat takes over
+# within this many seconds of the running one dying (at once after a clean stop).
+BEAT_LOCK_TTL_SECONDS = env.float("BEAT_LOCK_TTL_SECONDS", default=15.0)
+if BEAT_LOCK_TTL_SECONDS < 3:
+    raise ImproperlyConfigured("BEAT_LOCK_TTL_SECONDS must be at least 3 (the lock is renewed every third of it).")
 
 # --- Presence (the PRESENCE_* keys of the SPARKS manual) -----------------------------------
 PRESENCE_USE_AGGREGATOR = env.bool("PRESENCE_USE_AGGREGATOR", default=True)
