@@ -387,6 +387,11 @@ if LOG_FORMAT not in ("json", "text"):
 LOGGING = logging_config(LOG_FORMAT, env.str("LOG_LEVEL", default="INFO"))
 # How long /readyz gives each dependency (database, Redis, Celery broker) to answer.
 READINESS_TIMEOUT_SECONDS = env.float("READINESS_TIMEOUT_SECONDS", default=2.0)
+# /readyz fails (naming `sweep`) when the expiry sweep has not completed for this long: beat or its
+# worker stopped. A few intervals, so that one slow or skipped run does not take web processes out.
+READINESS_SWEEP_STALE_SECONDS = env.float(
+    "READINESS_SWEEP_STALE_SECONDS", default=max(3.0 * PRESENCE_SWEEP_INTERVAL_SECONDS, 30.0)
+)
 # /metrics answers a bearer of this token (Authorization: Bearer <token>); empty: /metrics is off (404).
 PRESENCE_METRICS_TOKEN = env.str("PRESENCE_METRICS_TOKEN", default="")
 # Set in the environment of every process (prometheus-client reads it itself, before any metric
