@@ -246,6 +246,11 @@ if PRESENCE_HEARTBEAT_INTERVAL_SECONDS >= PRESENCE_DEVICE_TIMEOUT_SECONDS:
 # Key the integrations' stored secrets (Microsoft client secrets, Matrix appservice tokens) are
 # encrypted under. Default: derived from SECRET_KEY; changing it means entering them again.
 INTEGRATIONS_SECRET_KEY = env.str("INTEGRATIONS_SECRET_KEY", default=f"integrations:{SECRET_KEY}")
+# For rotation, several keys (comma-separated): new secrets are encrypted under the first, those
+# under any of them are read; `manage.py rotate_integration_secrets` re-encrypts the stored ones
+# under the first, after which the others can go. Unset: INTEGRATIONS_SECRET_KEY alone.
+_ROTATION_KEYS = [key.strip() for key in env.list("INTEGRATIONS_SECRET_KEYS", default=[]) if key.strip()]
+INTEGRATIONS_SECRET_KEYS = _ROTATION_KEYS or [INTEGRATIONS_SECRET_KEY]
 # A CA bundle for TLS to Microsoft and Matrix (a private PKI); empty: the default trust store.
 INTEGRATIONS_CA_BUNDLE = env.str("INTEGRATIONS_CA_BUNDLE", default="")
 INTEGRATIONS_HTTP_TIMEOUT_SECONDS = env.float("INTEGRATIONS_HTTP_TIMEOUT_SECONDS", default=10.0)
