@@ -106,9 +106,9 @@ SWEEP_WATCH = SweepWatch()
 
 def check_sweep(timeout: float) -> dict[str, Any]:
     """The expiry sweep (beat's task, or the in-process sweeper) completed within
-    `READINESS_SWEEP_STALE_SECONDS`: one cache read, under the same deadline as the others."""
+    `READINESS_SWEEP_STALE_SECONDS`: one Redis GET (or a variable, on the embedded default)."""
     window = settings.READINESS_SWEEP_STALE_SECONDS
-    last = last_sweep()
+    last = last_sweep(timeout)
     now = time.time()
     if last is None:
         if SWEEP_WATCH.missing_since is None:

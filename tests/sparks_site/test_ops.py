@@ -11,13 +11,14 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from asgiref.sync import async_to_sync
 from asgiref.testing import ApplicationCommunicator
 from django.db import connections
-from django.test import Client
+from django.test import Client, override_settings
 
 from presence import sweep_clock, tasks
 from sparks_site import ops
@@ -27,9 +28,15 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
-def _the_sweep_ran_just_now(_clean_cache) -> None:
-    """As under a running beat: the expiry sweep completed a moment ago (the suite runs no beat)."""
+def _the_sweep_ran_just_now(_clean_cache) -> Iterator[None]:
+    """As under a running beat: the expiry sweep completed a moment ago (the suite runs no beat),
+    on Redis and, for the tests of the embedded default, in this process's memory."""
     sweep_clock.record_sweep()
+    with override_settings(REDIS_URL=""):
+        sweep_clock.record_sweep()
+    yield
+    with override_settings(REDIS_URL=""):
+        sweep_clock.forget_sweep()
 
 
 @pytest.fixture
@@ -146,9 +153,11 @@ def test_readyz_is_503_naming_redis_when_redis_is_down(settings):
     assert response.status_code == 503
     body = response.json()
     assert body["status"] == "unavailable"
-    assert body["failed"] == ["redis", "broker"]
+    # The sweep's record is in Redis too: whether it runs cannot be told.
+    assert body["failed"] == ["redis", "broker", "sweep"]
     assert body["checks"]["redis"]["status"] == "failed"
     assert body["checks"]["redis"]["error"] == "ConnectionError"
+    assert body["checks"]["sweep"]["error"] == "ConnectionError"
     assert body["checks"]["database"]["status"] == "ok"
 
 
@@ -292,6 +301,22 @@ def test_a_lost_record_is_given_the_window_again_from_when_it_was_missed(setting
     assert Client().get("/readyz").json()["checks"]["sweep"]["status"] == "ok"
 
 
+@pytest.mark.django_db
+def test_on_the_embedded_default_the_record_is_the_process_s_own(settings):
+    settings.REDIS_URL = ""
+    settings.CELERY_BROKER_URL = "memory://"
+    sweep_clock.forget_sweep()
+    sweep_clock.record_sweep(time.time() - 100)
+    settings.READINESS_SWEEP_STALE_SECONDS = 30
+
+    response = Client().get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["failed"] == ["sweep"]
+    sweep_clock.record_sweep()
+    assert Client().get("/readyz").status_code == 200
+
+
 @pytest.mark.parametrize(("interval", "window"), [("5", 30.0), ("20", 60.0)])
 def test_the_default_window_is_three_sweep_intervals_and_at_least_30_s(interval, window):
     env = {key: value for key, value in os.environ.items() if key != "READINESS_SWEEP_STALE_SECONDS"}
@@ -318,7 +343,7 @@ def test_the_beat_task_records_its_sweep():
 def test_a_sweep_check_that_hangs_fails_within_the_timeout(settings, monkeypatch):
     settings.READINESS_TIMEOUT_SECONDS = 0.5
 
-    def hanging() -> float:
+    def hanging(timeout: float) -> float:
         time.sleep(3)
         return time.time()
 
