@@ -33,8 +33,8 @@ def rotate_stored_secrets() -> RotationReport:
     """Re-encrypt every stored secret under the first key; counts, and what no key reads."""
     report = RotationReport()
     for model, field_name in ENCRYPTED_FIELDS:
-        pks = model.objects.exclude(**{field_name: ""}).values_list("pk", flat=True)
-        for pk in pks.iterator():
+        # A list (one row per organization): no cursor stays open across the rows' transactions.
+        for pk in list(model.objects.exclude(**{field_name: ""}).values_list("pk", flat=True)):
             _rotate_one(model, field_name, pk, report)
     return report
 

@@ -39,6 +39,7 @@ class BeatLock:
         self.held = False
         self.renewed_at: float | None = None
         self.waiting_said = False
+        self.unreachable_said = False
 
     @classmethod
     def from_settings(cls) -> BeatLock | None:
@@ -71,17 +72,22 @@ class BeatLock:
                     self.lock.reacquire()
                 except LockNotOwnedError:
                     self.held = False
-                    logger.warning("Beat lost the lock %s (it expired); it sends nothing until it holds it again.",
-                                   self.name)  # fmt: skip
+                    logger.warning(
+                        "Beat lost the lock %s (it expired): it sends nothing until it holds it again.", self.name
+                    )
             if not self.held and self.lock.acquire(blocking=False):
                 self.held = True
                 self.waiting_said = False
                 logger.info("Beat holds the lock %s: this beat runs the schedule.", self.name)
         except RedisError as error:
             # Kept as held: the next tick renews it if the token is still ours.
-            logger.warning("Beat cannot reach Redis for its lock (%s); it sends nothing meanwhile.",
-                           type(error).__name__)  # fmt: skip
+            if not self.unreachable_said:
+                self.unreachable_said = True
+                logger.warning(
+                    "Beat cannot reach Redis for its lock (%s): it sends nothing meanwhile.", type(error).__name__
+                )
             return False
+        self.unreachable_said = False
         if self.held:
             self.renewed_at = started
         elif not self.waiting_said:

@@ -49,9 +49,7 @@ def ensure_dev_env(path: Path, environ: Mapping[str, str] = os.environ) -> bool:
         with os.fdopen(descriptor, "w") as file:  # mkstemp made it 0600: the key is nobody else's
             file.write(TEMPLATE.format(key=secrets.token_urlsafe(50)))
         os.link(draft, path)
-    except FileExistsError:
-        return False  # another process wrote it first: read theirs
-    except OSError:
+    except OSError:  # FileExistsError: another process wrote it first, and its key is read
         return False
     finally:
         with contextlib.suppress(OSError):

@@ -156,6 +156,12 @@ class NotAnAccessLine(logging.Filter):
         return not (isinstance(record.args, dict) and "status" in record.args)
 
 
+def _not_below_info(level: str) -> str:
+    """LOG_LEVEL for Django's own loggers, but not DEBUG: that would print every SQL query."""
+    number = logging.getLevelName(level.upper())
+    return level.upper() if isinstance(number, int) and number >= logging.INFO else "INFO"
+
+
 def logging_config(log_format: str, level: str) -> dict[str, Any]:
     """The LOGGING setting: everything to stderr, as JSON lines or plain text, each record once.
 
@@ -176,7 +182,7 @@ def logging_config(log_format: str, level: str) -> dict[str, Any]:
         "root": {"handlers": ["console"], "level": level},
         "loggers": {
             # Its records go to the root's handler only (Django's default adds a second one).
-            "django": {**quiet, "level": level},
+            "django": {**quiet, "level": _not_below_info(level)},
             "django.channels.server": {**quiet, "filters": ["not_an_access_line"]},
             # "Not Found: /path" for every 4xx repeats the request line; 5xx keep their traceback.
             "django.request": {**quiet, "level": "ERROR"},

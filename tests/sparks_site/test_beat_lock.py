@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -145,3 +146,14 @@ def test_a_beat_whose_lock_was_taken_stops_sending(beats):
     assert other.hold()
     stalled.release()  # not its lock: nothing to release, the other's stays
     assert client.get(LOCK_NAME) is not None
+
+
+def test_a_beat_that_cannot_reach_redis_sends_nothing_and_keeps_running():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lock = BeatLock(redis.Redis(host="127.0.0.1", port=port, socket_connect_timeout=0.5), ttl_seconds=3)
+
+    assert lock.hold() is False
+    assert lock.hold() is False
+    lock.release()
