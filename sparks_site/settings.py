@@ -14,7 +14,7 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
-from sparks_site.devenv import ensure_dev_env
+from sparks_site import devenv
 from sparks_site.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -22,8 +22,9 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 env = environ.Env()
 # A fresh clone gets a development `.env` (generated key, DEBUG on) when nothing sets SECRET_KEY;
 # the environment always wins over the file (see sparks_site/devenv.py).
-ensure_dev_env(BASE_DIR / ".env")
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+devenv.ensure_dev_env(BASE_DIR / ".env")
+if devenv.applies(BASE_DIR / ".env"):
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 _INSECURE_DEV_KEY = "insecure-development-key-do-not-use-in-production"

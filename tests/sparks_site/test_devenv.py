@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from sparks_site import devenv
 from sparks_site.devenv import ensure_dev_env
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -77,6 +78,27 @@ def test_a_secret_key_in_the_environment_writes_no_file(fresh_clone):
 
     assert checked.returncode == 0, checked.stderr
     assert not (fresh_clone / ".env").exists()
+
+
+def test_a_process_given_its_own_key_ignores_the_generated_file(fresh_clone):
+    """Not DEBUG because someone's first `manage.py` left a development `.env` in the checkout."""
+    assert manage(fresh_clone, "check").returncode == 0
+    show = "from django.conf import settings; print(settings.DEBUG, settings.SECRET_KEY)"
+
+    own = manage(fresh_clone, "shell", "-c", show, SECRET_KEY="set-by-the-operator")
+    generated = manage(fresh_clone, "shell", "-c", show)
+
+    assert own.stdout.strip().splitlines()[-1] == "False set-by-the-operator"
+    key = secret_key_line(fresh_clone / ".env").removeprefix("SECRET_KEY=")
+    assert generated.stdout.strip().splitlines()[-1] == f"True {key}"
+
+
+def test_an_operator_s_own_env_file_is_read_whatever_the_environment(tmp_path):
+    own = tmp_path / ".env"
+    own.write_text("SECRET_KEY=from-the-file\nDEBUG=false\n")
+
+    assert devenv.applies(own, environ={"SECRET_KEY": "from-the-environment"})
+    assert devenv.applies(tmp_path / "missing", environ={"SECRET_KEY": "from-the-environment"})
 
 
 def test_debug_off_in_the_environment_without_a_key_keeps_the_clear_error(fresh_clone):
