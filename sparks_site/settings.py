@@ -31,11 +31,9 @@ _INSECURE_DEV_KEY = "insecure-development-key-do-not-use-in-production"
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured(
-            f"SECRET_KEY must be set when DEBUG is off (see .env.example); {BASE_DIR / '.env'} could not "
-            "provide one (it exists without SECRET_KEY, the checkout is read-only, or DEBUG is off in the "
-            "environment)."
-        )
+        # No development .env could be written: one without SECRET_KEY exists, the checkout is
+        # read-only, or the environment turned DEBUG off (production must bring its own key).
+        raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (see .env.example).")
     SECRET_KEY = _INSECURE_DEV_KEY
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost", "[::1]"])
@@ -247,9 +245,8 @@ if PRESENCE_HEARTBEAT_INTERVAL_SECONDS >= PRESENCE_DEVICE_TIMEOUT_SECONDS:
 # Key the integrations' stored secrets (Microsoft client secrets, Matrix appservice tokens) are
 # encrypted under. Default: derived from SECRET_KEY; changing it means entering them again.
 INTEGRATIONS_SECRET_KEY = env.str("INTEGRATIONS_SECRET_KEY", default=f"integrations:{SECRET_KEY}")
-# For rotation, several keys (comma-separated): new secrets are encrypted under the first, those
-# under any of them are read; `manage.py rotate_integration_secrets` re-encrypts the stored ones
-# under the first, after which the others can go. Unset: INTEGRATIONS_SECRET_KEY alone.
+# Rotation: several keys, comma-separated; new secrets under the first, any of them reads (see
+# integrations/crypto.py, `manage.py rotate_integration_secrets`). Unset: INTEGRATIONS_SECRET_KEY.
 _ROTATION_KEYS = [key.strip() for key in env.list("INTEGRATIONS_SECRET_KEYS", default=[]) if key.strip()]
 INTEGRATIONS_SECRET_KEYS = _ROTATION_KEYS or [INTEGRATIONS_SECRET_KEY]
 # A CA bundle for TLS to Microsoft and Matrix (a private PKI); empty: the default trust store.
@@ -395,9 +392,8 @@ LOGGING = logging_config(LOG_FORMAT, env.str("LOG_LEVEL", default="INFO"))
 READINESS_TIMEOUT_SECONDS = env.float("READINESS_TIMEOUT_SECONDS", default=2.0)
 # /readyz fails (naming `sweep`) when the expiry sweep has not completed for this long: beat or its
 # worker stopped. A few intervals, so that one slow or skipped run does not take web processes out.
-READINESS_SWEEP_STALE_SECONDS = env.float(
-    "READINESS_SWEEP_STALE_SECONDS", default=max(3.0 * PRESENCE_SWEEP_INTERVAL_SECONDS, 30.0)
-)
+_SWEEP_WINDOW = max(3.0 * PRESENCE_SWEEP_INTERVAL_SECONDS, 30.0)
+READINESS_SWEEP_STALE_SECONDS = env.float("READINESS_SWEEP_STALE_SECONDS", default=_SWEEP_WINDOW)
 # /metrics answers a bearer of this token (Authorization: Bearer <token>); empty: /metrics is off (404).
 PRESENCE_METRICS_TOKEN = env.str("PRESENCE_METRICS_TOKEN", default="")
 # Set in the environment of every process (prometheus-client reads it itself, before any metric
