@@ -35,12 +35,14 @@ class InProcessSweeper:
     def _run(self) -> None:
         from presence.history import prune
         from presence.services import flush_device_activity, persist_pending, sweep_expired
+        from presence.sweep_clock import record_sweep
 
         pruned_at: float | None = None
         while not self._stop.wait(self.interval_seconds):
             try:
                 close_old_connections()
                 sweep_expired()
+                record_sweep()  # for /readyz
                 persist_pending()
                 flush_device_activity()
                 # Retention needs no precision: once an hour, as beat does it with Redis.

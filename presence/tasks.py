@@ -2,14 +2,17 @@
 
 from celery import shared_task
 
-from presence import history, services
+from presence import history, services, sweep_clock
 
 
 @shared_task(name="presence.tasks.sweep_expired_presence", ignore_result=True)
 def sweep_expired_presence() -> int:
     """Recompute the users whose decision may have changed with time (devices timed out, a
-    manual status or calendar block ended, ...). Idempotent: running it twice changes nothing."""
-    return services.sweep_expired()
+    manual status or calendar block ended, ...). Idempotent: running it twice changes nothing.
+    Its completion is recorded for /readyz, which names a sweep that stopped running."""
+    swept = services.sweep_expired()
+    sweep_clock.record_sweep()
+    return swept
 
 
 @shared_task(name="presence.tasks.persist_presence", ignore_result=True)

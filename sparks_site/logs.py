@@ -147,15 +147,46 @@ def connect_task_logging() -> None:
     signals.setup_logging.connect(keep_django_logging, weak=False, dispatch_uid="sparks.logs.setup_logging")
 
 
+class NotAnAccessLine(logging.Filter):
+    """Drops the access lines of `make run`'s server (daphne's runserver, `HTTP GET /path 200 [...]`):
+    `RequestLogMiddleware` already wrote the request's line. Daphne passes a request's details as
+    the record's arguments; its websocket lines, which no other line covers, have no status."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.args, dict) and "status" in record.args)
+
+
+def _not_below_info(level: str) -> str:
+    """LOG_LEVEL for Django's own loggers, but not DEBUG: that would print every SQL query."""
+    number = logging.getLevelName(level.upper())
+    return level.upper() if isinstance(number, int) and number >= logging.INFO else "INFO"
+
+
 def logging_config(log_format: str, level: str) -> dict[str, Any]:
-    """The LOGGING setting: everything to stderr, as JSON lines or plain text."""
+    """The LOGGING setting: everything to stderr, as JSON lines or plain text, each record once.
+
+    One line per request and per task: Django's default configuration gives its `django` logger a
+    console handler of its own in DEBUG (each record of it was printed twice), `make run`'s server
+    an access line, `django.request` a warning for every 4xx, Celery a line per task that
+    succeeded. Errors (5xx with their traceback, failed tasks) are still logged."""
+    quiet = {"handlers": [], "propagate": True}
     return {
         "version": 1,
         "disable_existing_loggers": False,
+        "filters": {"not_an_access_line": {"()": "sparks_site.logs.NotAnAccessLine"}},
         "formatters": {
             "json": {"()": "sparks_site.logs.JsonFormatter"},
             "text": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"},
         },
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": log_format}},
         "root": {"handlers": ["console"], "level": level},
+        "loggers": {
+            # Its records go to the root's handler only (Django's default adds a second one).
+            "django": {**quiet, "level": _not_below_info(level)},
+            "django.channels.server": {**quiet, "filters": ["not_an_access_line"]},
+            # "Not Found: /path" for every 4xx repeats the request line; 5xx keep their traceback.
+            "django.request": {**quiet, "level": "ERROR"},
+            # "Task ... succeeded in 0.01 s" repeats the task line; failures are errors.
+            "celery.app.trace": {**quiet, "level": "WARNING"},
+        },
     }

@@ -7,8 +7,8 @@ the way (probes every few seconds would drown the log).
 
 - `/healthz`: the process is up and answers. Touches nothing else.
 - `/readyz`: the database, Redis and the Celery broker each answer within
-  `READINESS_TIMEOUT_SECONDS` (checked in parallel); 200 with each check's status, 503 naming
-  those that failed.
+  `READINESS_TIMEOUT_SECONDS` (checked in parallel), and the expiry sweep ran within
+  `READINESS_SWEEP_STALE_SECONDS`; 200 with each check's status, 503 naming those that failed.
 - `/metrics`: the Prometheus text (see `sparks_site.metrics`), for a bearer of
   `PRESENCE_METRICS_TOKEN`; 404 while no token is configured.
 """
@@ -32,6 +32,7 @@ from django.db import connections
 from django.db.utils import load_backend
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
+from presence.sweep_clock import last_sweep
 from sparks_site import metrics
 
 logger = logging.getLogger(__name__)
@@ -91,10 +92,42 @@ def check_broker(timeout: float) -> str:
     return OK
 
 
-CHECKS: dict[str, Callable[[float], str]] = {
+class SweepWatch:
+    """Since when this process has found no sweep on record: its start at first, so that a
+    process just started (beat not yet sent the first sweep) is not failed; reset by a record,
+    so that a record lost with a Redis restart is given the same time to come back."""
+
+    def __init__(self) -> None:
+        self.missing_since: float | None = time.time()
+
+
+SWEEP_WATCH = SweepWatch()
+
+
+def check_sweep(timeout: float) -> dict[str, Any]:
+    """The expiry sweep (beat's task, or the in-process sweeper) completed within
+    `READINESS_SWEEP_STALE_SECONDS`: one Redis GET (or a variable, on the embedded default)."""
+    window = settings.READINESS_SWEEP_STALE_SECONDS
+    last = last_sweep(timeout)
+    now = time.time()
+    if last is None:
+        if SWEEP_WATCH.missing_since is None:
+            SWEEP_WATCH.missing_since = now
+        if now - SWEEP_WATCH.missing_since > window:
+            return {"status": FAILED, "error": "never_ran", "last_run_seconds_ago": None}
+        return {"status": OK, "last_run_seconds_ago": None}
+    SWEEP_WATCH.missing_since = None
+    ago = round(max(now - last, 0.0), 1)
+    if ago > window:
+        return {"status": FAILED, "error": "stale", "last_run_seconds_ago": ago}
+    return {"status": OK, "last_run_seconds_ago": ago}
+
+
+CHECKS: dict[str, Callable[[float], str | dict[str, Any]]] = {
     "database": check_database,
     "redis": check_redis,
     "broker": check_broker,
+    "sweep": check_sweep,
 }
 
 
@@ -119,11 +152,11 @@ def readiness(timeout: float) -> dict[str, dict[str, Any]]:
     return results
 
 
-def _timed(check: Callable[[float], str], timeout: float) -> dict[str, Any]:
+def _timed(check: Callable[[float], str | dict[str, Any]], timeout: float) -> dict[str, Any]:
     started = time.perf_counter()
     try:
-        status = check(timeout)
-        result: dict[str, Any] = {"status": status}
+        outcome = check(timeout)
+        result: dict[str, Any] = dict(outcome) if isinstance(outcome, dict) else {"status": outcome}
     except Exception as error:
         # The class only: a message may carry a host name or a URL with credentials.
         result = {"status": FAILED, "error": type(error).__name__}

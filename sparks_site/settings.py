@@ -14,18 +14,25 @@ from pathlib import Path
 import environ
 from django.core.exceptions import ImproperlyConfigured
 
+from sparks_site import devenv
 from sparks_site.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 env = environ.Env()
-environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
+# A fresh clone gets a development `.env` (generated key, DEBUG on) when nothing sets SECRET_KEY;
+# the environment always wins over the file (see sparks_site/devenv.py).
+devenv.ensure_dev_env(BASE_DIR / ".env")
+if devenv.applies(BASE_DIR / ".env"):
+    environ.Env.read_env(BASE_DIR / ".env", overwrite=False)
 
 DEBUG = env.bool("DEBUG", default=False)
 _INSECURE_DEV_KEY = "insecure-development-key-do-not-use-in-production"
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
+        # No development .env could be written: one without SECRET_KEY exists, the checkout is
+        # read-only, or the environment turned DEBUG off (production must bring its own key).
         raise ImproperlyConfigured("SECRET_KEY must be set when DEBUG is off (see .env.example).")
     SECRET_KEY = _INSECURE_DEV_KEY
 
@@ -194,8 +201,14 @@ CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TIMEZONE = TIME_ZONE
 # Beat keeps its schedule in the database, where admins see and edit it; the entries of
-# CELERY_BEAT_SCHEDULE below are written there when beat starts.
-CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
+# CELERY_BEAT_SCHEDULE below are written there when beat starts. With Redis, only the beat that
+# holds a Redis lock runs it: a second beat waits as a standby (sparks_site/beat.py).
+CELERY_BEAT_SCHEDULER = "sparks_site.beat:SingleBeatScheduler"
+# The beat lock's lifetime, renewed every third of it while beat runs: a standby beat takes over
+# within this many seconds of the running one dying (at once after a clean stop).
+BEAT_LOCK_TTL_SECONDS = env.float("BEAT_LOCK_TTL_SECONDS", default=15.0)
+if BEAT_LOCK_TTL_SECONDS < 3:
+    raise ImproperlyConfigured("BEAT_LOCK_TTL_SECONDS must be at least 3 (the lock is renewed every third of it).")
 
 # --- Presence (the PRESENCE_* keys of the SPARKS manual) -----------------------------------
 PRESENCE_USE_AGGREGATOR = env.bool("PRESENCE_USE_AGGREGATOR", default=True)
@@ -258,6 +271,10 @@ if PRESENCE_HEARTBEAT_INTERVAL_SECONDS >= PRESENCE_DEVICE_TIMEOUT_SECONDS:
 # Key the integrations' stored secrets (Microsoft client secrets, Matrix appservice tokens) are
 # encrypted under. Default: derived from SECRET_KEY; changing it means entering them again.
 INTEGRATIONS_SECRET_KEY = env.str("INTEGRATIONS_SECRET_KEY", default=f"integrations:{SECRET_KEY}")
+# Rotation: several keys, comma-separated; new secrets under the first, any of them reads (see
+# integrations/crypto.py, `manage.py rotate_integration_secrets`). Unset: INTEGRATIONS_SECRET_KEY.
+_ROTATION_KEYS = [key.strip() for key in env.list("INTEGRATIONS_SECRET_KEYS", default=[]) if key.strip()]
+INTEGRATIONS_SECRET_KEYS = _ROTATION_KEYS or [INTEGRATIONS_SECRET_KEY]
 # A CA bundle for TLS to Microsoft and Matrix (a private PKI); empty: the default trust store.
 INTEGRATIONS_CA_BUNDLE = env.str("INTEGRATIONS_CA_BUNDLE", default="")
 INTEGRATIONS_HTTP_TIMEOUT_SECONDS = env.float("INTEGRATIONS_HTTP_TIMEOUT_SECONDS", default=10.0)
@@ -406,6 +423,10 @@ if LOG_FORMAT not in ("json", "text"):
 LOGGING = logging_config(LOG_FORMAT, env.str("LOG_LEVEL", default="INFO"))
 # How long /readyz gives each dependency (database, Redis, Celery broker) to answer.
 READINESS_TIMEOUT_SECONDS = env.float("READINESS_TIMEOUT_SECONDS", default=2.0)
+# /readyz fails (naming `sweep`) when the expiry sweep has not completed for this long: beat or its
+# worker stopped. A few intervals, so that one slow or skipped run does not take web processes out.
+_SWEEP_WINDOW = max(3.0 * PRESENCE_SWEEP_INTERVAL_SECONDS, 30.0)
+READINESS_SWEEP_STALE_SECONDS = env.float("READINESS_SWEEP_STALE_SECONDS", default=_SWEEP_WINDOW)
 # /metrics answers a bearer of this token (Authorization: Bearer <token>); empty: /metrics is off (404).
 PRESENCE_METRICS_TOKEN = env.str("PRESENCE_METRICS_TOKEN", default="")
 # Set in the environment of every process (prometheus-client reads it itself, before any metric
