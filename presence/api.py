@@ -39,6 +39,7 @@ _ERROR_DESCRIPTIONS = {
     401: "Not signed in, or the credentials are not valid",
     404: "Not found",
     409: "Classic mode: this deployment does not aggregate presence",
+    413: "The request body is larger than the server takes (`REQUEST_BODY_MAX_BYTES`); nothing was applied",
     429: "Over a rate limit: nothing was applied; `Retry-After` (and `retry_after`) says when to retry",
 }
 
@@ -130,7 +131,7 @@ class DeviceListView(InputChangeView):
 
     @extend_schema(
         request=DeviceRegistrationSerializer,
-        responses={201: DeviceSerializer, 200: DeviceSerializer, **errors(400, 429)},
+        responses={201: DeviceSerializer, 200: DeviceSerializer, **errors(400, 413, 429)},
         summary="Sign a device in (201 new, 200 the same installation again)",
     )
     def post(self, request: Request) -> Response:
@@ -159,7 +160,7 @@ class DeviceDetailView(InputChangeView):
 class SignalsView(PresenceAPIView):
     @extend_schema(
         request=SignalBatchSerializer,
-        responses={202: SignalOutcomeSerializer, **errors(400, 404, 429, e404="No such device")},
+        responses={202: SignalOutcomeSerializer, **errors(400, 404, 413, 429, e404="No such device")},
         examples=[
             OpenApiExample("A heartbeat", value={"signals": [{"type": "heartbeat", "seq": 41}]}, request_only=True),
             OpenApiExample(
@@ -223,7 +224,7 @@ class MyStatusView(InputChangeView):
 
     @extend_schema(
         request=ManualStatusSerializer,
-        responses={200: PresenceSerializer, **errors(400, 429)},
+        responses={200: PresenceSerializer, **errors(400, 413, 429)},
         examples=[
             OpenApiExample(
                 "Busy for an hour",
@@ -253,7 +254,7 @@ class MyCalendarView(InputChangeView):
 
     @extend_schema(
         request=CalendarSerializer,
-        responses={200: PresenceSerializer, **errors(400, 429)},
+        responses={200: PresenceSerializer, **errors(400, 413, 429)},
         examples=[
             OpenApiExample(
                 "One meeting",
@@ -281,7 +282,7 @@ class MyPrivacyView(InputChangeView):
 
     @extend_schema(
         request=PrivacySerializer,
-        responses={200: PrivacySerializer, **errors(400, 429)},
+        responses={200: PrivacySerializer, **errors(400, 413, 429)},
         summary="Change my presence settings",
     )
     def patch(self, request: Request) -> Response:
