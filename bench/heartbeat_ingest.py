@@ -32,6 +32,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -203,6 +204,7 @@ def summarize(results: list[dict]) -> dict:
         "requests": sum(r["requests"] for r in results),
         "errors": sum(r["errors"] for r in results),
         "runs": [round(r["rps"], 1) for r in results],
+        "paired": [round(r["rps"] / r["synapse_rps"], 3) for r in results if r.get("synapse_rps")],
     }
 
 
@@ -241,15 +243,17 @@ class Sparks:
             self.users.append((token.key, device.device_id))
         _stack.close_django()
 
-    def start_server(self, kind: str, name: str, port: int) -> str:
+    def start_server(self, kind: str, name: str, port: int, profile_to: Path | None = None) -> str:
         """Start REST (`kind` "rest") or websocket ("ws") server `name` of bench/servers.py on
-        `port`, pinned to the servers' core; return its base URL once it answers."""
+        `port`, pinned to the servers' core; return its base URL once it answers. With
+        `profile_to`, a single-process server runs under cProfile, its stats written there when
+        it stops."""
         table = servers.REST_SERVERS if kind == "rest" else servers.WS_SERVERS
         _, command = table[name]
-        cmd = [
-            *(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []),
-            *command(VENV_BIN, "127.0.0.1", port),
-        ]
+        argv = command(VENV_BIN, "127.0.0.1", port)
+        if profile_to is not None:
+            argv = [sys.executable, "-m", "cProfile", "-o", str(profile_to), *argv]
+        cmd = [*(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []), *argv]
         log = open(self.workdir / f"{kind}-{name}.log", "w")  # noqa: SIM115  (closed with the process)
         self.procs.append(subprocess.Popen(cmd, cwd=_stack.ROOT, env=self.environment(), stdout=log, stderr=log))
         base = f"http://127.0.0.1:{port}"
@@ -634,13 +638,43 @@ def profile_signals(sparks: Sparks, count: int, mode: str) -> None:
     try:
         from pyinstrument import Profiler
     except ImportError:
-        print("(pip install pyinstrument for the breakdown)")
+        # The standard library's profiler: heavier per call, but it names the functions.
+        import cProfile
+        import pstats
+
+        profile = cProfile.Profile()
+        profile.enable()
+        loop(count)
+        profile.disable()
+        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         return
     profiler = Profiler(interval=0.0002)
     profiler.start()
     loop(count)
     profiler.stop()
     print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+def profile_websocket(args, sparks: Sparks, workdir: Path) -> None:
+    """Websocket heartbeats for one run against a live server (uvicorn, one process) under
+    cProfile: where the server's time goes, its own functions and the server's."""
+    import pstats
+
+    stats = workdir / "live.prof"
+    name = "uvicorn"
+    base = sparks.start_server("ws", name, args.ws_port + 50, profile_to=stats)
+    server = sparks.procs[-1]
+    ws_script = workdir / "ws_profile_client.py"
+    ws_script.write_text(WS_CLIENT)
+    result = run_ws(args, sparks, ws_script, base)
+    # SIGINT: uvicorn re-raises the signal it stopped on, and only an interrupt (not a TERM)
+    # lets cProfile write its stats on the way out.
+    server.send_signal(signal.SIGINT)
+    server.wait(timeout=30)
+    sparks.procs.remove(server)
+    print(f"\nwebsocket heartbeats on {name} under cProfile: {result['rps']:.0f} msg/s")
+    for order in ("tottime", "cumulative"):
+        pstats.Stats(str(stats)).sort_stats(order).print_stats(30)
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -650,11 +684,11 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "n/a"
 
 
-def paired(ours: dict, theirs: dict) -> float | None:
+def paired(ours: dict) -> float | None:
     """The median ratio of each run of ours to the Synapse run just before it: on a host whose
     speed drifts (a shared VM), a pair measured a few seconds apart is the fairer comparison than
     the two medians taken over the whole case."""
-    pairs = [a / b for a, b in zip(ours["runs"], theirs["runs"], strict=False) if b]
+    pairs = ours.get("paired") or []
     return _stack.median(pairs) if pairs else None
 
 
@@ -709,7 +743,9 @@ def main() -> int:
     parser.add_argument("--no-synapse", action="store_true", help="measure SPARKS only")
     parser.add_argument("--websocket", action="store_true", help="also websocket heartbeats over /ws/presence/")
     parser.add_argument(
-        "--profile", choices=("steady", "change"), help="also profile one kind of signal request in-process"
+        "--profile",
+        choices=("steady", "change", "ws"),
+        help="also profile one kind of signal request in-process, or websocket heartbeats in the live server",
     )
     parser.add_argument(
         "--rate-limits",
@@ -793,7 +829,13 @@ def main() -> int:
         ours_config = sparks.users_file("config")
         theirs = synapse.users_file(workdir) if synapse is not None else None
 
+        partner: dict[str, float] = {}  # phase -> req/s of the latest Synapse run
+
         def record(phase: str, server: str, result: dict) -> None:
+            if server == "synapse":
+                partner[phase] = result["rps"]
+            elif phase in partner:
+                result["synapse_rps"] = partner[phase]  # its pair: the Synapse run just before
             runs.setdefault((phase, server), []).append(result)
 
         def synapse_run(phase: str, mode: str) -> None:
@@ -835,7 +877,9 @@ def main() -> int:
                 for name, base in ws.items():
                     synapse_run("ws", "synapse_steady")
                     record("ws", name, run_ws(args, sparks, ws_script, base))
-        if args.profile:
+        if args.profile == "ws":
+            profile_websocket(args, sparks, workdir)
+        elif args.profile:
             sparks.stop()
             profile_signals(sparks, 2000 if not args.quick else 200, args.profile)
     finally:
@@ -867,7 +911,7 @@ def main() -> int:
                 x = pair = "-"
             else:
                 x = ratio(r["rps"], theirs_["rps"])
-                value = paired(r, theirs_)
+                value = paired(r)
                 pair = f"{value:.2f}" if value is not None else "n/a"
                 if server == "prod":
                     met = value is not None and value >= TARGETS[phase]
@@ -878,7 +922,7 @@ def main() -> int:
             label = "Synapse" if server == "synapse" else server
             print(
                 f"  {label:32} {r['rps']:8.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['errors']:6d} "
-                f"{x:>6} {pair:>6}  {r['runs']}"
+                f"{x:>6} {pair:>6}  {r['runs']}{' pairs ' + str(r['paired']) if r['paired'] else ''}"
             )
     config = results.get(f"config/{rest_names[0]}")
     if config is not None:
