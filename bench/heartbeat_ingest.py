@@ -837,6 +837,8 @@ def main() -> int:
             elif phase in partner:
                 result["synapse_rps"] = partner[phase]  # its pair: the Synapse run just before
             runs.setdefault((phase, server), []).append(result)
+            # Progress, as the whole comparison takes a while.
+            print(f"  {phase:6} {server:24} {result['rps']:8.0f}/s", file=sys.stderr, flush=True)
 
         def synapse_run(phase: str, mode: str) -> None:
             if synapse is not None:
