@@ -763,7 +763,9 @@ def main() -> int:
     ws_names = server_list(args.ws_servers, servers.WS_SERVERS)
     if args.compare:
         args.websocket = args.through_proxy = True
-        rest_names, ws_names = list(servers.COMPARE_REST), list(servers.COMPARE_WS)
+        # A candidate that is what production runs already is measured once, as `prod`.
+        rest_names = [n for n in servers.COMPARE_REST if n == "prod" or not servers.same_as_prod("rest", n)]
+        ws_names = [n for n in servers.COMPARE_WS if n == "prod" or not servers.same_as_prod("ws", n)]
     if args.through_proxy:
         # The proxy fronts the production servers: measured direct too, side by side.
         rest_names = ["prod", *(n for n in rest_names if n != "prod")]

@@ -102,15 +102,23 @@ WS_SERVERS: dict[str, tuple[str, Command]] = {
     "uvicorn-2": ("uvicorn 2 workers", uvicorn_asgi(2)),
 }
 
-# What `--compare` puts side by side (each also measured in a single run with --rest-servers/--ws-servers).
+# What `--compare` puts side by side with production (any of the above can be named with
+# --rest-servers / --ws-servers instead).
 COMPARE_REST = (
     "prod",
     "gunicorn-gthread-4x1",
     "granian-wsgi-1",
-    "granian-wsgi-2",
     "granian-wsgi-3",
     "granian-wsgi-2x2",
+    "granian-wsgi-2-bp4",
     "uvicorn-asgi-2",
     "granian-asgi-2",
 )
-COMPARE_WS = ("prod", "uvicorn", "granian-asgi-1", "granian-asgi-2")
+COMPARE_WS = ("prod", "uvicorn-2", "granian-asgi-1", "granian-asgi-2")
+
+
+def same_as_prod(kind: str, name: str) -> bool:
+    """Whether candidate `name` runs exactly the production command line."""
+    table = REST_SERVERS if kind == "rest" else WS_SERVERS
+    probe = (Path("bin"), "127.0.0.1", 1)
+    return table[name][1](*probe) == table["prod"][1](*probe)
