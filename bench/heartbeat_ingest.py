@@ -1,29 +1,38 @@
-"""Heartbeat ingest under load: SPARKS (gunicorn, PostgreSQL, Redis) against a real Synapse.
+"""Heartbeat ingest under load: SPARKS's production servers (and candidates) against a real Synapse.
 
-    python bench/heartbeat_ingest.py                 # 50 users, concurrency 8, median of 3 x 15 s
+    python bench/heartbeat_ingest.py --compare       # the whole comparison and the three targets, one command
+    python bench/heartbeat_ingest.py --websocket     # production servers only: REST and websocket vs Synapse
     python bench/heartbeat_ingest.py --quick         # 10 users, 1 x 2 s (a smoke run)
     python bench/heartbeat_ingest.py --no-synapse    # SPARKS only (no Synapse install needed)
-    python bench/heartbeat_ingest.py --websocket     # also websocket heartbeats (daphne, /ws/presence/)
-    python bench/heartbeat_ingest.py --profile steady   # also where a steady heartbeat's time goes
+    python bench/heartbeat_ingest.py --through-proxy # also through nginx on one port, as deployed
+    python bench/heartbeat_ingest.py --rest-servers prod,gunicorn-gthread-4x1 --ws-servers prod,granian-asgi-1
+    python bench/heartbeat_ingest.py --profile steady   # also where a steady heartbeat's time goes (in-process)
     python bench/heartbeat_ingest.py --profile change   # ... or a state-changing signal's
+    python bench/heartbeat_ingest.py --profile ws       # ... or the live server's, under websocket heartbeats
 
 Layout (2 cores): the servers run on core 0 (`taskset -c 0`), the load generator (`wrk -t1`, or
 the websocket client) on core 1. PostgreSQL and Redis are the machine's, not pinned.
 
+SPARKS: `prod` is what `make serve-prod` runs, its command lines taken from `deploy/processes.py`
+(web: REST; live: websockets and SSE); the candidates are in `bench/servers.py`. All named servers
+run for the whole benchmark on ports of their own (idle ones cost nothing measurable), with a
+Celery worker and beat, on their own PostgreSQL database and Redis db; 50 users with DRF tokens
+and one device each, the hot state primed by one heartbeat. Cases: (a) steady heartbeats with an
+increasing seq per device, (b) state-changing `visibility` hidden/visible (persisted and
+published), (c) `GET /api/v1/config` with the token on the first REST server, a bare
+authenticated DRF endpoint, as a reference, (a') steady heartbeats over `/ws/presence/`. The
+steady case also counts database writes per request from `pg_stat_database`.
+
 Synapse: `../shared/tools/synapse-local` with its files under /tmp (SYNAPSE_VENV, SYNAPSE_DIR),
-SQLite, its rate limits already relaxed by the script (rc_presence 1000/s); 50 users registered
-with the shared secret. Cases: (a) steady `PUT /presence/{userId}/status {"presence":"online"}`,
-(b) state-changing PUTs alternating online/unavailable.
+SQLite, its rate limits relaxed (rc_presence 10,000/s); 50 users registered with the shared
+secret. Cases: (a) steady `PUT /presence/{userId}/status {"presence":"online"}`, (b) PUTs
+alternating online/unavailable. Every run of a SPARKS server comes right after a Synapse run of
+the same case (steady PUTs for the websocket), and its ratio is to that run: the machine's speed
+drifts, a pair a few seconds apart does not.
 
-SPARKS: gunicorn sync workers (`sparks_site.wsgi:application`) on its own PostgreSQL database and
-Redis db, 50 users with DRF tokens and one device each, the hot state primed by one heartbeat.
-Cases: (a) steady heartbeats with an increasing seq per device, (b) state-changing
-`visibility` hidden/visible (persisted and published), (c) `GET /api/v1/config` with the token, a
-bare authenticated DRF endpoint, as a reference. The steady case also counts database writes per
-request from `pg_stat_database` (xact_commit, tup_inserted/updated/deleted) before and after.
-
-Targets: steady SPARKS/Synapse req/s >= 1.0 with p50 no worse; state-changing >= 2.0; websocket
-heartbeats >= 3x Synapse's steady PUTs.
+Targets, on the production servers measured direct (paired ratio's median): steady REST heartbeat
+>= 2.0x Synapse's steady PUTs, state-changing signal >= 2.5x, websocket heartbeats >= 4.0x
+Synapse's steady PUTs. `--through-proxy` figures (nginx in front) are reported, not judged.
 """
 
 from __future__ import annotations
@@ -57,6 +66,10 @@ PROXIED = "prod via nginx"
 # nginx in front of the production servers with the proxy settings of a deployment: one port,
 # keep-alive to the upstreams (else every request pays a new connection to the server), the
 # websocket upgrade, no buffering for the SSE stream, timeouts longer than a heartbeat interval.
+# An idle upstream connection is dropped by nginx before the server drops it (granian closes one
+# after 30 s, uvicorn after 5 s): nginx does not resend a POST that met a connection closed under
+# it, it answers 502. And one failure does not take the only server out of rotation for 10 s
+# (max_fails=0): measured, a stale connection had turned into thousands of 502s.
 NGINX_CONF = """
 daemon off;
 worker_processes 1;
@@ -70,8 +83,8 @@ http {{
     fastcgi_temp_path {dir}/fastcgi;
     uwsgi_temp_path {dir}/uwsgi;
     scgi_temp_path {dir}/scgi;
-    upstream web {{ server 127.0.0.1:{web_port}; keepalive 32; }}
-    upstream live {{ server 127.0.0.1:{live_port}; keepalive 32; }}
+    upstream web {{ server 127.0.0.1:{web_port} max_fails=0; keepalive 32; keepalive_timeout 20s; }}
+    upstream live {{ server 127.0.0.1:{live_port} max_fails=0; keepalive 32; keepalive_timeout 4s; }}
     map $http_upgrade $connection_upgrade {{ default upgrade; "" ""; }}
     server {{
         listen 127.0.0.1:{port};
@@ -892,6 +905,9 @@ def main() -> int:
             synapse.stop()
         _stack.close_django()
         sparks.cleanup()
+        proxy_log = workdir / "nginx" / "error.log"
+        if proxy_log.exists() and proxy_log.stat().st_size:
+            print("nginx error log (last lines):\n" + "\n".join(proxy_log.read_text().splitlines()[-5:]))
         shutil.rmtree(workdir, ignore_errors=True)
 
     results = {f"{phase}/{server}": summarize(rs) for (phase, server), rs in runs.items()}
