@@ -89,11 +89,14 @@ http {{
     server {{
         listen 127.0.0.1:{port};
         proxy_http_version 1.1;
-        proxy_set_header Host $http_host;
-        proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
-        proxy_set_header X-Forwarded-Proto $scheme;
+        # Every location sets all its headers: one proxy_set_header in a location drops all the
+        # server block's (nginx inherits them only into a level that sets none), and Django then
+        # saw the upstream's name as the Host and refused it.
         location /ws/ {{
             proxy_pass http://live;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header Upgrade $http_upgrade;
             proxy_set_header Connection $connection_upgrade;
             proxy_read_timeout 1h;
@@ -101,12 +104,18 @@ http {{
         }}
         location = /api/v1/peers/stream {{
             proxy_pass http://live;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header Connection "";
             proxy_buffering off;
             proxy_read_timeout 1h;
         }}
         location / {{
             proxy_pass http://web;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
             proxy_set_header Connection "";
         }}
     }}
@@ -860,6 +869,15 @@ def main() -> int:
                 if mode == "synapse_change":
                     synapse.prime("online")
                 record(phase, "synapse", run_wrk(args, mode, synapse.base, theirs, script))
+
+        # A short untimed run against each server first: a fresh process's first seconds (imports
+        # on first use, caches filling) are slower, and would weigh on whichever pair came first.
+        if args.runs:
+            warm_up = argparse.Namespace(**{**vars(args), "duration": min(args.duration, 3)})
+            if synapse is not None:
+                run_wrk(warm_up, "synapse_steady", synapse.base, theirs, script)
+            for base in rest.values():
+                run_wrk(warm_up, "ours_steady", base, ours_signals, script)
 
         # (a) steady. pg_stat_database is flushed by idle backends within ~10 s: wait around the block.
         if args.runs:
