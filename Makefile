@@ -62,18 +62,17 @@ bench: $(VENV)/.installed-dev
 ## serve-prod: the whole product on one port, http://$(HOST):$(PORT) (https with TLS_CERT_FILE and
 ## TLS_KEY_FILE), on PostgreSQL and Redis (set DATABASE_URL, REDIS_URL and SECRET_KEY): nginx serves the
 ## static files and proxies /ws/ and the SSE stream to the live server (uvicorn), the rest to the web
-## server (gunicorn), both on loopback; a Celery worker and beat (deploy/processes.py). deploy/serve.py
+## server (granian, WSGI), both on loopback; a Celery worker and beat (deploy/processes.py). deploy/serve.py
 ## migrates, collects the static files, checks the deployment settings, then starts all five; Ctrl-C
 ## stops them, and so does any one of them exiting. nginx's config and temporary files: $(RUN_DIR).
 ## All processes share $(METRICS_DIR) (PROMETHEUS_MULTIPROC_DIR), emptied at start: /metrics adds them up.
 HOST ?= 0.0.0.0
 RUN_DIR ?= $(CURDIR)/.serve-prod
 METRICS_DIR ?= $(CURDIR)/.prometheus-multiproc
-WEB_WORKERS ?= 4
 NGINX ?= /usr/sbin/nginx
 serve-prod: $(VENV)/.installed-runtime | $(NGINX)
 	$(BIN)/python deploy/serve.py --host $(HOST) --port $(PORT) --run-dir "$(RUN_DIR)" \
-		--metrics-dir "$(METRICS_DIR)" --web-workers $(WEB_WORKERS) --nginx $(NGINX)
+		--metrics-dir "$(METRICS_DIR)" $(if $(WEB_WORKERS),--web-workers $(WEB_WORKERS)) --nginx $(NGINX)
 
 ## nginx (Debian's package), installed when missing.
 $(NGINX):

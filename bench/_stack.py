@@ -120,20 +120,18 @@ def wait_http(url: str, timeout: float = 30) -> None:
     raise SystemExit(f"{url} did not answer within {timeout:.0f} s")
 
 
-ASGI_SERVERS = ("daphne", "uvicorn")
+ASGI_SERVERS = ("prod", "daphne")
 
 
 def asgi_server_command(kind: str, port: int) -> list[str]:
-    """The command serving `sparks_site.asgi:application` (websockets, SSE) on 127.0.0.1:port."""
+    """The command serving `sparks_site.asgi:application` (websockets, SSE) on 127.0.0.1:port:
+    `prod` is production's live process, from `deploy/processes.py` itself."""
     bin_dir = ROOT / ".venv" / "bin"
-    if kind == "uvicorn":
-        return [
-            str(bin_dir / "uvicorn"),
-            "sparks_site.asgi:application",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--loop", "uvloop", "--http", "httptools", "--ws", "websockets-sansio", "--ws-per-message-deflate", "false",
-            "--lifespan", "off", "--no-access-log", "--log-level", "warning",
-        ]  # fmt: skip
+    if kind == "prod":
+        sys.path.insert(0, str(ROOT))
+        from deploy import processes
+
+        return processes.live_command(bin_dir, "127.0.0.1", port)
     return [str(bin_dir / "daphne"), "-b", "127.0.0.1", "-p", str(port), "sparks_site.asgi:application"]
 
 

@@ -4,9 +4,9 @@
     python bench/fanout.py --quick      # 20 peers, 10 changes (a smoke run)
 
 One organization of `--peers` users (bulk-created, each with a DRF token), every one of them
-connected to `/ws/presence/` (uvicorn by default, `sparks_site.asgi:application`) with `?token=` and holding
-its snapshot. Then, `--events` times, one of them changes state through the REST API (gunicorn
-sync workers, as `make serve-prod` runs it): a `visibility` signal, hidden and visible in turn
+connected to `/ws/presence/` (production's live process by default, as `deploy/processes.py`
+starts it) with `?token=` and holding its snapshot. Then, `--events` times, one of them changes
+state through the REST API (gunicorn sync workers): a `visibility` signal, hidden and visible in turn
 (away, available). Measured per change, from just before the POST is sent to each peer's receipt
 of the `presence` delta: every (peer, change) delivery, and the last peer of each change.
 
@@ -239,7 +239,10 @@ def main() -> int:
     parser.add_argument("--spacing", type=float, default=0.5, help="seconds between changes (default 0.5)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for the REST change (default 2)")
     parser.add_argument(
-        "--asgi-server", choices=_stack.ASGI_SERVERS, default="uvicorn", help="websocket server (default uvicorn)"
+        "--asgi-server",
+        choices=_stack.ASGI_SERVERS,
+        default="prod",
+        help="websocket server (default prod: deploy/processes.py's live process)",
     )
     parser.add_argument("--connect-concurrency", type=int, default=20, help="sockets connecting at once")
     parser.add_argument("--port", type=int, default=18100)

@@ -1,29 +1,38 @@
-"""Heartbeat ingest under load: SPARKS (gunicorn, PostgreSQL, Redis) against a real Synapse.
+"""Heartbeat ingest under load: SPARKS's production servers (and candidates) against a real Synapse.
 
-    python bench/heartbeat_ingest.py                 # 50 users, concurrency 8, median of 3 x 15 s
+    python bench/heartbeat_ingest.py --compare       # the whole comparison and the three targets, one command
+    python bench/heartbeat_ingest.py --websocket     # production servers only: REST and websocket vs Synapse
     python bench/heartbeat_ingest.py --quick         # 10 users, 1 x 2 s (a smoke run)
     python bench/heartbeat_ingest.py --no-synapse    # SPARKS only (no Synapse install needed)
-    python bench/heartbeat_ingest.py --websocket     # also websocket heartbeats (daphne, /ws/presence/)
-    python bench/heartbeat_ingest.py --profile steady   # also where a steady heartbeat's time goes
+    python bench/heartbeat_ingest.py --through-proxy # also through nginx on one port, as deployed
+    python bench/heartbeat_ingest.py --rest-servers prod,gunicorn-gthread-4x1 --ws-servers prod,granian-asgi-1
+    python bench/heartbeat_ingest.py --profile steady   # also where a steady heartbeat's time goes (in-process)
     python bench/heartbeat_ingest.py --profile change   # ... or a state-changing signal's
+    python bench/heartbeat_ingest.py --profile ws       # ... or the live server's, under websocket heartbeats
 
 Layout (2 cores): the servers run on core 0 (`taskset -c 0`), the load generator (`wrk -t1`, or
 the websocket client) on core 1. PostgreSQL and Redis are the machine's, not pinned.
 
+SPARKS: `prod` is what `make serve-prod` runs, its command lines taken from `deploy/processes.py`
+(web: REST; live: websockets and SSE); the candidates are in `bench/servers.py`. All named servers
+run for the whole benchmark on ports of their own (idle ones cost nothing measurable), with a
+Celery worker and beat, on their own PostgreSQL database and Redis db; 50 users with DRF tokens
+and one device each, the hot state primed by one heartbeat. Cases: (a) steady heartbeats with an
+increasing seq per device, (b) state-changing `visibility` hidden/visible (persisted and
+published), (c) `GET /api/v1/config` with the token on the first REST server, a bare
+authenticated DRF endpoint, as a reference, (a') steady heartbeats over `/ws/presence/`. The
+steady case also counts database writes per request from `pg_stat_database`.
+
 Synapse: `../shared/tools/synapse-local` with its files under /tmp (SYNAPSE_VENV, SYNAPSE_DIR),
-SQLite, its rate limits already relaxed by the script (rc_presence 1000/s); 50 users registered
-with the shared secret. Cases: (a) steady `PUT /presence/{userId}/status {"presence":"online"}`,
-(b) state-changing PUTs alternating online/unavailable.
+SQLite, its rate limits relaxed (rc_presence 10,000/s); 50 users registered with the shared
+secret. Cases: (a) steady `PUT /presence/{userId}/status {"presence":"online"}`, (b) PUTs
+alternating online/unavailable. Every run of a SPARKS server comes right after a Synapse run of
+the same case (steady PUTs for the websocket), and its ratio is to that run: the machine's speed
+drifts, a pair a few seconds apart does not.
 
-SPARKS: gunicorn sync workers (`sparks_site.wsgi:application`) on its own PostgreSQL database and
-Redis db, 50 users with DRF tokens and one device each, the hot state primed by one heartbeat.
-Cases: (a) steady heartbeats with an increasing seq per device, (b) state-changing
-`visibility` hidden/visible (persisted and published), (c) `GET /api/v1/config` with the token, a
-bare authenticated DRF endpoint, as a reference. The steady case also counts database writes per
-request from `pg_stat_database` (xact_commit, tup_inserted/updated/deleted) before and after.
-
-Targets: steady SPARKS/Synapse req/s >= 1.0 with p50 no worse; state-changing >= 2.0; websocket
-heartbeats >= 3x Synapse's steady PUTs.
+Targets, on the production servers measured direct (paired ratio's median): steady REST heartbeat
+>= 2.0x Synapse's steady PUTs, state-changing signal >= 2.5x, websocket heartbeats >= 4.0x
+Synapse's steady PUTs. `--through-proxy` figures (nginx in front) are reported, not judged.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -43,12 +53,74 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _stack
+import servers
 
 DB_NAME = "sparks_presence_bench_http"
 REDIS_DB = 13
 SYNAPSE_TOOL = _stack.ROOT.parent / "shared" / "tools" / "synapse-local"
 SYNAPSE_HOME = Path(os.environ.get("BENCH_SYNAPSE_HOME", "/tmp/sparks-bench-synapse"))
 VENV_BIN = Path(sys.executable).parent
+NGINX = "/usr/sbin/nginx"
+PROXIED = "prod via nginx"
+
+# nginx in front of the production servers with the proxy settings of a deployment: one port,
+# keep-alive to the upstreams (else every request pays a new connection to the server), the
+# websocket upgrade, no buffering for the SSE stream, timeouts longer than a heartbeat interval.
+# An idle upstream connection is dropped by nginx before the server drops it (granian closes one
+# after 30 s, uvicorn after 5 s): nginx does not resend a POST that met a connection closed under
+# it, it answers 502. And one failure does not take the only server out of rotation for 10 s
+# (max_fails=0): measured, a stale connection had turned into thousands of 502s.
+NGINX_CONF = """
+daemon off;
+worker_processes 1;
+pid {dir}/nginx.pid;
+error_log {dir}/error.log warn;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {dir}/client_body;
+    proxy_temp_path {dir}/proxy;
+    fastcgi_temp_path {dir}/fastcgi;
+    uwsgi_temp_path {dir}/uwsgi;
+    scgi_temp_path {dir}/scgi;
+    upstream web {{ server 127.0.0.1:{web_port} max_fails=0; keepalive 32; keepalive_timeout 20s; }}
+    upstream live {{ server 127.0.0.1:{live_port} max_fails=0; keepalive 32; keepalive_timeout 4s; }}
+    map $http_upgrade $connection_upgrade {{ default upgrade; "" ""; }}
+    server {{
+        listen 127.0.0.1:{port};
+        proxy_http_version 1.1;
+        # Every location sets all its headers: one proxy_set_header in a location drops all the
+        # server block's (nginx inherits them only into a level that sets none), and Django then
+        # saw the upstream's name as the Host and refused it.
+        location /ws/ {{
+            proxy_pass http://live;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header Upgrade $http_upgrade;
+            proxy_set_header Connection $connection_upgrade;
+            proxy_read_timeout 1h;
+            proxy_send_timeout 1h;
+        }}
+        location = /api/v1/peers/stream {{
+            proxy_pass http://live;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 1h;
+        }}
+        location / {{
+            proxy_pass http://web;
+            proxy_set_header Host $http_host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_set_header X-Forwarded-Proto $scheme;
+            proxy_set_header Connection "";
+        }}
+    }}
+}}
+"""
 
 WRK_SCRIPT = r"""
 local mode, seqbase = nil, 0
@@ -154,6 +226,7 @@ def summarize(results: list[dict]) -> dict:
         "requests": sum(r["requests"] for r in results),
         "errors": sum(r["errors"] for r in results),
         "runs": [round(r["rps"], 1) for r in results],
+        "paired": [round(r["rps"] / r["synapse_rps"], 3) for r in results if r.get("synapse_rps")],
     }
 
 
@@ -192,25 +265,40 @@ class Sparks:
             self.users.append((token.key, device.device_id))
         _stack.close_django()
 
-    def start_gunicorn(self) -> None:
-        env = self.environment()
+    def start_server(self, kind: str, name: str, port: int, profile_to: Path | None = None) -> str:
+        """Start REST (`kind` "rest") or websocket ("ws") server `name` of bench/servers.py on
+        `port`, pinned to the servers' core; return its base URL once it answers. With
+        `profile_to`, a single-process server runs under cProfile, its stats written there when
+        it stops."""
+        table = servers.REST_SERVERS if kind == "rest" else servers.WS_SERVERS
+        _, command = table[name]
+        argv = command(VENV_BIN, "127.0.0.1", port)
+        if profile_to is not None:
+            argv = [sys.executable, "-m", "cProfile", "-o", str(profile_to), *argv]
+        cmd = [*(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []), *argv]
+        log = open(self.workdir / f"{kind}-{name}.log", "w")  # noqa: SIM115  (closed with the process)
+        self.procs.append(subprocess.Popen(cmd, cwd=_stack.ROOT, env=self.environment(), stdout=log, stderr=log))
+        base = f"http://127.0.0.1:{port}"
+        _stack.wait_http(base + "/api/v1/config", timeout=60)
+        return base
+
+    def start_proxy(self, port: int, web_port: int, live_port: int) -> str:
+        """nginx in front of the production web and live servers, as deployed: one port, /ws/ and
+        the SSE stream to the live server, the rest to the web server. Its own config, pid and
+        temporary files in the bench's directory; not a daemon (stopped with the servers)."""
+        directory = self.workdir / "nginx"
+        directory.mkdir()
+        conf = directory / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(dir=directory, port=port, web_port=web_port, live_port=live_port))
         cmd = [
             *(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []),
-            str(VENV_BIN / "gunicorn"),
-            "sparks_site.wsgi:application",
-            "--bind",
-            f"127.0.0.1:{self.args.port}",
-            "--workers",
-            str(self.args.workers),
-            "--worker-class",
-            self.args.worker_class,
-            "--log-level",
-            "warning",
-            "--error-logfile",
-            str(self.workdir / "gunicorn.log"),
-        ]
-        self.procs.append(subprocess.Popen(cmd, cwd=_stack.ROOT, env=env))
-        _stack.wait_http(self.base + "/api/v1/config")
+            NGINX, "-p", str(directory), "-c", str(conf), "-e", str(directory / "error.log"),
+        ]  # fmt: skip
+        log = open(directory / "stderr.log", "w")  # noqa: SIM115  (closed with the process)
+        self.procs.append(subprocess.Popen(cmd, stdout=log, stderr=log))
+        base = f"http://127.0.0.1:{port}"
+        _stack.wait_http(base + "/api/v1/config")
+        return base
 
     def start_worker(self) -> None:
         """A Celery worker with beat, on the servers' core: the expiry sweep and the database
@@ -247,16 +335,6 @@ class Sparks:
             if (pending == 0 and equal == len(decisions)) or waited > timeout:
                 return waited, equal, len(decisions)
             time.sleep(0.25)
-
-    def start_daphne(self) -> None:
-        env = self.environment()
-        cmd = [
-            *(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []),
-            *_stack.asgi_server_command(self.args.asgi_server, self.args.ws_port),
-        ]
-        log = open(self.workdir / "daphne.log", "w")  # noqa: SIM115  (closed with the process)
-        self.procs.append(subprocess.Popen(cmd, cwd=_stack.ROOT, env=env, stdout=log, stderr=log))
-        _stack.wait_http(f"http://127.0.0.1:{self.args.ws_port}/api/v1/config")
 
     def signal(self, token: str, device_id: str, signal: dict) -> dict:
         status, body = http(
@@ -493,13 +571,13 @@ asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]),
 """
 
 
-def run_ws(args, sparks: Sparks, script: Path) -> dict:
+def run_ws(args, sparks: Sparks, script: Path, base: str) -> dict:
     users_file = sparks.users_file("signals")
     cmd = [
         *(["taskset", "-c", args.load_cpu] if args.load_cpu else []),
         sys.executable,
         str(script),
-        f"ws://127.0.0.1:{args.ws_port}/ws/presence/",
+        base.replace("http://", "ws://", 1) + "/ws/presence/",
         str(users_file),
         str(args.connections),
         str(args.duration),
@@ -582,13 +660,43 @@ def profile_signals(sparks: Sparks, count: int, mode: str) -> None:
     try:
         from pyinstrument import Profiler
     except ImportError:
-        print("(pip install pyinstrument for the breakdown)")
+        # The standard library's profiler: heavier per call, but it names the functions.
+        import cProfile
+        import pstats
+
+        profile = cProfile.Profile()
+        profile.enable()
+        loop(count)
+        profile.disable()
+        pstats.Stats(profile).sort_stats("tottime").print_stats(25)
         return
     profiler = Profiler(interval=0.0002)
     profiler.start()
     loop(count)
     profiler.stop()
     print(profiler.output_text(unicode=False, color=False, show_all=False))
+
+
+def profile_websocket(args, sparks: Sparks, workdir: Path) -> None:
+    """Websocket heartbeats for one run against a live server (uvicorn, one process) under
+    cProfile: where the server's time goes, its own functions and the server's."""
+    import pstats
+
+    stats = workdir / "live.prof"
+    name = "uvicorn"
+    base = sparks.start_server("ws", name, args.ws_port + 50, profile_to=stats)
+    server = sparks.procs[-1]
+    ws_script = workdir / "ws_profile_client.py"
+    ws_script.write_text(WS_CLIENT)
+    result = run_ws(args, sparks, ws_script, base)
+    # SIGINT: uvicorn re-raises the signal it stopped on, and only an interrupt (not a TERM)
+    # lets cProfile write its stats on the way out.
+    server.send_signal(signal.SIGINT)
+    server.wait(timeout=30)
+    sparks.procs.remove(server)
+    print(f"\nwebsocket heartbeats on {name} under cProfile: {result['rps']:.0f} msg/s")
+    for order in ("tottime", "cumulative"):
+        pstats.Stats(str(stats)).sort_stats(order).print_stats(30)
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -598,14 +706,28 @@ def ratio(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "n/a"
 
 
-def paired(ours: dict, theirs: dict) -> str:
-    """The ratio of each run of ours to the run of theirs just before it, and their median: on a
-    host whose speed drifts (a shared VM), a pair measured a few seconds apart is the fairer
-    comparison than the two medians taken over the whole case."""
-    pairs = [a / b for a, b in zip(ours["runs"], theirs["runs"], strict=False) if b]
-    if not pairs:
-        return "n/a"
-    return f"paired per run {[round(p, 2) for p in pairs]}, median {_stack.median(pairs):.2f}"
+def paired(ours: dict) -> float | None:
+    """The median ratio of each run of ours to the Synapse run just before it: on a host whose
+    speed drifts (a shared VM), a pair measured a few seconds apart is the fairer comparison than
+    the two medians taken over the whole case."""
+    pairs = ours.get("paired") or []
+    return _stack.median(pairs) if pairs else None
+
+
+TARGETS = {"steady": 2.0, "change": 2.5, "ws": 4.0}
+PHASES = {
+    "steady": ("(a) steady heartbeat, REST", "synapse_steady", "ours_steady"),
+    "change": ("(b) state-changing visibility hidden/visible, REST", "synapse_change", "ours_change"),
+    "ws": ("(a') steady heartbeat over the websocket", "synapse_steady", None),
+}
+
+
+def server_list(value: str, table: dict) -> list[str]:
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    unknown = [name for name in names if name not in table]
+    if unknown:
+        raise SystemExit(f"unknown server(s) {unknown}; one of: {', '.join(table)}")
+    return names
 
 
 def main() -> int:
@@ -614,20 +736,38 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3, help="runs per case; the median is reported (default 3)")
     parser.add_argument("--connections", type=int, default=8, help="concurrent connections (default 8)")
     parser.add_argument("--users", type=int, default=50)
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4)")
-    parser.add_argument("--worker-class", default="gthread", help="gunicorn worker class (default gthread)")
     parser.add_argument(
-        "--asgi-server", choices=_stack.ASGI_SERVERS, default="uvicorn", help="websocket server (default uvicorn)"
+        "--rest-servers",
+        default="prod",
+        help=f"REST servers side by side, comma-separated (default prod); of {', '.join(servers.REST_SERVERS)}",
     )
-    parser.add_argument("--port", type=int, default=18000)
-    parser.add_argument("--ws-port", type=int, default=18001)
+    parser.add_argument(
+        "--ws-servers",
+        default="prod",
+        help=f"websocket servers (with --websocket; default prod); of {', '.join(servers.WS_SERVERS)}",
+    )
+    parser.add_argument(
+        "--compare",
+        action="store_true",
+        help="the whole comparison: --websocket --through-proxy and every candidate of bench/servers.py",
+    )
+    parser.add_argument(
+        "--through-proxy",
+        action="store_true",
+        help="also the production servers behind nginx on one port, as deployed (targets judge the direct ones)",
+    )
+    parser.add_argument("--port", type=int, default=18000, help="first REST server's port (the next ones follow)")
+    parser.add_argument("--ws-port", type=int, default=18100, help="first websocket server's port")
+    parser.add_argument("--proxy-port", type=int, default=18200)
     parser.add_argument("--synapse-port", type=int, default=18448)
     parser.add_argument("--server-cpu", default="0", help="core for the servers ('' for no pinning)")
     parser.add_argument("--load-cpu", default="1", help="core for the load generator ('' for no pinning)")
     parser.add_argument("--no-synapse", action="store_true", help="measure SPARKS only")
     parser.add_argument("--websocket", action="store_true", help="also websocket heartbeats over /ws/presence/")
     parser.add_argument(
-        "--profile", choices=("steady", "change"), help="also profile one kind of signal request in-process"
+        "--profile",
+        choices=("steady", "change", "ws"),
+        help="also profile one kind of signal request in-process, or websocket heartbeats in the live server",
     )
     parser.add_argument(
         "--rate-limits",
@@ -641,10 +781,25 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         args.duration, args.runs, args.users = 2, 1, 10
+    rest_names = server_list(args.rest_servers, servers.REST_SERVERS)
+    ws_names = server_list(args.ws_servers, servers.WS_SERVERS)
+    if args.compare:
+        args.websocket = args.through_proxy = True
+        # A candidate that is what production runs already is measured once, as `prod`.
+        rest_names = [n for n in servers.COMPARE_REST if n == "prod" or not servers.same_as_prod("rest", n)]
+        ws_names = [n for n in servers.COMPARE_WS if n == "prod" or not servers.same_as_prod("ws", n)]
+    if args.through_proxy:
+        # The proxy fronts the production servers: measured direct too, side by side.
+        rest_names = ["prod", *(n for n in rest_names if n != "prod")]
+        ws_names = ["prod", *(n for n in ws_names if n != "prod")]
+    if not rest_names:
+        raise SystemExit("--rest-servers names no server")
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed: apt-get install -y wrk")
     if (args.server_cpu or args.load_cpu) and shutil.which("taskset") is None:
         raise SystemExit("taskset is needed (util-linux), or pass --server-cpu '' --load-cpu ''")
+    if args.through_proxy and not Path(NGINX).exists():
+        raise SystemExit(f"--through-proxy needs nginx at {NGINX}: apt-get install -y nginx-light")
     ws_route = (_stack.ROOT / "presence" / "routing.py").exists() and (
         _stack.ROOT / "presence" / "consumers.py"
     ).exists()
@@ -658,15 +813,32 @@ def main() -> int:
     synapse = None if args.no_synapse else Synapse(args)
     print(
         f"heartbeat ingest: {args.users} users, {args.connections} connections, {args.runs} x {args.duration} s, "
-        f"servers on core {args.server_cpu or '-'}, load on core {args.load_cpu or '-'}, "
-        f"gunicorn {args.workers} {args.worker_class} workers"
+        f"servers on core {args.server_cpu or '-'}, load on core {args.load_cpu or '-'}\n"
+        f"prod = deploy/processes.py: web  {shlex_join(servers.REST_SERVERS['prod'][1](VENV_BIN, 'HOST', 0))}\n"
+        f"                            live {shlex_join(servers.WS_SERVERS['prod'][1](VENV_BIN, 'HOST', 0))}"
     )
-    results: dict[str, dict] = {}
+    # Every candidate server runs for the whole benchmark (idle ones cost nothing measurable), so
+    # they are measured turn by turn within each round, each right after a Synapse run.
+    rest: dict[str, str] = {}  # label -> base URL
+    ws: dict[str, str] = {}
+    runs: dict[tuple[str, str], list[dict]] = {}
     db_writes = None
     behind = None
     try:
         sparks.setup()
-        sparks.start_gunicorn()
+        for i, name in enumerate(rest_names):
+            rest[name] = sparks.start_server("rest", name, args.port + i)
+        if args.websocket or args.through_proxy:
+            for i, name in enumerate(ws_names if args.websocket else ["prod"]):
+                ws[name] = sparks.start_server("ws", name, args.ws_port + i)
+        if args.through_proxy:
+            proxied = sparks.start_proxy(args.proxy_port, args.port, args.ws_port)
+            rest[PROXIED] = proxied
+            if args.websocket:
+                ws[PROXIED] = proxied
+        if not args.websocket:
+            ws.clear()
+        sparks.base = rest[rest_names[0]]
         sparks.start_worker()
         sparks.prime()
         if synapse is not None:
@@ -674,45 +846,75 @@ def main() -> int:
             synapse.register(args.users)
             synapse.prime()
             print(f"Synapse {synapse.version} on {synapse.base}")
+        print("REST servers: " + "; ".join(f"{n} {describe(n, 'rest')} on {b}" for n, b in rest.items()))
+        if ws:
+            print("websocket servers: " + "; ".join(f"{n} {describe(n, 'ws')} on {b}" for n, b in ws.items()))
         ours_signals = sparks.users_file("signals")
         ours_config = sparks.users_file("config")
         theirs = synapse.users_file(workdir) if synapse is not None else None
+
+        partner: dict[str, float] = {}  # phase -> req/s of the latest Synapse run
+
+        def record(phase: str, server: str, result: dict) -> None:
+            if server == "synapse":
+                partner[phase] = result["rps"]
+            elif phase in partner:
+                result["synapse_rps"] = partner[phase]  # its pair: the Synapse run just before
+            runs.setdefault((phase, server), []).append(result)
+            # Progress, as the whole comparison takes a while.
+            print(f"  {phase:6} {server:24} {result['rps']:8.0f}/s", file=sys.stderr, flush=True)
+
+        def synapse_run(phase: str, mode: str) -> None:
+            if synapse is not None:
+                if mode == "synapse_change":
+                    synapse.prime("online")
+                record(phase, "synapse", run_wrk(args, mode, synapse.base, theirs, script))
+
+        # A short untimed run against each server first: a fresh process's first seconds (imports
+        # on first use, caches filling) are slower, and would weigh on whichever pair came first.
+        if args.runs:
+            warm_up = argparse.Namespace(**{**vars(args), "duration": min(args.duration, 3)})
+            if synapse is not None:
+                run_wrk(warm_up, "synapse_steady", synapse.base, theirs, script)
+            for base in rest.values():
+                run_wrk(warm_up, "ours_steady", base, ours_signals, script)
 
         # (a) steady. pg_stat_database is flushed by idle backends within ~10 s: wait around the block.
         if args.runs:
             time.sleep(11)
         before = sparks.db_counters()
-        runs = {"ours_steady": [], "synapse_steady": []}
         for _ in range(args.runs):
-            if synapse is not None:
-                runs["synapse_steady"].append(run_wrk(args, "synapse_steady", synapse.base, theirs, script))
-            runs["ours_steady"].append(run_wrk(args, "ours_steady", sparks.base, ours_signals, script))
+            for name, base in rest.items():
+                synapse_run("steady", "synapse_steady")
+                record("steady", name, run_wrk(args, "ours_steady", base, ours_signals, script))
         if args.runs:
             time.sleep(11)
             after = sparks.db_counters()
-            steady_requests = sum(r["requests"] for r in runs["ours_steady"])
-            db_writes = {k: (after[k] - before[k]) / steady_requests for k in before}
+            steady_requests = sum(r["requests"] for (phase, _), rs in runs.items() if phase == "steady" for r in rs)
+            steady_requests -= sum(r["requests"] for r in runs.get(("steady", "synapse"), []))
+            db_writes = {k: (after[k] - before[k]) / max(1, steady_requests) for k in before}
 
         # (b) state-changing: each run starts from visible / online, its first signal changes it.
-        runs.update(ours_change=[], synapse_change=[], ours_config=[])
         for _ in range(args.runs):
-            if synapse is not None:
-                synapse.prime("online")
-                runs["synapse_change"].append(run_wrk(args, "synapse_change", synapse.base, theirs, script))
-            sparks.prime("visibility", "visible")
-            runs["ours_change"].append(run_wrk(args, "ours_change", sparks.base, ours_signals, script))
-            behind = sparks.written_behind()
-        # (c) the reference: a bare authenticated DRF endpoint.
+            for name, base in rest.items():
+                synapse_run("change", "synapse_change")
+                sparks.prime("visibility", "visible")
+                record("change", name, run_wrk(args, "ours_change", base, ours_signals, script))
+                behind = sparks.written_behind()
+        # (c) the reference: a bare authenticated DRF endpoint, on the first REST server.
         for _ in range(args.runs):
-            runs["ours_config"].append(run_wrk(args, "ours_config", sparks.base, ours_config, script))
-        # (d) websocket heartbeats.
-        if args.websocket:
-            sparks.start_daphne()
+            record("config", rest_names[0], run_wrk(args, "ours_config", rest[rest_names[0]], ours_config, script))
+        # (d) websocket heartbeats, each run after a Synapse steady run.
+        if ws:
             ws_script = workdir / "ws_client.py"
             ws_script.write_text(WS_CLIENT)
-            runs["ours_ws_steady"] = [run_ws(args, sparks, ws_script) for _ in range(args.runs)]
-        results = {name: summarize(r) for name, r in runs.items() if r}
-        if args.profile:
+            for _ in range(args.runs):
+                for name, base in ws.items():
+                    synapse_run("ws", "synapse_steady")
+                    record("ws", name, run_ws(args, sparks, ws_script, base))
+        if args.profile == "ws":
+            profile_websocket(args, sparks, workdir)
+        elif args.profile:
             sparks.stop()
             profile_signals(sparks, 2000 if not args.quick else 200, args.profile)
     finally:
@@ -721,21 +923,51 @@ def main() -> int:
             synapse.stop()
         _stack.close_django()
         sparks.cleanup()
+        proxy_log = workdir / "nginx" / "error.log"
+        if proxy_log.exists() and proxy_log.stat().st_size:
+            print("nginx error log (last lines):\n" + "\n".join(proxy_log.read_text().splitlines()[-5:]))
         shutil.rmtree(workdir, ignore_errors=True)
 
-    labels = {
-        "synapse_steady": "Synapse  (a) steady PUT presence online",
-        "ours_steady": "SPARKS   (a) steady heartbeat",
-        "ours_ws_steady": "SPARKS   (a') steady heartbeat, websocket",
-        "synapse_change": "Synapse  (b) PUT online/unavailable",
-        "ours_change": "SPARKS   (b) visibility hidden/visible",
-        "ours_config": "SPARKS   (c) GET config (bare DRF, token)",
-    }
-    print(f"\n{'case':44} {'req/s':>8} {'p50 ms':>8} {'p99 ms':>8} {'errors':>7}  runs (req/s)")
-    for name, label in labels.items():
-        if name in results:
-            r = results[name]
-            print(f"{label:44} {r['rps']:8.0f} {r['p50_ms']:8.2f} {r['p99_ms']:8.2f} {r['errors']:7d}  {r['runs']}")
+    results = {f"{phase}/{server}": summarize(rs) for (phase, server), rs in runs.items()}
+    print(
+        f"\n{'case / server':34} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'errors':>6} "
+        f"{'x Syn':>6} {'paired':>6}  runs (req/s)"
+    )
+    verdicts = []
+    for phase, (title, _, _) in PHASES.items():
+        if not any(p == phase for p, _ in runs):
+            continue
+        print(title)
+        theirs_ = results.get(f"{phase}/synapse")
+        for (p, server), _ in runs.items():
+            if p != phase:
+                continue
+            r = results[f"{phase}/{server}"]
+            if server == "synapse":
+                x = pair = "1.00"
+            elif theirs_ is None:
+                x = pair = "-"
+            else:
+                x = ratio(r["rps"], theirs_["rps"])
+                value = paired(r)
+                pair = f"{value:.2f}" if value is not None else "n/a"
+                if server == "prod":
+                    met = value is not None and value >= TARGETS[phase]
+                    verdicts.append(
+                        f"{title}, production servers / Synapse: paired {pair} (medians {x}; "
+                        f"target >= {TARGETS[phase]}: {'met' if met else 'MISSED'})"
+                    )
+            label = "Synapse" if server == "synapse" else server
+            print(
+                f"  {label:32} {r['rps']:8.0f} {r['p50_ms']:7.2f} {r['p99_ms']:7.2f} {r['errors']:6d} "
+                f"{x:>6} {pair:>6}  {r['runs']}{' pairs ' + str(r['paired']) if r['paired'] else ''}"
+            )
+    config = results.get(f"config/{rest_names[0]}")
+    if config is not None:
+        print(
+            f"(c) GET /api/v1/config (bare DRF, token) on {rest_names[0]}: {config['rps']:.0f} req/s, "
+            f"p50 {config['p50_ms']:.2f} ms, runs {config['runs']}"
+        )
     if db_writes is not None:
         print(
             "\nDB per steady heartbeat (pg_stat_database): "
@@ -749,38 +981,32 @@ def main() -> int:
             f"equal their hot decision, {behind[0]:.1f} s after the run ended (writes every "
             "PRESENCE_PERSIST_INTERVAL_SECONDS, default 2 s)"
         )
-    checks = []
-    if "synapse_steady" in results:
-        ours, theirs_ = results["ours_steady"], results["synapse_steady"]
-        r = ours["rps"] / theirs_["rps"]
-        checks.append(
-            f"steady ours/Synapse = {ratio(ours['rps'], theirs_['rps'])} "
-            f"(target >= 1.0: {'met' if r >= 1 else 'MISSED'}); "
-            f"p50 {ours['p50_ms']:.2f} vs {theirs_['p50_ms']:.2f} ms "
-            f"({'no worse' if ours['p50_ms'] <= theirs_['p50_ms'] else 'WORSE'}); {paired(ours, theirs_)}"
-        )
-        ours, theirs_ = results["ours_change"], results["synapse_change"]
-        r = ours["rps"] / theirs_["rps"]
-        checks.append(
-            f"state-changing ours/Synapse = {ratio(ours['rps'], theirs_['rps'])} "
-            f"(target >= 2.0: {'met' if r >= 2 else 'MISSED'}); {paired(ours, theirs_)}"
-        )
-        if "ours_ws_steady" in results:
-            r = results["ours_ws_steady"]["rps"] / results["synapse_steady"]["rps"]
-            checks.append(
-                f"websocket heartbeats / Synapse steady PUTs = {r:.2f} (target >= 3.0: {'met' if r >= 3 else 'MISSED'})"
-            )
-    steady_vs_config = ratio(results["ours_steady"]["rps"], results["ours_config"]["rps"])
-    checks.append(f"steady heartbeat / bare DRF GET config = {steady_vs_config}")
-    print()
-    for line in checks:
-        print(line)
+    if verdicts:
+        print("\nTargets (direct servers, paired ratio to the Synapse run just before; proxied: reference only):")
+        for line in verdicts:
+            print("  " + line)
+    steady = results.get(f"steady/{rest_names[0]}")
+    if steady is not None and config is not None:
+        print(f"steady heartbeat / bare DRF GET config = {ratio(steady['rps'], config['rps'])}")
     if args.json:
         print(json.dumps({"benchmark": "heartbeat_ingest", "results": results, "db_per_steady_request": db_writes}))
     failed = sum(r["errors"] for r in results.values())
     if failed:
         print(f"\n{failed} requests failed (non-2xx or socket errors): the figures are suspect")
     return 1 if failed else 0
+
+
+def describe(name: str, kind: str) -> str:
+    if name == PROXIED:
+        return "(nginx in front of prod)"
+    table = servers.REST_SERVERS if kind == "rest" else servers.WS_SERVERS
+    return f"({table[name][0]})"
+
+
+def shlex_join(argv: list[str]) -> str:
+    import shlex
+
+    return shlex.join([Path(argv[0]).name, *argv[1:]])
 
 
 if __name__ == "__main__":

@@ -124,7 +124,7 @@ def render_nginx(
 
 class Supervisor:
     """Children in sessions of their own (a terminal's Ctrl-C reaches this process only), each
-    stopped with its whole process group (gunicorn's and Celery's workers too)."""
+    stopped with its whole process group (granian's and Celery's workers too)."""
 
     def __init__(self, env: dict[str, str]) -> None:
         self.env = env
@@ -225,9 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        supervisor.start(
-            "web", processes.web_command(bin_dir, LOOPBACK, web_port, args.web_workers, forwarded_allow_ips=LOOPBACK)
-        )
+        supervisor.start("web", processes.web_command(bin_dir, LOOPBACK, web_port, args.web_workers))
         supervisor.start("live", processes.live_command(bin_dir, LOOPBACK, live_port, forwarded_allow_ips=LOOPBACK))
         supervisor.start("worker", processes.worker_command(bin_dir))
         supervisor.start("beat", processes.beat_command(bin_dir))

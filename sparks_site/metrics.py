@@ -17,6 +17,7 @@ each process counts on its own and `/metrics` shows that process's values.
 from __future__ import annotations
 
 import atexit
+import multiprocessing.util
 import os
 import time
 from collections.abc import Iterable, Iterator
@@ -130,7 +131,14 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(registry), CONTENT_TYPE_LATEST
 
 
+def _mark_process_dead() -> None:
+    multiprocess.mark_process_dead(os.getpid())
+
+
 if multiprocess_dir() is not None:
     # A process that exits normally drops its share of the live gauges (open websockets) at once;
     # os.getpid() at exit time, so that a forked worker marks itself and not its parent.
-    atexit.register(lambda: multiprocess.mark_process_dead(os.getpid()))
+    atexit.register(_mark_process_dead)
+    # A worker started by `multiprocessing` (granian's) leaves through os._exit, which skips
+    # atexit: multiprocessing runs its finalizers on the way out instead (marking twice is harmless).
+    multiprocessing.util.Finalize(None, _mark_process_dead, exitpriority=0)

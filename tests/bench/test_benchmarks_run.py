@@ -6,16 +6,19 @@ No time is asserted here; the figures are in BENCHMARKS.md.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[2] / "bench"
 
 
-def run(script: str) -> str:
+def run(script: str, *options: str) -> str:
     result = subprocess.run(
-        [sys.executable, str(BENCH / script), "--quick"],
+        [sys.executable, str(BENCH / script), "--quick", *options],
         capture_output=True,
         text=True,
         timeout=300,
@@ -39,3 +42,19 @@ def test_the_expiry_sweep_benchmark_runs_and_verifies_its_sweep():
 
 def test_the_load_scenario_runs_and_every_final_presence_is_the_engines():
     assert "verification: OK" in run("load.py")
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="the HTTP load generator, wrk, is not installed")
+def test_the_heartbeat_benchmark_measures_the_production_servers_direct_and_behind_the_proxy():
+    # Ports of its own, away from a full run's defaults.
+    options = ["--no-synapse", "--websocket", "--port", "18300", "--ws-port", "18350", "--proxy-port", "18390"]
+    proxy = Path("/usr/sbin/nginx").exists()
+    output = run("heartbeat_ingest.py", *options, *(["--through-proxy"] if proxy else []))
+
+    # The production servers are deploy/processes.py's, named by their command lines.
+    assert "prod = deploy/processes.py: web " in output
+    for case in ("(a) steady heartbeat, REST", "(b) state-changing", "(a') steady heartbeat over the websocket"):
+        assert case in output
+    assert "  prod " in output
+    if proxy:
+        assert "  prod via nginx " in output

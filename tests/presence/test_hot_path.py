@@ -3,6 +3,7 @@ Redis that lost its data (restarted, it keeps nothing on disk) converges within 
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import timedelta
 
@@ -434,3 +435,32 @@ def test_a_stored_decision_is_read_while_current_when_the_hot_store_lost_it(alic
 
     assert (state.status, state.status_msg) == (Status.DND, "focus")
     assert writes_in(queries) == []
+
+
+def test_the_event_loop_heartbeat_survives_forgotten_scripts_and_a_dropped_connection(alice, laptop):
+    """The websocket's heartbeats write their batches to Redis themselves: a Redis that lost its
+    scripts (restarted, flushed) gets them again; a connection it dropped fails the batch on it
+    (the socket's client is told, and retries), and the next batch opens a new one."""
+    import redis.exceptions
+
+    assert isinstance(hotstate.store(), hotstate.RedisHotStore)
+
+    async def beats() -> list:
+        from django.conf import settings
+
+        now = timezone.now().timestamp
+        outcomes = [await hotstate.heartbeat_async(alice.pk, laptop, 2, now(), ())]
+        hotstate.store().client.script_flush()
+        outcomes.append(await hotstate.heartbeat_async(alice.pk, laptop, 3, now(), ()))
+        loop_client = hotstate._heartbeat_pipeline(settings.REDIS_URL).client
+        hotstate.store().client.client_kill_filter(_id=await loop_client.client_id())
+        with pytest.raises(redis.exceptions.ConnectionError):
+            await hotstate.heartbeat_async(alice.pk, laptop, 4, now(), ())
+        outcomes.append(await hotstate.heartbeat_async(alice.pk, laptop, 4, now(), ()))
+        outcomes.append(await hotstate.heartbeat_async(alice.pk, laptop, 4, now(), ()))  # a repeated seq
+        return outcomes
+
+    outcomes = asyncio.run(beats())
+
+    assert [outcome.applied for outcome in outcomes] == [True, True, True, False]
+    assert {outcome.decision.status for outcome in outcomes} == {Status.AVAILABLE}

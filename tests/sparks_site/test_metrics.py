@@ -335,3 +335,27 @@ def test_a_process_that_exits_drops_its_open_websockets_from_the_gauge(tmp_path,
 
     assert value(text, SIGNALS, type="heartbeat") == 1  # counters outlive the process
     assert _or_zero(text, "sparks_presence_websocket_connections") == 0
+
+
+def test_a_multiprocessing_worker_that_exits_drops_its_open_websockets_too(tmp_path, monkeypatch):
+    """granian's workers are `multiprocessing` processes: they leave through os._exit, which skips
+    atexit, and must still take their share of the live gauges with them."""
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
+    worker = (
+        "import multiprocessing\n"
+        "def serve():\n"
+        "    from sparks_site import metrics\n"
+        "    metrics.WEBSOCKETS.inc()\n"
+        "    metrics.count_heartbeat()\n"
+        "if __name__ == '__main__':\n"
+        "    process = multiprocessing.get_context('fork').Process(target=serve)\n"
+        "    process.start()\n"
+        "    process.join()\n"
+    )
+    subprocess.run([sys.executable, "-c", worker], env=env, cwd=BASE_DIR, check=True, timeout=60)
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+
+    text = scrape()
+
+    assert value(text, SIGNALS, type="heartbeat") == 1
+    assert _or_zero(text, "sparks_presence_websocket_connections") == 0
