@@ -5,8 +5,8 @@ that every user's final presence is what the engine decides from the devices' la
     python bench/load.py --users 1000        # a bigger organization
     python bench/load.py --quick             # 20 users, 6 s (a smoke run)
 
-The stack: gunicorn (`gthread` workers, `sparks_site.wsgi:application`, as `make serve-prod` runs
-it) and a Celery worker with beat (the expiry sweep and the writes behind the hot path,
+The stack: the production web server (`deploy/processes.py`'s `web_command`, as `make serve-prod`
+runs it) and a Celery worker with beat (the expiry sweep and the writes behind the hot path,
 PRESENCE_PERSIST_INTERVAL_SECONDS) on core 0 (`taskset -c 0`); PostgreSQL and Redis are the
 machine's, not pinned, with a database and a Redis db of this benchmark's own (created and
 dropped, flushed). The load generator is this process, on core 1.
@@ -48,8 +48,8 @@ locust. A request costs it ~50 µs of CPU, so one core sends thousands a second;
 gevent users and per-request bookkeeping cost several times that, it would add a heavy
 dependency, and the final check needs each device's acknowledged state inside the generator
 anyway. The requests share a pool of keep-alive connections (`--connections`), as a reverse
-proxy in front of gunicorn does; a pooled connection idle for over a second is not reused
-(gunicorn closes idle ones after 2 s), and a request that finds its reused connection closed
+proxy in front of the web server does; a pooled connection idle for over a second is not reused
+(as nginx's deploy config has it), and a request that finds its reused connection closed
 before any byte of the answer is sent again once on a fresh one (signals carry their seq and
 the status calls are idempotent, so a repeat is harmless); such repeats are counted.
 """
@@ -73,6 +73,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _stack
+
+sys.path.insert(0, str(_stack.ROOT))
+from deploy import processes  # what `make serve-prod` runs
 
 DB_NAME = "sparks_presence_bench_load"
 REDIS_DB = 10
@@ -225,14 +228,7 @@ class Servers:
 
     def start(self) -> None:
         args = self.args
-        self._start(
-            "gunicorn",
-            [
-                str(VENV_BIN / "gunicorn"), "sparks_site.wsgi:application",
-                "--bind", f"127.0.0.1:{args.port}", "--workers", str(args.workers),
-                "--worker-class", "gthread", "--threads", str(args.threads), "--log-level", "warning",
-            ],
-        )  # fmt: skip
+        self._start("web", processes.web_command(VENV_BIN, "127.0.0.1", args.port, workers=args.workers))
         # The worker with beat: the writes behind (every 2 s) and the expiry sweep run during the load.
         self._start(
             "worker",
@@ -269,7 +265,7 @@ class Servers:
                 parents[int(entry)] = int(fields[1])
                 times[int(entry)] = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
         found = {}
-        for name, process in zip(("gunicorn", "worker"), self.procs, strict=False):
+        for name, process in zip(("web", "worker"), self.procs, strict=False):
             tree, grew = {process.pid}, True
             while grew:
                 more = {pid for pid, parent in parents.items() if parent in tree} - tree
@@ -796,8 +792,9 @@ def main() -> int:
     parser.add_argument("--status-interval-min", type=float, default=6.0)
     parser.add_argument("--status-interval-max", type=float, default=14.0)
     parser.add_argument("--connections", type=int, default=32, help="pooled keep-alive connections (default 32)")
-    parser.add_argument("--workers", type=int, default=4, help="gunicorn workers (default 4)")
-    parser.add_argument("--threads", type=int, default=1, help="threads per gunicorn worker (default 1)")
+    parser.add_argument(
+        "--workers", type=int, default=processes.WEB_WORKERS, help="web server processes (default: production's)"
+    )
     parser.add_argument("--port", type=int, default=18200)
     parser.add_argument("--server-cpu", default="0", help="core for the servers ('' for no pinning)")
     parser.add_argument("--load-cpu", default="1", help="core for this generator ('' for no pinning)")
@@ -831,8 +828,8 @@ def main() -> int:
             f"load: {args.users} users, {devices} devices, {sum(u.changes_status for u in users)} of the users "
             f"setting manual statuses, {args.duration:.0f} s; a request per device every "
             f"{args.interval_min}-{args.interval_max} s ({args.change_share:.0%} of them state changes); "
-            f"servers on core {args.server_cpu or '-'} (gunicorn {args.workers} gthread workers x {args.threads} "
-            f"thread, Celery worker + beat), generator on core {args.load_cpu or '-'}, "
+            f"servers on core {args.server_cpu or '-'} (web server: {args.workers} processes, "
+            f"Celery worker + beat), generator on core {args.load_cpu or '-'}, "
             f"{args.connections} pooled connections"
         )
         print(f"setup: users, tokens and devices in {time.monotonic() - t0:.1f} s")
@@ -916,7 +913,7 @@ def main() -> int:
         print(f"202s that did not apply every signal: {stats.not_applied}")
     server_cpu = run["server_cpu"]
     print(
-        f"servers' CPU: gunicorn {server_cpu['gunicorn']:.0%} of a core, Celery worker {server_cpu['worker']:.0%}: "
+        f"servers' CPU: web server {server_cpu['web']:.0%} of a core, Celery worker {server_cpu['worker']:.0%}: "
         f"{figures['server_cpu_ms_per_request']:.2f} ms per request; "
         "cores busy (everything on the machine) " + ", ".join(f"{i}: {b:.0%}" for i, b in enumerate(run["core_busy"]))
     )

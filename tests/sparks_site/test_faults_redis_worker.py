@@ -1,7 +1,8 @@
 """Faults of the services behind a running deployment: Redis restarted mid-traffic (everything it
 held is lost), and the Celery worker down for a while.
 
-Each test runs the real processes of a deployment — gunicorn, a Celery worker and beat — on the
+Each test runs the real processes of a deployment — the web server (`deploy/processes.py`'s), a
+Celery worker and beat — on the
 test database and on a Redis server of its own (`redis-server` on a free loopback port, keeping
 nothing on disk), so that Redis can be killed and started again without touching anyone else's.
 Devices heartbeat and change state through the REST API; what the API and PostgreSQL say is
@@ -33,6 +34,7 @@ import redis
 from django.conf import settings
 from django.utils import timezone
 
+from deploy import processes
 from integrations.mapping import MATRIX_BUSY, MATRIX_BUSY_FEATURE, MATRIX_OFFLINE, MATRIX_ONLINE
 from orgs.models import User
 from presence import selectors
@@ -127,7 +129,7 @@ class PrivateRedis:
 
 
 class Deployment:
-    """gunicorn, a Celery worker and beat on the test database and a private Redis."""
+    """The production web server, a Celery worker and beat on the test database and a private Redis."""
 
     def __init__(self, workdir: Path, redis_url: str) -> None:
         database = settings.DATABASES["default"]
@@ -158,22 +160,18 @@ class Deployment:
 
     def start_server(self) -> None:
         port = _free_port()
-        process = self._spawn(
-            "gunicorn",
-            [sys.executable, "-m", "gunicorn", "sparks_site.wsgi:application", "--bind", f"127.0.0.1:{port}",
-             "--workers", "1", "--worker-class", "gthread", "--threads", "4"],
-        )  # fmt: skip
+        process = self._spawn("web", processes.web_command(Path(sys.executable).parent, "127.0.0.1", port, workers=1))
         self.base_url = f"http://127.0.0.1:{port}"
 
         def up() -> bool:
             if process.poll() is not None:
-                raise AssertionError(f"gunicorn exited:\n{self.log('gunicorn')}")
+                raise AssertionError(f"the web server exited:\n{self.log('web')}")
             try:
                 return httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200
             except httpx.HTTPError:
                 return False
 
-        _wait_until(up, 20, "gunicorn answers")
+        _wait_until(up, 20, "the web server answers")
 
     def start_worker(self) -> None:
         name = "worker"
@@ -229,7 +227,7 @@ def private_redis(tmp_path) -> Iterator[PrivateRedis]:
 
 @pytest.fixture
 def deployment(transactional_db, tmp_path, private_redis, settings) -> Iterator[Deployment]:
-    """gunicorn, a worker and beat; stopped before the test database is emptied. This process
+    """The web server, a worker and beat; stopped before the test database is emptied. This process
     decides with the servers' timeouts, and its channel layer is the servers' (to listen)."""
     settings.PRESENCE_HEARTBEAT_INTERVAL_SECONDS = HEARTBEAT_SECONDS
     settings.PRESENCE_DEVICE_TIMEOUT_SECONDS = DEVICE_TIMEOUT_SECONDS
@@ -246,7 +244,7 @@ def deployment(transactional_db, tmp_path, private_redis, settings) -> Iterator[
         stack.start_beat()
         yield stack
     except BaseException:
-        for name in ("gunicorn", "worker", "beat"):
+        for name in ("web", "worker", "beat"):
             print(f"--- {name} ---\n{stack.log(name)[-6000:]}")
         raise
     finally:
