@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 import time_machine
-from django.conf import settings
 from django.utils import timezone
 
 from orgs.models import PresencePolicy
 from presence import services
 from presence.models import PresenceState
 from sparks_site.celery import app
+from tests.databases import database_url
 from tests.presence.live_helpers import GroupListener
 
 pytestmark = [
@@ -33,14 +33,10 @@ PROJECT_DIR = Path(__file__).resolve().parents[2]
 @pytest.fixture
 def worker_queue():
     """A Celery worker in its own process, consuming a queue of its own on the Redis broker."""
-    database = settings.DATABASES["default"]
     queue = f"test-sweep-{uuid.uuid4().hex}"
     env = {
         **os.environ,
-        "DATABASE_URL": (
-            f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}"
-            f"/{database['NAME']}"
-        ),
+        "DATABASE_URL": database_url(),
         "CELERY_TASK_ALWAYS_EAGER": "0",
     }
     worker = subprocess.Popen(

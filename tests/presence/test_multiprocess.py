@@ -25,6 +25,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from presence import services
 from sparks_site.celery import app
+from tests.databases import database_url
 from tests.presence.live_helpers import settle, token_of
 
 pytestmark = [
@@ -44,14 +45,10 @@ def _free_port() -> int:
 
 
 def _environment() -> dict[str, str]:
-    database = settings.DATABASES["default"]
-    credentials = database["USER"] + (f":{database['PASSWORD']}" if database.get("PASSWORD") else "")
     return {
         **os.environ,
         # The test database pytest created, not the one DATABASE_URL names.
-        "DATABASE_URL": (
-            f"postgres://{credentials}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}/{database['NAME']}"
-        ),
+        "DATABASE_URL": database_url(),
         "REDIS_URL": settings.REDIS_URL,
         # The same key as here: device ids are a keyed hash, and this test registers one itself too.
         "SECRET_KEY": settings.SECRET_KEY,

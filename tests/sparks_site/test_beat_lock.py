@@ -22,6 +22,7 @@ import redis
 from django.conf import settings
 
 from sparks_site.beat import LOCK_NAME, BeatLock
+from tests.databases import database_url
 from tests.sparks_site.test_faults_redis_worker import PrivateRedis, _wait_until
 
 # Beat closes database connections as it sets up, which a test transaction would not survive.
@@ -36,14 +37,10 @@ class Beats:
     """`celery beat` processes, each logging to a file of its own."""
 
     def __init__(self, workdir: Path, redis_url: str) -> None:
-        database = settings.DATABASES["default"]
         self.workdir = workdir
         self.env = {
             **os.environ,
-            "DATABASE_URL": (
-                f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}"
-                f"/{database['NAME']}"
-            ),
+            "DATABASE_URL": database_url(),
             "REDIS_URL": redis_url,
             "SECRET_KEY": settings.SECRET_KEY,
             "DEBUG": "0",

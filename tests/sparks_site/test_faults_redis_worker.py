@@ -41,6 +41,7 @@ from presence import selectors
 from presence.engine import DeviceInput, aggregate
 from presence.models import Device, ManualStatus, PresenceHistory, PresencePreferences, PresenceState
 from presence.vocabulary import ActivityValue, NetworkValue, VisibilityValue
+from tests.databases import database_url
 from tests.factories import MatrixHomeserverFactory
 from tests.presence.live_helpers import GroupListener, token_of
 
@@ -132,15 +133,11 @@ class Deployment:
     """The production web server, a Celery worker and beat on the test database and a private Redis."""
 
     def __init__(self, workdir: Path, redis_url: str) -> None:
-        database = settings.DATABASES["default"]
         self.workdir = workdir
         self.env = {
             **os.environ,
             **SERVER_SETTINGS,
-            "DATABASE_URL": (
-                f"postgres://{database['USER']}@{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}"
-                f"/{database['NAME']}"
-            ),
+            "DATABASE_URL": database_url(),
             "REDIS_URL": redis_url,
             "SECRET_KEY": settings.SECRET_KEY,
         }

@@ -40,6 +40,7 @@ from django.conf import settings
 from websockets.sync.client import connect
 
 from deploy import serve
+from tests.databases import database_url
 from tests.sparks_site.test_faults_redis_worker import PrivateRedis, _free_port, _wait_until
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
@@ -135,16 +136,13 @@ class Production:
 @pytest.fixture
 def own_database() -> Iterator[str]:
     """A PostgreSQL database of the deployment's own, beside the suite's, dropped after."""
-    database = settings.DATABASES["default"]
-    name = f"{database['NAME']}_serve_{uuid.uuid4().hex[:8]}"
-    credentials = database["USER"] + (f":{database['PASSWORD']}" if database.get("PASSWORD") else "")
-    server = f"{database['HOST'] or '127.0.0.1'}:{database['PORT'] or 5432}"
-    with psycopg.connect(f"postgresql://{credentials}@{server}/postgres", autocommit=True) as connection:
+    name = f"{settings.DATABASES['default']['NAME']}_serve_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(database_url("postgres"), autocommit=True) as connection:
         connection.execute(f'CREATE DATABASE "{name}"')
     try:
-        yield f"postgres://{credentials}@{server}/{name}"
+        yield database_url(name)
     finally:
-        with psycopg.connect(f"postgresql://{credentials}@{server}/postgres", autocommit=True) as connection:
+        with psycopg.connect(database_url("postgres"), autocommit=True) as connection:
             connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
