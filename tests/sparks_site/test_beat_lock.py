@@ -8,7 +8,6 @@ periodic task it sends).
 
 from __future__ import annotations
 
-import os
 import signal
 import socket
 import subprocess
@@ -19,10 +18,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from django.conf import settings
 
 from sparks_site.beat import LOCK_NAME, BeatLock
-from tests.databases import database_url
+from tests.databases import process_environment
 from tests.sparks_site.test_faults_redis_worker import PrivateRedis, _wait_until
 
 # Beat closes database connections as it sets up, which a test transaction would not survive.
@@ -38,17 +36,13 @@ class Beats:
 
     def __init__(self, workdir: Path, redis_url: str) -> None:
         self.workdir = workdir
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url(),
-            "REDIS_URL": redis_url,
-            "SECRET_KEY": settings.SECRET_KEY,
-            "DEBUG": "0",
-            "LOG_FORMAT": "text",
-            "CELERY_TASK_ALWAYS_EAGER": "0",
-            "PRESENCE_SWEEP_INTERVAL_SECONDS": "1",
-            "BEAT_LOCK_TTL_SECONDS": str(TTL_SECONDS),
-        }
+        self.env = process_environment(
+            redis_url,
+            LOG_FORMAT="text",
+            CELERY_TASK_ALWAYS_EAGER="0",
+            PRESENCE_SWEEP_INTERVAL_SECONDS="1",
+            BEAT_LOCK_TTL_SECONDS=str(TTL_SECONDS),
+        )
         self.processes: dict[str, subprocess.Popen] = {}
 
     def start(self, name: str) -> subprocess.Popen:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -31,7 +30,6 @@ from urllib.parse import unquote, urlsplit
 import httpx
 import pytest
 import redis
-from django.conf import settings
 from django.utils import timezone
 
 from deploy import processes
@@ -41,7 +39,7 @@ from presence import selectors
 from presence.engine import DeviceInput, aggregate
 from presence.models import Device, ManualStatus, PresenceHistory, PresencePreferences, PresenceState
 from presence.vocabulary import ActivityValue, NetworkValue, VisibilityValue
-from tests.databases import database_url
+from tests.databases import process_environment
 from tests.factories import MatrixHomeserverFactory
 from tests.presence.live_helpers import GroupListener, token_of
 
@@ -134,13 +132,7 @@ class Deployment:
 
     def __init__(self, workdir: Path, redis_url: str) -> None:
         self.workdir = workdir
-        self.env = {
-            **os.environ,
-            **SERVER_SETTINGS,
-            "DATABASE_URL": database_url(),
-            "REDIS_URL": redis_url,
-            "SECRET_KEY": settings.SECRET_KEY,
-        }
+        self.env = process_environment(redis_url, **SERVER_SETTINGS)
         self.processes: dict[str, subprocess.Popen] = {}
         self.base_url = ""
 
