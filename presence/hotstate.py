@@ -946,7 +946,9 @@ class _HeartbeatPipeline:
         pipeline of the client does, without its per-batch bookkeeping, and packed by hiredis in
         C (the asyncio client packs in Python: 24 µs a heartbeat against 4). Retried on a broken
         connection as the client's own commands are."""
-        packed = b"".join(_pack_command(("EVALSHA", self.sha, len(keys), *keys, *args)) for keys, args, _ in batch)
+        packed = b"".join(
+            hiredis.pack_command(("EVALSHA", self.sha, len(keys), *keys, *args)) for keys, args, _ in batch
+        )
         import redis.exceptions
 
         pool = self.client.connection_pool
@@ -969,11 +971,6 @@ class _HeartbeatPipeline:
             return await connection.retry.call_with_retry(round_trip, broken)
         finally:
             await pool.release(connection)
-
-
-def _pack_command(args: tuple) -> bytes:
-    """A command in the Redis protocol, as redis-py writes it (str arguments as UTF-8)."""
-    return hiredis.pack_command(args)
 
 
 # Per event loop, one pipeline per Redis URL: an asyncio client's connections belong to the loop
