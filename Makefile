@@ -32,7 +32,7 @@ test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) SECRET_KEY=test-only-secret-key DEBUG=0 \
-		CELERY_TASK_ALWAYS_EAGER=1 PRESENCE_IN_PROCESS_SWEEP=0 $(BIN)/pytest $(PYTEST_ARGS)
+		CELERY_TASK_ALWAYS_EAGER=1 BEAT_IN_PROCESS=0 $(BIN)/pytest $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

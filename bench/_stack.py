@@ -61,7 +61,7 @@ def server_environment(db_name: str, redis_db: int) -> dict[str, str]:
         "SECRET_KEY": "benchmark-only-secret-key-not-for-production",
         "DEBUG": "0",
         "ALLOWED_HOSTS": "127.0.0.1,localhost",
-        "PRESENCE_IN_PROCESS_SWEEP": "0",
+        "BEAT_IN_PROCESS": "0",
         # Tasks go through Redis to a worker, as deployed, also when run from the test suite's
         # environment (which runs tasks in-process).
         "CELERY_TASK_ALWAYS_EAGER": "0",

@@ -65,7 +65,7 @@ def app_environment(base: dict[str, str], tls: bool, metrics_dir: Path) -> dict[
         **base,
         "DJANGO_SETTINGS_MODULE": "sparks_site.settings",
         "DEBUG": "0",
-        "PRESENCE_IN_PROCESS_SWEEP": "0",
+        "BEAT_IN_PROCESS": "0",
         "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
     }
     if tls:

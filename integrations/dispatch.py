@@ -209,24 +209,20 @@ def schedule(user_id: int, target: str, countdown: float | None = None, refresh:
     countdown = settings.INTEGRATIONS_DISPATCH_COALESCE_SECONDS if countdown is None else countdown
     if not cache.add(_pending_key(user_id, target), 1, timeout=_pending_timeout(countdown)):
         return False
-    _enqueue_delivery(user_id, target, refresh, countdown, again=False)
+    _enqueue_delivery(user_id, target, refresh, countdown)
     return True
 
 
 def _reschedule(user_id: int, target: str, countdown: float, refresh: bool = False) -> None:
     """Schedule again from inside a delivery: this one is the pending delivery from now on."""
     cache.set(_pending_key(user_id, target), 1, timeout=_pending_timeout(countdown))
-    _enqueue_delivery(user_id, target, refresh, countdown, again=True)
+    _enqueue_delivery(user_id, target, refresh, countdown)
 
 
-def _enqueue_delivery(user_id: int, target: str, refresh: bool, countdown: float, again: bool) -> None:
+def _enqueue_delivery(user_id: int, target: str, refresh: bool, countdown: float) -> None:
     from integrations.tasks import deliver_presence
 
-    if again and deliver_presence.app.conf.task_always_eager:
-        # Tasks run in-process (no broker): a retry cannot wait its countdown and would only
-        # recurse while the peer is down. Beat's refresh tries again.
-        cache.delete(_pending_key(user_id, target))
-        return
+    # In-process (the embedded default), the countdown is waited for too (sparks_site.periodic).
     deliver_presence.apply_async(args=[user_id, target, refresh], countdown=countdown)
 
 

@@ -1,7 +1,7 @@
 """When the expiry sweep last completed, for `/readyz` (see `sparks_site.ops.check_sweep`).
 
 Written by whichever runs the sweep: beat's `presence.tasks.sweep_expired_presence` on a worker,
-or the in-process sweeper of the embedded default. With `REDIS_URL` it is a Redis key, which every
+or the in-process beat of the embedded default. With `REDIS_URL` it is a Redis key, which every
 web process reads (a worker wrote it); without, a variable of the process, where the sweep runs
 in the web process itself. A wall-clock time: processes on several hosts compare it.
 

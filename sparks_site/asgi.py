@@ -11,10 +11,10 @@ django_asgi_app = get_asgi_application()
 
 # These import models, so they come after Django is set up.
 from presence.routing import websocket_urlpatterns  # noqa: E402
-from presence.sweeper import start_in_process_sweeper  # noqa: E402
 from sparks_site.live_auth import live_auth_stack  # noqa: E402
+from sparks_site.periodic import start_in_process_beat  # noqa: E402
 
-start_in_process_sweeper()
+start_in_process_beat()
 
 application = ProtocolTypeRouter(
     {

@@ -209,6 +209,10 @@ CELERY_BEAT_SCHEDULER = "sparks_site.beat:SingleBeatScheduler"
 BEAT_LOCK_TTL_SECONDS = env.float("BEAT_LOCK_TTL_SECONDS", default=15.0)
 if BEAT_LOCK_TTL_SECONDS < 3:
     raise ImproperlyConfigured("BEAT_LOCK_TTL_SECONDS must be at least 3 (the lock is renewed every third of it).")
+# Where tasks run in-process (no worker: the embedded default), no beat runs either: the server
+# process runs CELERY_BEAT_SCHEDULE itself, in a thread, and the tasks sent with a countdown when
+# it is due (sparks_site/periodic.py).
+BEAT_IN_PROCESS = env.bool("BEAT_IN_PROCESS", default=CELERY_TASK_ALWAYS_EAGER)
 
 # --- Presence (the PRESENCE_* keys of the SPARKS manual) -----------------------------------
 PRESENCE_USE_AGGREGATOR = env.bool("PRESENCE_USE_AGGREGATOR", default=True)
@@ -231,8 +235,6 @@ PRESENCE_PERSIST_INTERVAL_SECONDS = env.int("PRESENCE_PERSIST_INTERVAL_SECONDS",
 # API tokens resolved in the last few seconds are known to each process without a round trip; a
 # revoked token is refused at once by the process that revoked it, by the others within this time.
 PRESENCE_AUTH_PROCESS_CACHE_SECONDS = env.int("PRESENCE_AUTH_PROCESS_CACHE_SECONDS", default=5)
-# Runs the expiry sweep in a thread of the web process when no Celery beat runs (embedded default).
-PRESENCE_IN_PROCESS_SWEEP = env.bool("PRESENCE_IN_PROCESS_SWEEP", default=not REDIS_URL)
 # How long the presence history (visible changes, device states; the admin's timeline) is kept.
 PRESENCE_HISTORY_RETENTION_DAYS = env.int("PRESENCE_HISTORY_RETENTION_DAYS", default=30)
 # Key of the keyed hash that turns an installation id into a pseudonymous device id.

@@ -48,6 +48,16 @@ def _clean_cache() -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_deferred_tasks() -> None:
+    """A task one test sent in-process with a countdown (a retried delivery) never runs in another."""
+    from sparks_site.periodic import deferred
+
+    deferred.clear()
+    yield
+    deferred.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hashing(settings) -> None:
     # Real hashing costs ~0.3 s a user; what tests check of passwords does not depend on it.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -54,7 +54,7 @@ def _environment() -> dict[str, str]:
         "SECRET_KEY": settings.SECRET_KEY,
         "DEBUG": "0",
         "CELERY_TASK_ALWAYS_EAGER": "0",
-        "PRESENCE_IN_PROCESS_SWEEP": "0",  # only the worker may sweep
+        "BEAT_IN_PROCESS": "0",  # only the worker may sweep
     }
 
 

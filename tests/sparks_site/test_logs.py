@@ -119,7 +119,7 @@ def test_make_run_logs_one_line_per_request(tmp_path):
         DEBUG="1",
         SECRET_KEY="test-only-secret-key",
         DATABASE_URL=f"sqlite:///{tmp_path / 'db.sqlite3'}",
-        PRESENCE_IN_PROCESS_SWEEP="0",
+        BEAT_IN_PROCESS="0",
         CELERY_BROKER_URL="memory://",
         PYTHONUNBUFFERED="1",
     )

@@ -84,7 +84,7 @@ def _serve_prod_command(port: int, workdir: Path, env: dict[str, str]) -> list[s
 def _clean_environment() -> dict[str, str]:
     """The suite's environment without what must not reach a deployment: the outer make's
     variables, and the suite's choice to run tasks in-process."""
-    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CELERY_TASK_ALWAYS_EAGER", "PRESENCE_IN_PROCESS_SWEEP"}
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CELERY_TASK_ALWAYS_EAGER", "BEAT_IN_PROCESS"}
     return {key: value for key, value in os.environ.items() if key not in drop}
 
 

@@ -111,7 +111,7 @@ def server(proxy, tmp_path, redis_url):
         "REDIS_URL": redis_url,
         "SECRET_KEY": settings.SECRET_KEY,
         "DEBUG": "0",
-        "PRESENCE_IN_PROCESS_SWEEP": "0",
+        "BEAT_IN_PROCESS": "0",
     }
     log = tmp_path / "gunicorn.log"
     cmd = [sys.executable, "-m", "gunicorn", "sparks_site.wsgi:application", "--bind", f"127.0.0.1:{port}"]

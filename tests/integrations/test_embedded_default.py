@@ -1,0 +1,178 @@
+"""Matrix and Teams from `make run`'s server, on the embedded default: no Redis, no worker, no beat.
+
+The server is started as `make run` starts it (`manage.py runserver`, tasks in-process), on the
+test database so that the test can set the organization up and read what was stored. Every change
+goes through the server's API; what reaches Graph (the fake) and Synapse is what the server's
+in-process beat and countdowns did.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from django.conf import settings
+from rest_framework.authtoken.models import Token
+
+from integrations.models import DispatchState
+from orgs.models import User
+from presence import services
+from tests.databases import database_url
+from tests.factories import ExternalAccountFactory, MatrixHomeserverFactory
+from tests.integrations.fake_microsoft import FakeMicrosoft, Fault
+from tests.integrations.synapse import free_port
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+PROJECT_DIR = Path(__file__).resolve().parents[2]
+# Beat's intervals, short for the test (a deployment's defaults are 5 s, 2 s, 10 s and 60 s).
+INTERVALS = {
+    "PRESENCE_SWEEP_INTERVAL_SECONDS": "1",
+    "MATRIX_PRESENCE_REFRESH_SECONDS": "1",
+    "MICROSOFT_IMPORT_INTERVAL_SECONDS": "1",
+}
+
+
+@dataclass
+class EmbeddedServer:
+    base_url: str
+    log_path: Path
+
+    def api(self, user: User) -> httpx.Client:
+        token, _ = Token.objects.get_or_create(user=user)
+        return httpx.Client(base_url=f"{self.base_url}/api/v1", headers={"Authorization": f"Token {token.key}"})
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@pytest.fixture(scope="module")
+def embedded_server(
+    fake_microsoft_server: FakeMicrosoft, tmp_path_factory, django_db_blocker
+) -> Iterator[EmbeddedServer]:
+    # The suite's own choices (tasks in-process without a beat, Redis) are not `make run`'s.
+    suite_only = {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_TASK_ALWAYS_EAGER", "BEAT_IN_PROCESS", "LOG_FORMAT"}
+    env = {key: value for key, value in os.environ.items() if key not in suite_only}
+    env.update(
+        DATABASE_URL=database_url(),
+        SECRET_KEY=settings.SECRET_KEY,  # the integrations' secrets are encrypted under it
+        DEBUG="1",
+        PYTHONUNBUFFERED="1",
+        PRESENCE_SERVER_DISPATCH="true",
+        MICROSOFT_LOGIN_URL=fake_microsoft_server.base_url,
+        MICROSOFT_GRAPH_URL=f"{fake_microsoft_server.base_url}/v1.0",
+        INTEGRATIONS_CA_BUNDLE=str(fake_microsoft_server.cert_path),
+        **INTERVALS,
+    )
+    port = free_port()
+    log_path = tmp_path_factory.mktemp("embedded-server") / "runserver.log"
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+            cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        _wait_until(
+            lambda: f"Listening on TCP address 127.0.0.1:{port}" in log_path.read_text(), 60, log_path.read_text
+        )
+        yield EmbeddedServer(f"http://127.0.0.1:{port}", log_path)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+@pytest.fixture
+def shares_with_teams(alice, tenant) -> Callable[[], str]:
+    """Alice shares her presence with Teams; her Entra object id."""
+    account = ExternalAccountFactory(user=alice)
+    services.update_preferences(alice, share_externally=True)
+    return account.microsoft_object_id
+
+
+def _wait_until(condition: Callable[[], object], timeout: float = 15.0, about: Callable[[], str] = str) -> float:
+    """Poll `condition` until true; the seconds it took."""
+    started = time.monotonic()
+    while not condition():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"not within {timeout} s\n{about()}")
+        time.sleep(0.05)
+    return time.monotonic() - started
+
+
+def _preferred(fake: FakeMicrosoft, object_id: str) -> tuple[str, str] | None:
+    preferred = fake.preferred.get(object_id)
+    return (preferred["availability"], preferred["activity"]) if preferred else None
+
+
+def test_a_delivery_graph_throttles_is_sent_again_with_the_newest_state_after_retry_after(
+    embedded_server, alice, tenant, fake_microsoft, shares_with_teams
+):
+    object_id = shares_with_teams
+    fake_microsoft.fail_next(Fault(429, {"Retry-After": "2"}, {"error": {"code": "TooManyRequests"}}))
+    api = embedded_server.api(alice)
+
+    assert api.post("/devices", json={"installation_id": "laptop"}).status_code == 201
+    _wait_until(lambda: fake_microsoft.graph_calls("/setPresence"), about=embedded_server.log)
+    # The first attempt was refused; the user changes their status meanwhile.
+    assert api.put("/me/status", json={"status": "busy", "message": "Release day"}).status_code == 200
+
+    waited = _wait_until(lambda: _preferred(fake_microsoft, object_id) == ("Busy", "Busy"), about=embedded_server.log)
+
+    assert waited <= 2 + 1
+    session = fake_microsoft.sessions[(object_id, tenant.client_id)]
+    assert (session["availability"], session["activity"]) == ("Available", "Available")
+    assert DispatchState.objects.get(user=alice, target="microsoft").sent["status"] == "busy"
+
+
+def test_the_microsoft_import_runs_on_its_interval(embedded_server, alice, tenant, fake_microsoft):
+    account = ExternalAccountFactory(user=alice)
+    services.update_preferences(alice, include_microsoft_presence=True)
+    fake_microsoft.presences[account.microsoft_object_id] = ("Busy", "InAMeeting")
+    api = embedded_server.api(alice)
+    assert api.post("/devices", json={"installation_id": "laptop"}).status_code == 201
+
+    _wait_until(lambda: api.get("/me/presence").json()["activity"] == "in_meeting", about=embedded_server.log)
+    reads = len(fake_microsoft.graph_calls("/getPresencesByUserId"))
+    _wait_until(lambda: len(fake_microsoft.graph_calls("/getPresencesByUserId")) >= reads + 2, timeout=5)
+
+    fake_microsoft.presences[account.microsoft_object_id] = ("Available", "Available")  # the meeting ended
+    _wait_until(lambda: api.get("/me/presence").json()["status"] == "available", about=embedded_server.log)
+
+
+@pytest.mark.synapse
+def test_the_matrix_presence_is_refreshed_before_synapse_lets_it_decay(
+    embedded_server, make_member, organization, synapse
+):
+    MatrixHomeserverFactory(
+        organization=organization, base_url=synapse.base_url, server_name=synapse.server_name, as_token=synapse.as_token
+    )
+    localpart = f"sparks{uuid.uuid4().hex[:10]}"
+    member = make_member(localpart)
+    on_matrix = synapse.register(localpart)
+    colleague = synapse.register(f"colleague{uuid.uuid4().hex[:10]}")
+    synapse.share_a_room(colleague, on_matrix)
+    ExternalAccountFactory(user=member, microsoft_object_id="")
+    services.update_preferences(member, share_externally=True)
+
+    assert embedded_server.api(member).post("/devices", json={"installation_id": "laptop"}).status_code == 201
+    _wait_until(lambda: synapse.presence_of(colleague, on_matrix.user_id)["presence"] == "online")
+    first = DispatchState.objects.get(user=member, target="matrix").sent_at
+
+    # Synapse turns a presence no client syncs offline after 30 s; beat sends it again before.
+    def sent_again() -> set:
+        refreshes.add(DispatchState.objects.get(user=member, target="matrix").sent_at)
+        return {sent_at for sent_at in refreshes if sent_at > first}
+
+    refreshes = set()
+    _wait_until(lambda: len(sent_again()) >= 2, timeout=10)
+    presence = synapse.presence_of(colleague, on_matrix.user_id)
+    assert presence["presence"] == "online"
+    assert presence["last_active_ago"] < 5000
