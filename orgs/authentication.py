@@ -16,6 +16,9 @@ from rest_framework.authtoken.models import Token
 from orgs.models import User
 
 TOKEN_CACHE_SECONDS = 60
+# The organization account's scheme (orgs.bearer), and the 401 challenge either class answers with.
+BEARER_KEYWORD = "Bearer"
+BEARER_CHALLENGE = f'{BEARER_KEYWORD} realm="api"'
 _CACHED_FIELDS = ("id", "username", "first_name", "last_name", "email", "is_active", "is_staff", "is_superuser")
 
 
@@ -79,10 +82,8 @@ class CachedTokenAuthentication(TokenAuthentication):
     def authenticate_header(self, request) -> str:
         # DRF asks the first authentication class for the 401's challenge: a client that sent a
         # bearer token (the organization account) is told to send a valid bearer token.
-        if get_authorization_header(request).split()[:1] == [b"Bearer"]:
-            from orgs.bearer import BearerTokenAuthentication
-
-            return BearerTokenAuthentication().authenticate_header(request)
+        if get_authorization_header(request).split()[:1] == [BEARER_KEYWORD.encode()]:
+            return BEARER_CHALLENGE
         return super().authenticate_header(request)
 
     def authenticate_credentials(self, key: str):

@@ -30,12 +30,11 @@ from rest_framework.authentication import BaseAuthentication, get_authorization_
 from rest_framework.request import Request
 
 from orgs import logout, oidc, services, token_types
-from orgs.authentication import cached_user
+from orgs.authentication import BEARER_CHALLENGE, BEARER_KEYWORD, cached_user
 from orgs.models import User
 
 logger = logging.getLogger(__name__)
 
-KEYWORD = "Bearer"
 # How long a verified token's user is remembered at most; the token's own expiry comes first.
 USER_CACHE_SECONDS = 300
 # What is kept of a token's claims with its user, to refuse it once its session is signed out.
@@ -140,7 +139,7 @@ class BearerTokenAuthentication(BaseAuthentication):
 
     def authenticate(self, request: Request) -> tuple[User, str] | None:
         parts = get_authorization_header(request).split()
-        if not parts or parts[0].lower() != KEYWORD.lower().encode():
+        if not parts or parts[0].lower() != BEARER_KEYWORD.lower().encode():
             return None
         if len(parts) != 2:
             raise exceptions.AuthenticationFailed("Invalid bearer header: give exactly one token.")
@@ -157,7 +156,7 @@ class BearerTokenAuthentication(BaseAuthentication):
             raise ProviderUnavailableError() from None
 
     def authenticate_header(self, request: Request) -> str:
-        return f'{KEYWORD} realm="api"'
+        return BEARER_CHALLENGE
 
 
 class BearerTokenScheme(OpenApiAuthenticationExtension):
