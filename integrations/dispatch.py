@@ -14,6 +14,9 @@ message on the broker. From there:
    published to by `integrations.teams`, which works from its record of what SPARKS has in the
    user's Graph presence.
 
+A decision taken from the user's Teams presence (reason `microsoft_presence`) is not published
+back to Teams (`teams.own_state`); Matrix gets it like any other.
+
 Beat keeps published states alive (`refresh_published`): Matrix decays a presence that no
 client syncs to offline after ~30 s, and a Graph presence session lapses at its expiration.
 """
@@ -140,7 +143,14 @@ def enqueue(changes: Iterable) -> None:
     from integrations.tasks import plan_dispatch
 
     payload = [
-        {"user_id": c.user_id, "status": c.status, "activity": c.activity, "status_msg": c.status_msg} for c in changes
+        {
+            "user_id": c.user_id,
+            "status": c.status,
+            "activity": c.activity,
+            "status_msg": c.status_msg,
+            "reason": c.reason,
+        }
+        for c in changes
     ]
     if payload:
         plan_dispatch.apply_async(args=[payload], retry=False)
@@ -162,27 +172,28 @@ def plan(changes: list[dict]) -> list[Planned]:
     for user in _users(public_ids=newest):
         change = newest[str(user.public_id)]
         state = {"status": change["status"], "activity": change["activity"], "status_msg": change["status_msg"] or None}
-        planned.extend(_plan_user(user, state))
+        planned.extend(_plan_user(user, state, change.get("reason") or ""))
     return planned
 
 
-def plan_user(user_id: int, state: dict | None) -> list[Planned]:
+def plan_user(user_id: int, state: dict | None, reason: str = "") -> list[Planned]:
     """Plan one user again (after their sharing preference changed)."""
     user = _users(user_ids=[user_id]).first()
     if user is None:
         return []
-    return _plan_user(user, state or WITHDRAWN)
+    return _plan_user(user, state or WITHDRAWN, reason)
 
 
-def _plan_user(user: User, state: dict, refresh: bool = False) -> list[Planned]:
+def _plan_user(user: User, state: dict, reason: str = "", refresh: bool = False) -> list[Planned]:
     shared = shares_externally(user)
     desired = state if shared else WITHDRAWN
     now = timezone.now()
     planned = []
     for target in targets_of(user):
         if shared:
+            wanted = teams.own_state(desired, reason) if target == DispatchTarget.MICROSOFT else desired
             row, _ = DispatchState.objects.update_or_create(
-                user=user, target=target, defaults={"desired": desired, "desired_at": now}
+                user=user, target=target, defaults={"desired": wanted, "desired_at": now}
             )
         else:
             # Never published to: nothing to withdraw, and no row for someone who never shared.
@@ -364,7 +375,8 @@ def redispatch(user: User) -> list[Planned]:
     from presence.services import current_presence
 
     DispatchState.objects.filter(user=user).update(sent=None)
-    return _plan_user(user, state_dict(current_presence(user)), refresh=True)
+    state = current_presence(user)
+    return _plan_user(user, state_dict(state), state.reason, refresh=True)
 
 
 def state_dict(state) -> dict:

@@ -12,7 +12,8 @@ record, not what dispatch last sent, decides what to call:
   pair, one about to expire, or when a refresh is asked for;
 - SPARKS clears only what the record shows as its own and live: never a preferred presence the
   user chose in Teams, and no session it does not have;
-- nothing to change, no call (a first share while offline, a message-only change while offline).
+- nothing to change, no call (a first share while offline, a message-only change while offline);
+- a decision SPARKS took from the user's Teams presence is not published back (`own_state`).
 
 Both are set with `expirationDuration` PT{MICROSOFT_PRESENCE_SESSION_MINUTES}M and renewed a
 minute before the recorded expiry (`renewals_due`, from beat): an expired session shows Offline,
@@ -34,7 +35,7 @@ from django.utils import timezone
 
 from integrations import mapping, microsoft
 from integrations.models import DispatchState, DispatchTarget, GraphPublication
-from presence.vocabulary import Status
+from presence.vocabulary import Activity, Reason, Status
 
 # Renewed this long before the recorded expiry: beat runs every few seconds, Graph starts the
 # expiration a little before SPARKS records it, and a lapsed session shows Offline in Teams.
@@ -48,6 +49,25 @@ _TIMES_OUT = "Available"
 KEEP_ENDED = 2 * mapping.ECHO_GRACE
 
 Kind = GraphPublication.Kind
+
+# What SPARKS itself has to say in Teams while its decision comes from Teams (rule 4 of the
+# engine): such a decision means a live device and nothing of SPARKS' own in force (no call,
+# meeting, manual status or calendar block), so "available". Its Available session is outranked
+# by the busy or do-not-disturb Teams reports, and keeps the user's own preferred presence in
+# force (Graph applies it only while a session exists).
+_AVAILABLE_OF_OUR_OWN = {"status": Status.AVAILABLE.value, "activity": Activity.AVAILABLE.value}
+
+
+def own_state(state: dict, reason: str) -> dict:
+    """The state to publish to Teams for a decision: the decision, unless Teams told it.
+
+    Teams is not told what Teams told SPARKS: it shows it already, and published back it would be
+    SPARKS' own, a do-not-disturb SPARKS would clear once the decision changes (the user's own
+    choice in Teams erased) or a busy outliving the Teams meeting it came from.
+    """
+    if reason == Reason.MICROSOFT_PRESENCE:
+        return {**state, **_AVAILABLE_OF_OUR_OWN}
+    return state
 
 
 def publish(

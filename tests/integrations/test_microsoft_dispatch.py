@@ -13,6 +13,7 @@ from integrations.models import DispatchState, GraphPublication
 from orgs.models import PresencePolicy
 from presence import services
 from presence.vocabulary import Status
+from tests.factories import MatrixHomeserverFactory
 from tests.integrations.fake_microsoft import Fault
 
 # Dispatch starts when the change's transaction commits.
@@ -405,6 +406,29 @@ def test_sparks_records_what_it_has_in_teams_and_when_it_ended(alice, tenant, sh
 
     assert not GraphPublication.objects.filter(user=alice, ended_at=None).exists()
     assert GraphPublication.objects.filter(user=alice).count() == 2  # ended just now: kept for the import
+
+
+def test_a_decision_taken_from_teams_goes_to_matrix_but_not_back_to_teams(
+    alice, organization, tenant, sharing, server_dispatch, fake_microsoft, broker
+):
+    MatrixHomeserverFactory(organization=organization)
+    sharing(alice)
+
+    dispatch.plan(
+        [
+            {
+                "user_id": str(alice.public_id),
+                "status": "dnd",
+                "activity": "do_not_disturb",
+                "status_msg": None,
+                "reason": "microsoft_presence",
+            }
+        ]
+    )
+
+    assert DispatchState.objects.get(user=alice, target="matrix").desired["status"] == "dnd"
+    # What SPARKS itself says in Teams: there, and nothing of its own keeping the user busy.
+    assert DispatchState.objects.get(user=alice, target="microsoft").desired["status"] == "available"
 
 
 # --- Renewal, by the recorded expiry ---------------------------------------------------------------
