@@ -4,7 +4,7 @@ secrets are written here), and another organization's objects are a 404 like eve
 from django import forms
 from django.contrib import admin
 
-from integrations.models import DispatchState, ExternalAccount, MatrixHomeserver, MicrosoftTenant
+from integrations.models import DispatchState, ExternalAccount, GraphPublication, MatrixHomeserver, MicrosoftTenant
 from orgs.admin import OrgScopedAdmin
 
 
@@ -127,4 +127,25 @@ class DispatchStateAdmin(IntegrationAdmin):
         return False
 
     def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(GraphPublication)
+class GraphPublicationAdmin(IntegrationAdmin):
+    """What SPARKS itself has put into users' Teams presence (its session, the preferred presence it
+    set): shown, written only by dispatch. Ended rows stay a minute or two, for the import."""
+
+    list_display = ("user", "kind", "availability", "activity", "set_at", "refreshed_at", "expires_at", "ended_at")
+    list_filter = ("kind",)
+    search_fields = ("user__username",)
+    list_select_related = ("user",)
+    readonly_fields = list_display
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
         return False

@@ -10,7 +10,12 @@ message on the broker. From there:
    the shared cache), a short moment later, so a burst of changes leaves one delivery.
 3. `deliver` (a task) sends the newest `desired` state if it differs from what was `sent`
    last; on network errors, 429 and 5xx it schedules itself again with exponential backoff
-   (or the peer's own wait), so the final state gets out once the peer is back.
+   (or the peer's own wait), so the final state gets out once the peer is back. Teams is
+   published to by `integrations.teams`, which works from its record of what SPARKS has in the
+   user's Graph presence.
+
+A decision taken from the user's Teams presence (reason `microsoft_presence`) is not published
+back to Teams (`teams.own_state`); Matrix gets it like any other.
 
 Beat keeps published states alive (`refresh_published`): Matrix decays a presence that no
 client syncs to offline after ~30 s, and a Graph presence session lapses at its expiration.
@@ -28,7 +33,7 @@ from django.core.cache import cache
 from django.db.models import Q
 from django.utils import timezone
 
-from integrations import mapping, matrix, microsoft
+from integrations import mapping, matrix, microsoft, teams
 from integrations.http import DeliveryError
 from integrations.models import DispatchState, DispatchTarget, ExternalAccount, MatrixHomeserver, MicrosoftTenant
 from orgs.models import User
@@ -138,7 +143,14 @@ def enqueue(changes: Iterable) -> None:
     from integrations.tasks import plan_dispatch
 
     payload = [
-        {"user_id": c.user_id, "status": c.status, "activity": c.activity, "status_msg": c.status_msg} for c in changes
+        {
+            "user_id": c.user_id,
+            "status": c.status,
+            "activity": c.activity,
+            "status_msg": c.status_msg,
+            "reason": c.reason,
+        }
+        for c in changes
     ]
     if payload:
         plan_dispatch.apply_async(args=[payload], retry=False)
@@ -160,27 +172,28 @@ def plan(changes: list[dict]) -> list[Planned]:
     for user in _users(public_ids=newest):
         change = newest[str(user.public_id)]
         state = {"status": change["status"], "activity": change["activity"], "status_msg": change["status_msg"] or None}
-        planned.extend(_plan_user(user, state))
+        planned.extend(_plan_user(user, state, change.get("reason") or ""))
     return planned
 
 
-def plan_user(user_id: int, state: dict | None) -> list[Planned]:
+def plan_user(user_id: int, state: dict | None, reason: str = "") -> list[Planned]:
     """Plan one user again (after their sharing preference changed)."""
     user = _users(user_ids=[user_id]).first()
     if user is None:
         return []
-    return _plan_user(user, state or WITHDRAWN)
+    return _plan_user(user, state or WITHDRAWN, reason)
 
 
-def _plan_user(user: User, state: dict) -> list[Planned]:
+def _plan_user(user: User, state: dict, reason: str = "", refresh: bool = False) -> list[Planned]:
     shared = shares_externally(user)
     desired = state if shared else WITHDRAWN
     now = timezone.now()
     planned = []
     for target in targets_of(user):
         if shared:
+            wanted = teams.own_state(desired, reason) if target == DispatchTarget.MICROSOFT else desired
             row, _ = DispatchState.objects.update_or_create(
-                user=user, target=target, defaults={"desired": desired, "desired_at": now}
+                user=user, target=target, defaults={"desired": wanted, "desired_at": now}
             )
         else:
             # Never published to: nothing to withdraw, and no row for someone who never shared.
@@ -190,7 +203,7 @@ def _plan_user(user: User, state: dict) -> list[Planned]:
             if row.desired != desired:
                 row.desired, row.desired_at = desired, now
                 row.save(update_fields=["desired", "desired_at"])
-        scheduled = row.pending and schedule(user.pk, target)
+        scheduled = (row.pending or refresh) and schedule(user.pk, target, refresh=refresh)
         planned.append(Planned(user.pk, target, scheduled))
     return planned
 
@@ -269,7 +282,7 @@ def deliver(user_id: int, target: str, refresh: bool = False) -> Delivery:
         try:
             if user is None:
                 raise DeliveryError("the user no longer exists", retryable=False)
-            _send(user, target, desired, row.sent)
+            _send(user, target, desired, refresh)
         except DeliveryError as error:
             return _failed(row, error, refresh)
         DispatchState.objects.filter(pk=row.pk).update(
@@ -294,11 +307,11 @@ def _failed(row: DispatchState, error: DeliveryError, refresh: bool) -> Delivery
     return Delivery(sent=False, error=str(error), retry_in=delay)
 
 
-def _send(user: User, target: str, desired: dict, previous: dict | None) -> None:
+def _send(user: User, target: str, desired: dict, refresh: bool) -> None:
     if target == DispatchTarget.MATRIX:
         _send_matrix(user, desired)
     elif target == DispatchTarget.MICROSOFT:
-        _send_microsoft(user, desired, previous)
+        _send_microsoft(user, desired, refresh)
     else:
         raise DeliveryError(f"unknown target {target}", retryable=False)
 
@@ -312,25 +325,14 @@ def _send_matrix(user: User, desired: dict) -> None:
     matrix.set_presence(homeserver.base_url, homeserver.as_token, matrix_user_id(user, homeserver), presence)
 
 
-def _send_microsoft(user: User, desired: dict, previous: dict | None) -> None:
+def _send_microsoft(user: User, desired: dict, refresh: bool) -> None:
     tenant = _tenant(user)
     account = _account(user)
     if tenant is None or account is None or not account.microsoft_object_id:
         raise DeliveryError("no enabled Microsoft tenant or Entra object id for the user", retryable=False)
     credentials = microsoft.Credentials(tenant.tenant_id, tenant.client_id, tenant.client_secret)
-    object_id = account.microsoft_object_id
     wanted = mapping.graph_presence(desired["status"], desired["activity"])
-    before = mapping.graph_presence(previous["status"], previous["activity"]) if previous else None
-    if wanted.session is None:
-        # Offline or withdrawn: end what SPARKS set, and Teams falls back to the user's other clients.
-        microsoft.clear_preferred_presence(credentials, object_id)
-        microsoft.clear_presence(credentials, object_id)
-        return
-    microsoft.set_presence(credentials, object_id, *wanted.session)
-    if wanted.preferred is not None:
-        microsoft.set_preferred_presence(credentials, object_id, *wanted.preferred)
-    elif before is None or before.preferred is not None:
-        microsoft.clear_preferred_presence(credentials, object_id)
+    teams.publish(user.pk, credentials, account.microsoft_object_id, wanted, refresh)
 
 
 # --- Keeping published states alive -------------------------------------------------------------
@@ -342,16 +344,16 @@ def refresh_published(now: datetime | None = None) -> int:
     if not dispatch_enabled():
         return 0
     now = now or timezone.now()
-    live = ~Q(sent__status=Status.OFFLINE.value) & Q(sent__isnull=False)
-    thresholds = {
-        DispatchTarget.MATRIX: timedelta(seconds=settings.MATRIX_PRESENCE_REFRESH_SECONDS),
-        DispatchTarget.MICROSOFT: timedelta(seconds=max(60, settings.MICROSOFT_PRESENCE_SESSION_MINUTES * 60 - 60)),
-    }
     scheduled = 0
-    for target, age in thresholds.items():
-        stale = DispatchState.objects.filter(live, target=target, sent_at__lte=now - age)
-        for user_id in stale.values_list("user_id", flat=True).iterator(chunk_size=1000):
-            scheduled += schedule(user_id, target, countdown=0, refresh=True)
+    live = ~Q(sent__status=Status.OFFLINE.value) & Q(sent__isnull=False)
+    age = timedelta(seconds=settings.MATRIX_PRESENCE_REFRESH_SECONDS)
+    stale = DispatchState.objects.filter(live, target=DispatchTarget.MATRIX, sent_at__lte=now - age)
+    for user_id in stale.values_list("user_id", flat=True).iterator(chunk_size=1000):
+        scheduled += schedule(user_id, DispatchTarget.MATRIX, countdown=0, refresh=True)
+    # Teams by what SPARKS recorded there: a delivery that needed no call (a new message only)
+    # updates `sent_at` but extends no expiry.
+    for user_id in teams.renewals_due(now):
+        scheduled += schedule(user_id, DispatchTarget.MICROSOFT, countdown=0, refresh=True)
     unsent = DispatchState.objects.exclude(desired=None).filter(
         Q(last_error_at__isnull=True)
         | Q(last_error_at__lte=now - timedelta(seconds=settings.INTEGRATIONS_RETRY_MAX_SECONDS))
@@ -369,7 +371,8 @@ def redispatch(user: User) -> list[Planned]:
     from presence.services import current_presence
 
     DispatchState.objects.filter(user=user).update(sent=None)
-    return _plan_user(user, state_dict(current_presence(user)))
+    state = current_presence(user)
+    return _plan_user(user, state_dict(state), state.reason, refresh=True)
 
 
 def state_dict(state) -> dict:

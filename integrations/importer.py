@@ -1,7 +1,10 @@
 """Importing users' Microsoft presence as an input of aggregation.
 
 Each imported value enters through `presence.services.record_microsoft_presence` (the one path:
-service → recompute → publish); what it means for the decision is the engine's business.
+service → recompute → publish); what it means for the decision is the engine's business. What
+Graph reports includes SPARKS' own publication (its session, the preferred presence it set): a
+value that publication explains (`integrations.mapping.is_own_echo`) is recorded as an echo and
+adds nothing, so SPARKS never takes its own do-not-disturb back as the user's.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from django.conf import settings
 from django.core.cache import cache
 from django.utils import timezone
 
-from integrations import microsoft
+from integrations import mapping, microsoft, teams
 from integrations.http import DeliveryError
 from integrations.models import MicrosoftTenant
 from orgs.models import User
@@ -76,10 +79,12 @@ def import_tenant(tenant: MicrosoftTenant, now: datetime | None = None) -> Impor
                 return ImportOutcome(imported, retry_after=retry_after, error=str(error))
             return ImportOutcome(imported, error=str(error))
         observed_at = now or timezone.now()
+        own = teams.own_publications([users[object_id].pk for object_id in batch], observed_at)
         for presence in presences:
             user = users.get(presence.object_id.lower())
             if user is not None:
-                services.record_microsoft_presence(user, presence.availability, presence.activity, observed_at)
+                echo = mapping.is_own_echo(presence.availability, presence.activity, observed_at, own.get(user.pk, ()))
+                services.record_microsoft_presence(user, presence.availability, presence.activity, observed_at, echo)
                 imported += 1
     return ImportOutcome(imported)
 

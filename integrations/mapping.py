@@ -1,12 +1,16 @@
 """The one table between SPARKS' presence vocabulary and Matrix's and Microsoft Graph's.
 
 Pure Python (no Django): the engine uses the import direction, the dispatchers the publishing
-direction, and no value is translated anywhere else.
+direction, and no value is translated anywhere else. The import direction ends with the echo
+rule (`is_own_echo`), which tells SPARKS' own Teams presence apart from the rest when it is read
+back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
 from presence.vocabulary import Activity, Status
 
@@ -142,3 +146,53 @@ def graph_import_contribution(availability: str | None, activity: str | None) ->
     if availability_key in _GRAPH_BUSY_AVAILABILITIES or activity_key == "busy":
         return Status.BUSY, Activity.BUSY
     return None
+
+
+# --- Microsoft Graph (SPARKS' own presence read back) ------------------------------------------
+# What getPresencesByUserId reports is not one source's presence but Teams' aggregate of all of
+# them (https://learn.microsoft.com/graph/api/presence-setpresence and "Manage presence state",
+# https://learn.microsoft.com/graph/cloud-communications-manage-presence-state): the user's
+# preferred presence overrides every session; otherwise the sessions combine, DoNotDisturb >
+# Busy > Available > Away. SPARKS' own session and the preferred presence SPARKS sets are among
+# those sources, so an import can be nothing but SPARKS' publication coming back: the
+# DoNotDisturb published for a manual dnd would be imported as dnd and keep the user dnd after
+# they cleared it. The echo rule: an imported pair adds nothing when its contribution
+# (`graph_import_contribution`) is that of a pair SPARKS itself had in the user's Graph presence
+# at the time of the read, within ECHO_GRACE. Only what Teams got from elsewhere (a Teams client,
+# a Teams meeting or call, the user's own preferred presence) is an input.
+#
+# The grace covers Graph's propagation both ways: a read shortly after SPARKS cleared or replaced
+# a pair may still show it, and one shortly before SPARKS' record of a set (which is written once
+# Graph answered) may already show it. Both SPARKS' session and its preferred presence are
+# compared: within the grace either may be the one Teams showed, and when SPARKS set both, its
+# session is Available, which adds nothing and so explains nothing.
+ECHO_GRACE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True, slots=True)
+class OwnPublication:
+    """A pair SPARKS itself had in a user's Graph presence (its session or the preferred presence),
+    from `since` until `until` (when SPARKS cleared or replaced it, or it expired)."""
+
+    availability: str
+    activity: str
+    since: datetime
+    until: datetime
+
+
+def is_own_echo(
+    availability: str | None, activity: str | None, observed_at: datetime, own: Iterable[OwnPublication]
+) -> bool:
+    """Whether an imported pair is explained by SPARKS' own publications: then it adds nothing.
+
+    A pair that contributes nothing needs no explaining (False), and one SPARKS had not published
+    around `observed_at` came from elsewhere and counts (False).
+    """
+    imported = graph_import_contribution(availability, activity)
+    if imported is None:
+        return False
+    return any(
+        publication.since - ECHO_GRACE <= observed_at <= publication.until + ECHO_GRACE
+        and graph_import_contribution(publication.availability, publication.activity) == imported
+        for publication in own
+    )

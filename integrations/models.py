@@ -114,3 +114,44 @@ class DispatchState(models.Model):
     @property
     def pending(self) -> bool:
         return self.desired != self.sent
+
+
+class GraphPublication(models.Model):
+    """What SPARKS itself put into a user's Microsoft Graph presence, and until when.
+
+    Graph's presence of a user combines every source (each Teams client, each application's
+    session, the user's one preferred presence, which the user's own Teams choice shares with
+    applications), and nothing in Graph says which part is SPARKS'. This record does: dispatch
+    sets and clears only what it shows as SPARKS' own (never the user's own preferred presence),
+    renews it before it expires, and the import tells SPARKS' own presence read back from what
+    Teams got elsewhere (`integrations.mapping.is_own_echo`). Written by `integrations.teams` on
+    every successful call; a row that ended is kept only as long as the echo rule looks at it.
+    """
+
+    class Kind(models.TextChoices):
+        SESSION = "session", "presence session"
+        PREFERRED = "preferred", "preferred presence"
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="graph_publications")
+    kind = models.CharField(max_length=10, choices=Kind.choices)
+    availability = models.CharField(max_length=40)
+    activity = models.CharField(max_length=40)
+    set_at = models.DateTimeField(help_text="When Graph accepted this pair first.")
+    refreshed_at = models.DateTimeField(help_text="When Graph last accepted it (set again to renew it).")
+    expires_at = models.DateTimeField(help_text="When Graph lets it lapse unless SPARKS sets it again.")
+    ended_at = models.DateTimeField(
+        null=True, blank=True, help_text="When SPARKS cleared or replaced it, or it lapsed; empty while live."
+    )
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["user", "kind"], condition=models.Q(ended_at__isnull=True), name="one_open_graph_publication"
+            )
+        ]
+        indexes = [
+            models.Index(fields=["expires_at"], condition=models.Q(ended_at__isnull=True), name="graph_publication_due")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.get_kind_display()} {self.availability}/{self.activity}"

@@ -261,7 +261,7 @@ class PresencePreferencesAdmin(ReadOnlyAdmin):
 
 @admin.register(MicrosoftPresence)
 class MicrosoftPresenceAdmin(ReadOnlyAdmin):
-    list_display = ("user", "availability", "activity", "observed_at")
+    list_display = ("user", "availability", "activity", "observed_at", "echo")
     search_fields = ("user__username",)
 
 

@@ -71,6 +71,8 @@ class MicrosoftInput:
     availability: str
     activity: str
     observed_at: datetime
+    # SPARKS' own publication read back from Teams (integrations.mapping.is_own_echo): adds nothing.
+    echo: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,8 +252,9 @@ def aggregate(inputs: PresenceInputs, now: datetime) -> Decision:
         if decision is not None:
             return decision
 
-    # Rule 4: Microsoft import, only busy or do-not-disturb.
-    contribution = graph_import_contribution(microsoft.availability, microsoft.activity) if microsoft_fresh else None
+    # Rule 4: Microsoft import, only busy or do-not-disturb, and never SPARKS' own presence read back.
+    counts = microsoft_fresh and not microsoft.echo
+    contribution = graph_import_contribution(microsoft.availability, microsoft.activity) if counts else None
     if contribution is not None:
         trace.append(
             RuleCheck("microsoft_presence", True, f"Microsoft reports {microsoft.availability}/{microsoft.activity}")
@@ -334,4 +337,6 @@ def _microsoft_note(policy: PolicyInput, allowed: bool, microsoft: MicrosoftInpu
         return "nothing imported"
     if not fresh:
         return "imported presence is stale"
+    if microsoft.echo:
+        return f"Microsoft reports {microsoft.availability}/{microsoft.activity}, which SPARKS published itself"
     return f"Microsoft reports {microsoft.availability}/{microsoft.activity}, which adds nothing"

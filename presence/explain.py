@@ -250,7 +250,7 @@ def _microsoft(inputs: PresenceInputs, now: datetime) -> dict[str, Any] | None:
     microsoft = inputs.microsoft
     if microsoft is None:
         return None
-    contribution = graph_import_contribution(microsoft.availability, microsoft.activity)
+    contribution = None if microsoft.echo else graph_import_contribution(microsoft.availability, microsoft.activity)
     return {
         "availability": microsoft.availability,
         "activity": microsoft.activity,
@@ -258,6 +258,7 @@ def _microsoft(inputs: PresenceInputs, now: datetime) -> dict[str, Any] | None:
         "age_seconds": _age(now, microsoft.observed_at),
         "fresh": now < microsoft.observed_at + inputs.policy.microsoft_max_age,
         "contributes": contribution[0].value if contribution else None,
+        "echo": microsoft.echo,
     }
 
 

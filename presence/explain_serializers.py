@@ -49,6 +49,9 @@ class ExplainedMicrosoftSerializer(serializers.Serializer):
     age_seconds = serializers.IntegerField()
     fresh = serializers.BooleanField()
     contributes = serializers.CharField(allow_null=True, help_text="busy, dnd, or null (adds nothing)")
+    echo = serializers.BooleanField(
+        help_text="What SPARKS itself had published to Teams, read back: it adds nothing (no echo of SPARKS' own)."
+    )
 
 
 class ExplainedPreferencesSerializer(serializers.Serializer):

@@ -168,7 +168,7 @@ def encode_context(inputs: PresenceInputs, organization_id: int | None) -> str:
             if manual
             else None,
             "cal": [[b.start.timestamp(), b.end.timestamp()] for b in inputs.calendar],
-            "ms": [microsoft.availability, microsoft.activity, microsoft.observed_at.timestamp()]
+            "ms": [microsoft.availability, microsoft.activity, microsoft.observed_at.timestamp(), microsoft.echo]
             if microsoft
             else None,
         },
@@ -203,7 +203,12 @@ class HotContext:
             if manual
             else None,
             calendar=tuple(CalendarBlockInput(from_epoch(s), from_epoch(e)) for s, e in data["cal"]),
-            microsoft=MicrosoftInput(microsoft[0], microsoft[1], from_epoch(microsoft[2])) if microsoft else None,
+            # A context stored before imports carried `echo` has three items: no echo.
+            microsoft=MicrosoftInput(
+                microsoft[0], microsoft[1], from_epoch(microsoft[2]), len(microsoft) > 3 and microsoft[3]
+            )
+            if microsoft
+            else None,
         )
         return cls(organization_id=data["org"], inputs=inputs, current=data.get("cfg") == settings_fingerprint())
 

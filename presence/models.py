@@ -115,6 +115,10 @@ class MicrosoftPresence(models.Model):
     availability = models.CharField(max_length=40)
     activity = models.CharField(max_length=40)
     observed_at = models.DateTimeField()
+    echo = models.BooleanField(
+        default=False,
+        help_text="Explained by what SPARKS itself had published to the user's Teams presence then: adds nothing.",
+    )
 
     class Meta:
         verbose_name_plural = "Microsoft presences"

@@ -93,7 +93,7 @@ def presence_context_for(user: User, now: datetime) -> tuple[PresenceInputs, int
     inputs = PresenceInputs(
         manual=ManualInput(Status(manual.status), manual.message, manual.until, manual.set_at) if manual else None,
         calendar=tuple(CalendarBlockInput(b.start, b.end) for b in blocks),
-        microsoft=MicrosoftInput(microsoft.availability, microsoft.activity, microsoft.observed_at)
+        microsoft=MicrosoftInput(microsoft.availability, microsoft.activity, microsoft.observed_at, microsoft.echo)
         if microsoft
         else None,
         preferences=PreferencesInput(

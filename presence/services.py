@@ -505,9 +505,14 @@ def update_preferences(user: User, **changes: object) -> PresencePreferences:
     return preferences
 
 
-def record_microsoft_presence(user: User, availability: str, activity: str, observed_at: datetime) -> PresenceState:
+def record_microsoft_presence(
+    user: User, availability: str, activity: str, observed_at: datetime, echo: bool = False
+) -> PresenceState:
+    """Record the user's imported Microsoft presence; `echo`: it is SPARKS' own publication read
+    back (`integrations.mapping.is_own_echo`), kept for the record but adding nothing."""
     MicrosoftPresence.objects.update_or_create(
-        user=user, defaults={"availability": availability, "activity": activity, "observed_at": observed_at}
+        user=user,
+        defaults={"availability": availability, "activity": activity, "observed_at": observed_at, "echo": echo},
     )
     return recompute(user, source="microsoft_import")
 

@@ -6,6 +6,18 @@ the client-credentials token endpoint per tenant; setPresence / clearPresence (4
 session) / setUserPreferredPresence / clearUserPreferredPresence with only the accepted pairs
 (400 otherwise); getPresencesByUserId (at most 650 ids). Faults can be queued (429 with
 Retry-After, 503) or the whole service taken down.
+
+getPresencesByUserId answers as Graph aggregates a user's presence
+(https://learn.microsoft.com/graph/api/presence-setpresence,
+https://learn.microsoft.com/graph/api/presence-setuserpreferredpresence): the preferred presence
+(whoever set it: the user in Teams or an application) while at least one session exists; else the
+highest of the sessions, DoNotDisturb > Busy > Available > Away; no session, Offline/Offline.
+Sessions are the applications' (setPresence) and the user's Teams clients (`presences`, set by the
+test). An application's session expires after its expirationDuration (default PT5M), and an
+Available one not set again for five minutes fades to Available/AvailableInactive, five more to
+Away/Away; a preferred presence expires after its expirationDuration (default one day for
+DoNotDisturb and Busy, seven for the others). Times are the process's clock, so time_machine moves
+them as it moves the server's.
 """
 
 from __future__ import annotations
@@ -44,6 +56,9 @@ PREFERRED_PAIRS = {
     ("Offline", "OffWork"),
 }
 _DURATION = re.compile(r"^PT(?:(\d+)H)?(?:(\d+)M)?$")
+# Graph's aggregation of sessions: the highest wins.
+_SESSION_RANK = {"DoNotDisturb": 4, "Busy": 3, "BusyIdle": 3, "Available": 2, "AvailableIdle": 2, "Away": 1}
+_AVAILABLE_TIMEOUT = datetime.timedelta(minutes=5)
 
 
 def write_self_signed_certificate(directory: Path) -> tuple[Path, Path]:
@@ -104,6 +119,16 @@ class Call:
     body: dict
 
 
+@dataclass
+class Lifetime:
+    set_at: datetime.datetime
+    expires_at: datetime.datetime
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
 class FakeMicrosoft:
     def __init__(self, directory: Path) -> None:
         self.cert_path, key_path = write_self_signed_certificate(directory)
@@ -123,14 +148,65 @@ class FakeMicrosoft:
         with self.lock:
             self.calls: list[Call] = []
             self.sessions: dict[tuple[str, str], dict] = {}  # (user, session id) → presence
-            self.preferred: dict[str, dict] = {}
-            self.presences: dict[str, tuple[str, str]] = {}  # what getPresencesByUserId answers
+            self.session_lifetimes: dict[tuple[str, str], Lifetime] = {}
+            self.preferred: dict[str, dict] = {}  # user → preferred presence, the user's or an app's
+            self.preferred_lifetimes: dict[str, Lifetime] = {}
+            self.presences: dict[str, tuple[str, str]] = {}  # user → their Teams client's session
             self.faults: deque[Fault] = deque()
             self.down = False
             self.token_requests = 0
 
     def register_app(self, tenant_id: str, client_id: str, secret: str) -> None:
         self.apps[(tenant_id, client_id)] = secret
+
+    def user_sets_preferred_presence(self, user: str, availability: str, activity: str) -> None:
+        """The user picks a status in Teams: their preferred presence, the one an application
+        would set or clear too (no expiry: it lasts until they change it)."""
+        with self.lock:
+            self.preferred[user] = {"availability": availability, "activity": activity}
+            self.preferred_lifetimes[user] = Lifetime(_now(), _now() + datetime.timedelta(days=3650))
+
+    def user_resets_status(self, user: str) -> None:
+        """The user's "Reset status" in Teams: no preferred presence any more."""
+        with self.lock:
+            self.preferred.pop(user, None)
+            self.preferred_lifetimes.pop(user, None)
+
+    def presence_of(self, user: str) -> tuple[str, str]:
+        """What Teams shows for the user now (getPresencesByUserId's answer)."""
+        with self.lock:
+            return self._aggregate(user, _now())
+
+    def session_shown(self, user: str, session_id: str) -> tuple[str, str] | None:
+        """An application's session as Graph holds it now: faded, or None once expired."""
+        with self.lock:
+            return self._session_now(user, session_id, _now())
+
+    def _session_now(self, user: str, session_id: str, now: datetime.datetime) -> tuple[str, str] | None:
+        session = self.sessions.get((user, session_id))
+        lifetime = self.session_lifetimes.get((user, session_id))
+        if session is None or lifetime is None or now >= lifetime.expires_at:
+            return None
+        pair = (session["availability"], session["activity"])
+        if pair[0] == "Available":
+            idle = now - lifetime.set_at
+            if idle >= 2 * _AVAILABLE_TIMEOUT:
+                return "Away", "Away"
+            if idle >= _AVAILABLE_TIMEOUT:
+                return "Available", "AvailableInactive"
+        return pair
+
+    def _aggregate(self, user: str, now: datetime.datetime) -> tuple[str, str]:
+        sessions = [self._session_now(u, sid, now) for (u, sid) in self.sessions if u == user]
+        sessions = [pair for pair in sessions if pair is not None]
+        if user in self.presences:
+            sessions.append(self.presences[user])
+        if not sessions:
+            return "Offline", "Offline"
+        lifetime = self.preferred_lifetimes.get(user)
+        if user in self.preferred and lifetime is not None and now < lifetime.expires_at:
+            return self.preferred[user]["availability"], self.preferred[user]["activity"]
+        return max(sessions, key=lambda pair: _SESSION_RANK.get(pair[0], 0))
 
     def fail_next(self, *faults: Fault) -> None:
         with self.lock:
@@ -233,11 +309,11 @@ def _handler(fake: FakeMicrosoft):
                 ids = body.get("ids")
                 if not isinstance(ids, list) or not ids or len(ids) > 650:
                     return self._reply(400, {"error": {"code": "BadRequest"}})
-                value = [
-                    {"id": i, "availability": fake.presences[i][0], "activity": fake.presences[i][1]}
-                    for i in ids
-                    if i in fake.presences
-                ]
+                with fake.lock:
+                    now = _now()
+                    value = [
+                        dict(zip(("availability", "activity"), fake._aggregate(i, now), strict=True), id=i) for i in ids
+                    ]
                 return self._reply(200, {"value": value})
             match = re.fullmatch(r"/users/([^/]+)/presence/(\w+)", path)
             if not match:
@@ -251,19 +327,33 @@ def _handler(fake: FakeMicrosoft):
                         return self._reply(400, {"error": {"code": "BadRequest"}})
                     if minutes is None or not 5 <= minutes <= 240:
                         return self._reply(400, {"error": {"code": "BadRequest"}})
+                    now = _now()
                     fake.sessions[(user, client_id)] = {"availability": pair[0], "activity": pair[1]}
+                    fake.session_lifetimes[(user, client_id)] = Lifetime(now, now + datetime.timedelta(minutes=minutes))
                     return self._reply(200)
                 if action == "clearPresence":
-                    if fake.sessions.pop((user, body.get("sessionId")), None) is None:
+                    session_id = body.get("sessionId")
+                    live = fake._session_now(user, session_id, _now()) is not None
+                    fake.sessions.pop((user, session_id), None)
+                    fake.session_lifetimes.pop((user, session_id), None)
+                    if not live:
                         return self._reply(404, {"error": {"code": "NotFound"}})
                     return self._reply(200)
                 if action == "setUserPreferredPresence":
                     if pair not in PREFERRED_PAIRS or "sessionId" in body:
                         return self._reply(400, {"error": {"code": "BadRequest"}})
+                    default = "P1D" if pair[0] in ("DoNotDisturb", "Busy") else "P7D"
+                    duration = body.get("expirationDuration", default)
+                    minutes = {"P1D": 24 * 60, "P7D": 7 * 24 * 60}.get(duration) or _duration_minutes(duration)
+                    if minutes is None:
+                        return self._reply(400, {"error": {"code": "BadRequest"}})
+                    now = _now()
                     fake.preferred[user] = {"availability": pair[0], "activity": pair[1]}
+                    fake.preferred_lifetimes[user] = Lifetime(now, now + datetime.timedelta(minutes=minutes))
                     return self._reply(200)
                 if action == "clearUserPreferredPresence":
                     fake.preferred.pop(user, None)
+                    fake.preferred_lifetimes.pop(user, None)
                     return self._reply(200)
             self._reply(404, {"error": {"code": "NotFound"}})
 

@@ -1,12 +1,15 @@
-"""The integrations in the Django admin: secrets written but never shown, dispatch state shown."""
+"""The integrations in the Django admin: secrets written but never shown, dispatch state and what
+SPARKS has in Teams shown."""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from integrations.models import DispatchState, MicrosoftTenant
+from integrations.models import DispatchState, GraphPublication, MicrosoftTenant
 from orgs.models import User
 from presence import services
 from tests.factories import MicrosoftTenantFactory
@@ -115,3 +118,27 @@ def test_re_dispatch_now_says_so_when_dispatch_is_off(admin_client, alice, setti
 
     assert "Dispatch is off" in response.content.decode()
     assert not DispatchState.objects.exists()
+
+
+def test_the_admin_shows_what_sparks_has_in_teams_and_nobody_edits_it(admin_client, alice):
+    now = timezone.now()
+    publication = GraphPublication.objects.create(
+        user=alice,
+        kind="preferred",
+        availability="DoNotDisturb",
+        activity="DoNotDisturb",
+        set_at=now,
+        refreshed_at=now,
+        expires_at=now + timedelta(minutes=5),
+    )
+
+    listed = admin_client.get(reverse("admin:integrations_graphpublication_changelist"))
+    changed = admin_client.post(
+        reverse("admin:integrations_graphpublication_change", args=[publication.pk]), {"availability": "Busy"}
+    )
+
+    assert listed.status_code == 200
+    assert "DoNotDisturb" in listed.content.decode()
+    assert changed.status_code == 403
+    publication.refresh_from_db()
+    assert publication.availability == "DoNotDisturb"

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
 from integrations.mapping import (
+    ECHO_GRACE,
     GRAPH_PREFERRED_PAIRS,
     GRAPH_SESSION_PAIRS,
     GraphPresence,
+    OwnPublication,
     graph_import_contribution,
     graph_presence,
+    is_own_echo,
     matrix_presence,
 )
 from presence.vocabulary import MANUAL_STATUS_ACTIVITY, Activity, Status
@@ -121,3 +126,94 @@ def test_graph_values_are_read_case_insensitively():
 def test_unknown_graph_values_add_nothing():
     assert graph_import_contribution("Sleepy", "Daydreaming") is None
     assert graph_import_contribution(None, None) is None
+
+
+# --- The echo rule: SPARKS' own Teams presence read back adds nothing ----------------------------
+
+READ_AT = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
+
+
+def ours(pair: tuple[str, str], since: int, until: int = 3600) -> OwnPublication:
+    """A pair SPARKS had in Graph from `since` to `until` seconds relative to the read."""
+    return OwnPublication(*pair, READ_AT + timedelta(seconds=since), READ_AT + timedelta(seconds=until))
+
+
+SESSION_AVAILABLE = ("Available", "Available")
+PREFERRED_DND = ("DoNotDisturb", "DoNotDisturb")
+GRACE = int(ECHO_GRACE.total_seconds())
+
+
+@pytest.mark.parametrize(
+    ("imported", "published", "echo"),
+    [
+        pytest.param(
+            ("DoNotDisturb", "DoNotDisturb"),
+            [ours(SESSION_AVAILABLE, -600), ours(PREFERRED_DND, -120)],
+            True,
+            id="the manual dnd SPARKS published comes back: not the user's",
+        ),
+        pytest.param(
+            ("DoNotDisturb", "DoNotDisturb"),
+            [ours(SESSION_AVAILABLE, -600), ours(PREFERRED_DND, -600, until=-30)],
+            True,
+            id="read shortly after SPARKS cleared it: still SPARKS'",
+        ),
+        pytest.param(
+            ("DoNotDisturb", "DoNotDisturb"),
+            [ours(SESSION_AVAILABLE, -600), ours(PREFERRED_DND, -600, until=-GRACE - 1)],
+            False,
+            id="cleared longer ago than the grace: the user's own",
+        ),
+        pytest.param(
+            ("DoNotDisturb", "DoNotDisturb"),
+            [ours(PREFERRED_DND, 30)],
+            True,
+            id="read just before SPARKS recorded the set Graph had applied",
+        ),
+        pytest.param(
+            ("DoNotDisturb", "Presenting"),
+            [ours(SESSION_AVAILABLE, -600), ours(PREFERRED_DND, -120)],
+            True,
+            id="another do-not-disturb activity is the same contribution",
+        ),
+        pytest.param(
+            ("DoNotDisturb", "DoNotDisturb"),
+            [ours(SESSION_AVAILABLE, -600)],
+            False,
+            id="the user's own do-not-disturb in Teams over SPARKS' Available session",
+        ),
+        pytest.param(
+            ("Busy", "InAMeeting"),
+            [ours(SESSION_AVAILABLE, -600)],
+            False,
+            id="a Teams meeting while SPARKS' session is Available",
+        ),
+        pytest.param(("Busy", "InACall"), [ours(("Busy", "InACall"), -60)], True, id="SPARKS' own call"),
+        pytest.param(
+            ("Busy", "InAConferenceCall"), [ours(("Busy", "InACall"), -60)], True, id="a call either way is SPARKS'"
+        ),
+        pytest.param(
+            ("Busy", "InAMeeting"),
+            [ours(("Busy", "InAConferenceCall"), -60)],
+            False,
+            id="a Teams meeting is not SPARKS' call",
+        ),
+        pytest.param(("Busy", "Busy"), [ours(("Busy", "Busy"), -60)], True, id="SPARKS' own busy"),
+        pytest.param(("Busy", "Busy"), [ours(PREFERRED_DND, -60)], False, id="busy is not SPARKS' dnd"),
+        pytest.param(
+            ("DoNotDisturb", "DoNotDisturb"),
+            [ours(PREFERRED_DND, -3600, until=-GRACE - 1)],
+            False,
+            id="SPARKS' expired long before the read",
+        ),
+        pytest.param(("DoNotDisturb", "DoNotDisturb"), [], False, id="SPARKS published nothing"),
+        pytest.param(
+            ("Available", "Available"),
+            [ours(SESSION_AVAILABLE, -60)],
+            False,
+            id="a pair that adds nothing needs no explaining",
+        ),
+    ],
+)
+def test_an_import_explained_by_what_sparks_published_is_an_echo(imported, published, echo):
+    assert is_own_echo(*imported, READ_AT, published) is echo

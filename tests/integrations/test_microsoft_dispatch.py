@@ -9,10 +9,11 @@ import time_machine
 from django.utils import timezone
 
 from integrations import dispatch
-from integrations.models import DispatchState
+from integrations.models import DispatchState, GraphPublication
 from orgs.models import PresencePolicy
 from presence import services
 from presence.vocabulary import Status
+from tests.factories import MatrixHomeserverFactory
 from tests.integrations.fake_microsoft import Fault
 
 # Dispatch starts when the change's transaction commits.
@@ -249,7 +250,7 @@ def test_a_wrong_client_secret_is_recorded_and_not_retried(alice, tenant, sharin
     services.register_device(alice, "laptop")
 
     state = DispatchState.objects.get(user=alice, target="microsoft")
-    assert state.sent is None
+    assert state.pending  # still to deliver: only the share while offline, which needed no call, was
     assert "invalid_client" in state.last_error or "AADSTS7000215" in state.last_error
 
 
@@ -300,3 +301,213 @@ def test_beat_withdraws_presence_once_the_organization_forbids_external_dispatch
 
     assert _session(fake_microsoft, account, tenant) is None
     assert DispatchState.objects.get(user=alice, target="microsoft").sent["status"] == "offline"
+
+
+# --- Only what SPARKS set is SPARKS' to change -----------------------------------------------------
+
+AVAILABLE = ("Available", "Available")
+DND = {"availability": "DoNotDisturb", "activity": "DoNotDisturb"}
+
+
+def test_a_first_share_while_offline_makes_no_graph_call(alice, tenant, sharing, server_dispatch, fake_microsoft):
+    sharing(alice)
+
+    assert fake_microsoft.graph_calls() == []
+    assert fake_microsoft.token_requests == 0
+    assert DispatchState.objects.get(user=alice, target="microsoft").sent["status"] == "offline"
+
+
+def test_a_message_only_change_while_offline_makes_no_graph_call(
+    alice, tenant, sharing, server_dispatch, fake_microsoft
+):
+    sharing(alice)
+    device, _ = services.register_device(alice, "laptop")
+    services.sign_out_device(alice, device.device_id)
+    calls = len(fake_microsoft.graph_calls())
+
+    services.set_manual_status(alice, Status.AWAY, "Back on Monday")
+
+    assert len(fake_microsoft.graph_calls()) == calls
+    assert DispatchState.objects.get(user=alice, target="microsoft").sent["status_msg"] == "Back on Monday"
+
+
+def test_going_offline_clears_the_preferred_presence_sparks_set(
+    alice, tenant, sharing, server_dispatch, fake_microsoft
+):
+    account = sharing(alice)
+    device, _ = services.register_device(alice, "laptop")
+    services.set_manual_status(alice, Status.DND)
+
+    services.sign_out_device(alice, device.device_id)
+
+    assert len(fake_microsoft.graph_calls("/clearUserPreferredPresence")) == 1
+    assert account.microsoft_object_id not in fake_microsoft.preferred
+    assert fake_microsoft.presence_of(account.microsoft_object_id) == ("Offline", "Offline")
+
+
+def test_a_preferred_presence_the_user_chose_in_teams_is_never_cleared(
+    alice, tenant, sharing, server_dispatch, fake_microsoft
+):
+    account = sharing(alice)
+    oid = account.microsoft_object_id
+    fake_microsoft.user_sets_preferred_presence(oid, "Busy", "Busy")
+    device, _ = services.register_device(alice, "laptop")
+
+    services.sign_out_device(alice, device.device_id)  # offline
+    services.register_device(alice, "laptop")
+    services.update_preferences(alice, share_externally=False)  # withdrawn
+    services.update_preferences(alice, share_externally=True)
+
+    assert fake_microsoft.graph_calls("UserPreferredPresence") == []
+    assert fake_microsoft.preferred[oid] == {"availability": "Busy", "activity": "Busy"}
+    assert fake_microsoft.presence_of(oid) == ("Busy", "Busy")  # over SPARKS' Available session
+
+
+def test_leaving_do_not_disturb_sets_nothing_but_clears_sparks_preferred_presence(
+    alice, tenant, sharing, server_dispatch, fake_microsoft
+):
+    account = sharing(alice)
+    services.register_device(alice, "laptop")
+    services.set_manual_status(alice, Status.DND)
+    sessions_set = len(fake_microsoft.graph_calls("/setPresence"))
+
+    services.clear_manual_status(alice)
+
+    assert len(fake_microsoft.graph_calls("/setPresence")) == sessions_set  # still Available
+    assert len(fake_microsoft.graph_calls("/clearUserPreferredPresence")) == 1
+    assert fake_microsoft.presence_of(account.microsoft_object_id) == AVAILABLE
+
+
+def test_the_preferred_presence_expires_with_the_session(alice, tenant, sharing, server_dispatch, fake_microsoft):
+    account = sharing(alice)
+    services.register_device(alice, "laptop")
+
+    services.set_manual_status(alice, Status.DND)
+
+    (preferred,) = fake_microsoft.graph_calls("/setUserPreferredPresence")
+    assert preferred.body["expirationDuration"] == "PT5M"
+    assert fake_microsoft.preferred[account.microsoft_object_id] == DND
+    published = GraphPublication.objects.get(user=alice, kind="preferred", ended_at=None)
+    assert published.expires_at - published.set_at == timedelta(minutes=5)
+
+
+def test_sparks_records_what_it_has_in_teams_and_when_it_ended(alice, tenant, sharing, server_dispatch, fake_microsoft):
+    sharing(alice)
+    device, _ = services.register_device(alice, "laptop")
+    services.set_manual_status(alice, Status.DND)
+
+    live = GraphPublication.objects.filter(user=alice, ended_at=None)
+    assert sorted(live.values_list("kind", "availability", "activity")) == [
+        ("preferred", "DoNotDisturb", "DoNotDisturb"),
+        ("session", "Available", "Available"),
+    ]
+
+    services.sign_out_device(alice, device.device_id)
+
+    assert not GraphPublication.objects.filter(user=alice, ended_at=None).exists()
+    assert GraphPublication.objects.filter(user=alice).count() == 2  # ended just now: kept for the import
+
+
+def test_a_decision_taken_from_teams_goes_to_matrix_but_not_back_to_teams(
+    alice, organization, tenant, sharing, server_dispatch, fake_microsoft, broker
+):
+    MatrixHomeserverFactory(organization=organization)
+    sharing(alice)
+
+    dispatch.plan(
+        [
+            {
+                "user_id": str(alice.public_id),
+                "status": "dnd",
+                "activity": "do_not_disturb",
+                "status_msg": None,
+                "reason": "microsoft_presence",
+            }
+        ]
+    )
+
+    assert DispatchState.objects.get(user=alice, target="matrix").desired["status"] == "dnd"
+    # What SPARKS itself says in Teams: there, and nothing of its own keeping the user busy.
+    assert DispatchState.objects.get(user=alice, target="microsoft").desired["status"] == "available"
+
+
+# --- Renewal, by the recorded expiry ---------------------------------------------------------------
+
+
+def test_a_session_is_renewed_by_its_recorded_expiry_also_after_a_delivery_without_a_call(
+    alice, tenant, sharing, server_dispatch, fake_microsoft
+):
+    account = sharing(alice)
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        services.register_device(alice, "laptop")
+    sessions_set = len(fake_microsoft.graph_calls("/setPresence"))
+
+    with time_machine.travel(start + timedelta(minutes=2), tick=False):
+        services.register_device(alice, "laptop")
+        services.set_manual_status(alice, Status.AVAILABLE, "In the lab")  # the same session in Teams
+    assert len(fake_microsoft.graph_calls("/setPresence")) == sessions_set
+    assert DispatchState.objects.get(user=alice, target="microsoft").sent["status_msg"] == "In the lab"
+
+    with time_machine.travel(start + timedelta(minutes=4, seconds=1), tick=False):
+        services.register_device(alice, "laptop")
+        dispatch.refresh_published()
+
+    assert len(fake_microsoft.graph_calls("/setPresence")) == sessions_set + 1
+    with time_machine.travel(start + timedelta(minutes=5, seconds=30), tick=False):
+        assert fake_microsoft.session_shown(account.microsoft_object_id, tenant.client_id) == AVAILABLE
+
+
+def test_an_available_session_is_set_again_before_graph_times_it_out(
+    alice, tenant, sharing, server_dispatch, fake_microsoft, settings
+):
+    settings.MICROSOFT_PRESENCE_SESSION_MINUTES = 60
+    account = sharing(alice)
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        services.register_device(alice, "laptop")
+
+    with time_machine.travel(start + timedelta(minutes=4, seconds=1), tick=False):
+        services.register_device(alice, "laptop")
+        dispatch.refresh_published()
+
+    calls = fake_microsoft.graph_calls("/setPresence")
+    assert [call.body["expirationDuration"] for call in calls] == ["PT60M", "PT60M"]
+    with time_machine.travel(start + timedelta(minutes=6), tick=False):
+        assert fake_microsoft.session_shown(account.microsoft_object_id, tenant.client_id) == AVAILABLE
+
+
+def test_an_away_session_lives_until_its_expiry_without_renewal(
+    alice, tenant, sharing, server_dispatch, fake_microsoft, settings
+):
+    settings.MICROSOFT_PRESENCE_SESSION_MINUTES = 60
+    sharing(alice)
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        services.register_device(alice, "laptop")
+        services.set_manual_status(alice, Status.AWAY)
+    sessions_set = len(fake_microsoft.graph_calls("/setPresence"))
+
+    with time_machine.travel(start + timedelta(minutes=10), tick=False):
+        services.register_device(alice, "laptop")
+        dispatch.refresh_published()
+
+    assert len(fake_microsoft.graph_calls("/setPresence")) == sessions_set
+
+
+def test_a_lapsed_session_is_not_cleared_and_is_set_again_while_online(
+    alice, tenant, sharing, server_dispatch, fake_microsoft
+):
+    account = sharing(alice)
+    start = timezone.now()
+    with time_machine.travel(start, tick=False):
+        services.register_device(alice, "laptop")
+    sessions_set = len(fake_microsoft.graph_calls("/setPresence"))
+
+    with time_machine.travel(start + timedelta(minutes=7), tick=False):  # beat was not running
+        services.register_device(alice, "laptop")
+        dispatch.refresh_published()
+
+        assert len(fake_microsoft.graph_calls("/setPresence")) == sessions_set + 1
+        assert fake_microsoft.session_shown(account.microsoft_object_id, tenant.client_id) == AVAILABLE
+    assert fake_microsoft.graph_calls("/clearPresence") == []

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from integrations import importer
-from integrations.models import ExternalAccount
+from integrations.models import DispatchState, ExternalAccount
 from orgs.models import Membership, PresencePolicy, User
 from presence import services
 from presence.models import MicrosoftPresence, PresencePreferences, PresenceState
+from presence.vocabulary import Status
 from tests.factories import ExternalAccountFactory
 from tests.integrations.fake_microsoft import Fault
 
@@ -101,3 +102,124 @@ def test_a_throttled_import_waits_until_graph_says_so(alice, tenant, importing, 
     assert throttled.retry_after == 30
     assert again.imported == 0
     assert len(fake_microsoft.graph_calls("/getPresencesByUserId")) == 1
+
+
+# --- Importing while sharing: SPARKS' own presence is not an input ------------------------------
+
+
+@pytest.fixture
+def importing_and_sharing(sharing, server_dispatch):
+    """The user shares their presence with Teams and includes Teams' presence: the Entra object id."""
+
+    def make(user: User) -> str:
+        account = sharing(user)
+        services.update_preferences(user, include_microsoft_presence=True)
+        return account.microsoft_object_id
+
+    return make
+
+
+def presence(user: User) -> tuple[str, str, str]:
+    state = services.current_presence(user)
+    return state.status, state.activity, state.reason
+
+
+def test_the_do_not_disturb_sparks_published_does_not_come_back_as_the_users(
+    alice, tenant, importing_and_sharing, fake_microsoft
+):
+    oid = importing_and_sharing(alice)
+    services.register_device(alice, "laptop")
+    services.set_manual_status(alice, Status.DND, "Focus")
+    assert fake_microsoft.presence_of(oid) == ("DoNotDisturb", "DoNotDisturb")  # what SPARKS set
+    importer.import_tenant(tenant)
+    assert MicrosoftPresence.objects.get(user=alice).echo is True
+
+    services.clear_manual_status(alice)
+    importer.import_tenant(tenant)
+    importer.import_tenant(tenant)
+
+    assert presence(alice) == ("available", "available", "device_active")
+    assert fake_microsoft.presence_of(oid) == ("Available", "Available")
+    assert len(fake_microsoft.graph_calls("/setUserPreferredPresence")) == 1  # the manual dnd, once
+
+
+def test_the_users_own_do_not_disturb_in_teams_is_imported_and_never_cleared(
+    alice, tenant, importing_and_sharing, fake_microsoft
+):
+    oid = importing_and_sharing(alice)
+    device, _ = services.register_device(alice, "laptop")
+    fake_microsoft.user_sets_preferred_presence(oid, "DoNotDisturb", "DoNotDisturb")
+
+    importer.import_tenant(tenant)
+
+    assert presence(alice) == ("dnd", "do_not_disturb", "microsoft_presence")
+    assert MicrosoftPresence.objects.get(user=alice).echo is False
+    # Teams is not told what it told SPARKS: SPARKS' own part stays an Available session.
+    assert fake_microsoft.session_shown(oid, tenant.client_id) == ("Available", "Available")
+
+    services.sign_out_device(alice, device.device_id)  # offline
+    services.register_device(alice, "laptop")
+    importer.import_tenant(tenant)
+    services.update_preferences(alice, share_externally=False)  # withdrawn
+    services.update_preferences(alice, share_externally=True)
+    importer.import_tenant(tenant)
+
+    assert fake_microsoft.graph_calls("UserPreferredPresence") == []  # neither set nor cleared
+    assert fake_microsoft.preferred[oid] == {"availability": "DoNotDisturb", "activity": "DoNotDisturb"}
+    assert presence(alice) == ("dnd", "do_not_disturb", "microsoft_presence")
+
+    fake_microsoft.user_resets_status(oid)  # the user ends it in Teams
+    importer.import_tenant(tenant)
+
+    assert presence(alice) == ("available", "available", "device_active")
+    assert fake_microsoft.presence_of(oid) == ("Available", "Available")
+
+
+def test_a_teams_meeting_counts_while_sparks_session_is_available(alice, tenant, importing_and_sharing, fake_microsoft):
+    oid = importing_and_sharing(alice)
+    services.register_device(alice, "laptop")
+    fake_microsoft.presences[oid] = ("Busy", "InAMeeting")  # the user's Teams client, in a meeting
+    assert fake_microsoft.session_shown(oid, tenant.client_id) == ("Available", "Available")
+
+    importer.import_tenant(tenant)
+
+    assert presence(alice) == ("busy", "in_meeting", "microsoft_presence")
+    assert DispatchState.objects.get(user=alice, target="microsoft").sent["status"] == "available"
+
+    fake_microsoft.presences[oid] = ("Available", "Available")  # the meeting is over
+    importer.import_tenant(tenant)
+
+    assert presence(alice) == ("available", "available", "device_active")
+    assert fake_microsoft.graph_calls("UserPreferredPresence") == []
+
+
+def test_sparks_own_call_read_back_adds_nothing_once_the_call_is_over(
+    alice, tenant, importing_and_sharing, fake_microsoft
+):
+    oid = importing_and_sharing(alice)
+    device, _ = services.register_device(alice, "laptop")
+    services.ingest_signals(alice, device.device_id, [services.Signal("call", "start", 1)])
+    assert fake_microsoft.presence_of(oid) == ("Busy", "InACall")
+    importer.import_tenant(tenant)
+
+    services.ingest_signals(alice, device.device_id, [services.Signal("call", "end", 2)])
+
+    assert presence(alice) == ("available", "available", "device_active")
+
+
+def test_a_genuine_import_is_replaced_by_the_next_one_even_when_that_is_sparks_own(
+    alice, tenant, importing_and_sharing, fake_microsoft
+):
+    oid = importing_and_sharing(alice)
+    services.register_device(alice, "laptop")
+    fake_microsoft.presences[oid] = ("Busy", "InAMeeting")
+    importer.import_tenant(tenant)
+    fake_microsoft.presences[oid] = ("Available", "Available")
+    services.set_manual_status(alice, Status.DND)  # SPARKS' preferred presence now shows
+
+    importer.import_tenant(tenant)
+    services.clear_manual_status(alice)
+
+    imported = MicrosoftPresence.objects.get(user=alice)
+    assert (imported.availability, imported.echo) == ("DoNotDisturb", True)
+    assert presence(alice) == ("available", "available", "device_active")

@@ -25,7 +25,7 @@ from django_celery_beat.models import (
 )
 from rest_framework.authtoken.models import Token, TokenProxy
 
-from integrations.models import DispatchState
+from integrations.models import DispatchState, GraphPublication
 from orgs.models import Membership, Organization, PresencePolicy, User
 from presence import services
 from presence.models import (
@@ -151,6 +151,15 @@ def _not_olgas(label: str, carol: User) -> Model:
         "integrations.matrixhomeserver": lambda: MatrixHomeserverFactory(organization=organization),
         "integrations.dispatchstate": lambda: DispatchState.objects.create(
             user=carol, target="matrix", desired={"status": "dnd"}, desired_at=timezone.now()
+        ),
+        "integrations.graphpublication": lambda: GraphPublication.objects.create(
+            user=carol,
+            kind="session",
+            availability="Available",
+            activity="Available",
+            set_at=timezone.now(),
+            refreshed_at=timezone.now(),
+            expires_at=timezone.now() + timedelta(minutes=5),
         ),
         "auth.group": lambda: Group.objects.create(name="acme-editors"),
         "django_celery_beat.intervalschedule": lambda: IntervalSchedule.objects.create(every=7, period="days"),

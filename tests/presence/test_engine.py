@@ -116,8 +116,10 @@ def block(start_in: float | timedelta, end_in: float | timedelta) -> CalendarBlo
     return CalendarBlockInput(start=later(start_in), end=later(end_in))
 
 
-def microsoft(availability: str, activity: str = "", *, age: float | timedelta = 0) -> MicrosoftInput:
-    return MicrosoftInput(availability=availability, activity=activity, observed_at=ago(age))
+def microsoft(
+    availability: str, activity: str = "", *, age: float | timedelta = 0, echo: bool = False
+) -> MicrosoftInput:
+    return MicrosoftInput(availability=availability, activity=activity, observed_at=ago(age), echo=echo)
 
 
 def inputs(
@@ -689,6 +691,23 @@ def test_stale_microsoft_presence_is_ignored(age, max_age, expected):
 )
 def test_microsoft_presence_in_the_rule_order(presence, expected):
     assert outcome(aggregate(presence, NOW)) == expected
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"),
+    [
+        pytest.param(active_device(), AVAILABLE, id="active-device-available"),
+        pytest.param(idle_device(), AWAY_IDLE, id="idle-device-away"),
+    ],
+)
+def test_sparks_own_presence_read_back_from_microsoft_adds_nothing(device, expected):
+    presence = inputs(device, microsoft=microsoft("DoNotDisturb", "DoNotDisturb", echo=True))
+
+    decision = aggregate(presence, NOW)
+
+    assert outcome(decision) == expected
+    (check,) = [c for c in decision.trace if c.rule == "microsoft_presence"]
+    assert check.note == "Microsoft reports DoNotDisturb/DoNotDisturb, which SPARKS published itself"
 
 
 # --- rule 5 and 6: idle, hidden, available --------------------------------------------------

@@ -236,6 +236,7 @@ def test_a_fresh_microsoft_busy_import_explains_busy_with_its_age(alice, alice_a
         "age_seconds": 45,
         "fresh": True,
         "contributes": "busy",
+        "echo": False,
     }
 
 

@@ -289,3 +289,19 @@ def test_a_made_up_device_id_counts_against_the_user_limit_only(store):
     assert refused.value.scope == USER_SCOPE
     if isinstance(store, RedisHotStore):  # and it left no field behind
         assert not [field for field in store.client.hkeys(store.user_key(7)) if field.startswith("rd:")]
+
+
+def test_a_context_keeps_whether_the_microsoft_import_was_sparks_own_presence():
+    import json
+    from datetime import UTC, datetime
+
+    from presence.engine import MicrosoftInput, PresenceInputs
+    from presence.hotstate import HotContext, encode_context
+
+    imported = MicrosoftInput("DoNotDisturb", "DoNotDisturb", datetime(2026, 11, 25, 9, 0, tzinfo=UTC), echo=True)
+    context = encode_context(PresenceInputs(microsoft=imported), organization_id=None)
+    written_before_echo = json.loads(context)
+    written_before_echo["ms"] = written_before_echo["ms"][:3]
+
+    assert HotContext.decode(context).inputs.microsoft == imported
+    assert HotContext.decode(json.dumps(written_before_echo)).inputs.microsoft.echo is False
