@@ -15,14 +15,16 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 from django.conf import settings
+from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
-from integrations.models import DispatchState
+from integrations.models import DispatchState, GraphPublication
 from orgs.models import User
 from presence import services
 from tests.databases import database_url
@@ -176,3 +178,43 @@ def test_the_matrix_presence_is_refreshed_before_synapse_lets_it_decay(
     presence = synapse.presence_of(colleague, on_matrix.user_id)
     assert presence["presence"] == "online"
     assert presence["last_active_ago"] < 5000
+
+
+def test_the_teams_session_is_renewed_before_it_lapses(
+    embedded_server, alice, tenant, fake_microsoft, shares_with_teams
+):
+    api = embedded_server.api(alice)
+    assert api.post("/devices", json={"installation_id": "laptop"}).status_code == 201
+    _wait_until(lambda: GraphPublication.objects.filter(user=alice, kind="session").exists(), about=embedded_server.log)
+    sessions_set = len(fake_microsoft.graph_calls("/setPresence"))
+
+    # The session's five minutes, played forward: it now lapses within the minute of renewal.
+    GraphPublication.objects.filter(user=alice, kind="session").update(
+        expires_at=timezone.now() + timedelta(seconds=50)
+    )
+
+    _wait_until(lambda: len(fake_microsoft.graph_calls("/setPresence")) > sessions_set, about=embedded_server.log)
+    renewed = GraphPublication.objects.get(user=alice, kind="session", ended_at=None)
+    assert renewed.expires_at > timezone.now() + timedelta(minutes=4)
+
+
+def test_with_import_and_sharing_on_a_do_not_disturb_set_and_cleared_leaves_the_user_available(
+    embedded_server, alice, tenant, fake_microsoft, shares_with_teams
+):
+    object_id = shares_with_teams
+    services.update_preferences(alice, include_microsoft_presence=True)
+    api = embedded_server.api(alice)
+    assert api.post("/devices", json={"installation_id": "laptop"}).status_code == 201
+
+    assert api.put("/me/status", json={"status": "dnd"}).status_code == 200
+    _wait_until(lambda: _preferred(fake_microsoft, object_id) == ("DoNotDisturb", "DoNotDisturb"))
+    reads = len(fake_microsoft.graph_calls("/getPresencesByUserId"))
+    _wait_until(lambda: len(fake_microsoft.graph_calls("/getPresencesByUserId")) >= reads + 2)  # Teams shows our DND
+    assert api.delete("/me/status").status_code in (200, 204)
+
+    _wait_until(lambda: api.get("/me/presence").json()["status"] == "available", about=embedded_server.log)
+    _wait_until(lambda: _preferred(fake_microsoft, object_id) is None)
+    reads = len(fake_microsoft.graph_calls("/getPresencesByUserId"))
+    _wait_until(lambda: len(fake_microsoft.graph_calls("/getPresencesByUserId")) >= reads + 3)
+    assert api.get("/me/presence").json()["status"] == "available"
+    assert _preferred(fake_microsoft, object_id) is None
