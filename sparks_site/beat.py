@@ -7,7 +7,8 @@ only while it holds the lock `sparks:beat` (redis-py's `Lock`, with a TTL of
 shuts down. A beat that does not hold it sends nothing and tries again every second: it takes
 over at once after a clean stop, within the TTL after a crash (kill -9, a lost host).
 
-Without `REDIS_URL` there is no lock (the embedded default runs no beat: its sweep is in-process).
+Without `REDIS_URL` there is no lock (the embedded default runs no beat: the server process runs
+the schedule itself, sparks_site/periodic.py).
 """
 
 from __future__ import annotations
@@ -115,19 +116,31 @@ class SingleBeatScheduler(DatabaseScheduler):
 
     def __init__(self, *args, **kwargs) -> None:
         self.sparks_beat_lock = BeatLock.from_settings()
+        self.sparks_ticking = False
         super().__init__(*args, **kwargs)
 
     def tick(self, *args, **kwargs) -> float:
-        beat_lock = self.sparks_beat_lock
-        if beat_lock is None:
-            return super().tick(*args, **kwargs)
-        if not beat_lock.hold():
-            return beat_lock.wait_seconds
-        # Wake up in time to renew the lock, however far away the next task is.
-        return min(super().tick(*args, **kwargs), beat_lock.renew_seconds)
+        self.sparks_ticking = True
+        try:
+            beat_lock = self.sparks_beat_lock
+            if beat_lock is None:
+                return super().tick(*args, **kwargs)
+            if not beat_lock.hold():
+                return beat_lock.wait_seconds
+            # Wake up in time to renew the lock, however far away the next task is.
+            return min(super().tick(*args, **kwargs), beat_lock.renew_seconds)
+        finally:
+            self.sparks_ticking = False
 
     def close(self) -> None:
         try:
+            if self.sparks_ticking:
+                # Celery closes the scheduler from its SIGTERM handler, which may interrupt a tick
+                # in the middle of a database query: saving the schedule then would query the same
+                # connection again and wait for ever, holding the lock. The entries' last run
+                # times are not saved (their intervals count from the next start).
+                logger.info("Beat stops in the middle of a tick: the schedule's run times are not saved.")
+                return
             super().close()
         finally:
             if self.sparks_beat_lock is not None:

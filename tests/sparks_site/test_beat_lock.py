@@ -18,8 +18,10 @@ from pathlib import Path
 
 import pytest
 import redis
+from django_celery_beat.schedulers import DatabaseScheduler
 
-from sparks_site.beat import LOCK_NAME, BeatLock
+from sparks_site.beat import LOCK_NAME, BeatLock, SingleBeatScheduler
+from sparks_site.celery import app as celery_app
 from tests.databases import process_environment
 from tests.sparks_site.test_faults_redis_worker import PrivateRedis, _wait_until
 
@@ -148,3 +150,27 @@ def test_a_beat_that_cannot_reach_redis_sends_nothing_and_keeps_running():
     assert lock.hold() is False
     assert lock.hold() is False
     lock.release()
+
+
+def test_a_beat_stopped_in_the_middle_of_a_tick_hands_the_lock_over_without_saving(settings, monkeypatch):
+    """Celery closes the scheduler from its SIGTERM handler; in the middle of a tick that may be a
+    database query, which a second query on the same connection would wait on for ever."""
+    scheduler = SingleBeatScheduler(app=celery_app, lazy=True)
+    saved: list[str] = []
+    monkeypatch.setattr(scheduler, "sync", lambda: saved.append("schedule saved"))
+
+    def tick_interrupted_by_sigterm(self, *args, **kwargs):
+        self.close()  # what Celery's handler does, then it raises SystemExit
+        raise SystemExit
+
+    monkeypatch.setattr(DatabaseScheduler, "tick", tick_interrupted_by_sigterm)
+    with pytest.raises(SystemExit):
+        scheduler.tick()
+
+    assert saved == []
+    next_beat = BeatLock(redis.Redis.from_url(settings.REDIS_URL), ttl_seconds=3)
+    assert next_beat.hold()
+    next_beat.release()
+
+    scheduler.close()  # a stop between two ticks saves the schedule
+    assert saved == ["schedule saved"]
