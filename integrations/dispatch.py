@@ -1,7 +1,7 @@
 """Publishing aggregated presence to Matrix and Microsoft Teams, coalesced per user and target.
 
-`presence.events.publish_many` hands every visible change to `enqueue`, which only puts one
-message on the broker. From there:
+`presence.events` hands every visible change to `enqueue` (a subscriber of presence's changes),
+which only puts one message on the broker. From there:
 
 1. `plan` (a task) decides, per user and target, what should be published: the user's
    presence while they share it externally and their organization allows it, "offline"
@@ -137,9 +137,12 @@ def _users(user_ids: Iterable[int] | None = None, public_ids: Iterable[str] | No
 def enqueue(changes: Iterable) -> None:
     """Hand visible presence changes to dispatch: one broker message, nothing else.
 
-    Called from `presence.events.publish_many`; never waits on Matrix or Microsoft, and does
-    not retry a broker that is down (the next change, or beat's refresh, catches up).
+    Subscribed to presence's changes (`presence.events.subscribe`, in the app's ready()); never
+    waits on Matrix or Microsoft, and does not retry a broker that is down (the next change, or
+    beat's refresh, catches up). Nothing at all while dispatch is off.
     """
+    if not dispatch_enabled():
+        return
     from integrations.tasks import plan_dispatch
 
     payload = [
