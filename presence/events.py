@@ -17,13 +17,13 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from dataclasses import asdict
 
 from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 
 from presence import history
+from presence.changes import PresenceChange  # also known as events.PresenceChange
 from sparks_site import metrics
 
 logger = logging.getLogger(__name__)
@@ -32,40 +32,6 @@ logger = logging.getLogger(__name__)
 def organization_group(organization_id: int) -> str:
     """The channel-layer group of everyone watching an organization's presence."""
     return f"presence.org.{organization_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceChange:
-    organization_id: int | None
-    user_id: str
-    status: str
-    activity: str
-    status_msg: str | None
-    currently_active: bool
-    last_active: str | None
-    # For the history only (not sent to watchers): the rule that decided, and what caused the change.
-    reason: str = ""
-    source: str = ""
-
-    @classmethod
-    def from_state(cls, user, state) -> PresenceChange:
-        membership = getattr(user, "membership", None)
-        return cls.of(membership.organization_id if membership else None, user.public_id, state)
-
-    @classmethod
-    def of(cls, organization_id: int | None, public_id, state, source: str = "") -> PresenceChange:
-        last_active: datetime | None = state.last_active_at
-        return cls(
-            organization_id=organization_id,
-            user_id=str(public_id),
-            status=state.status,
-            activity=state.activity,
-            status_msg=state.status_msg or None,
-            currently_active=state.currently_active,
-            last_active=last_active.isoformat() if last_active else None,
-            reason=state.reason or "",
-            source=source,
-        )
 
 
 def publish(change: PresenceChange, wait: bool = True, recorded: bool = False, announced: bool = False) -> None:
