@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Q
@@ -37,6 +38,7 @@ from integrations import mapping, matrix, microsoft, teams
 from integrations.http import DeliveryError
 from integrations.models import DispatchState, DispatchTarget, ExternalAccount, MatrixHomeserver, MicrosoftTenant
 from orgs.models import User
+from presence.services import current_presence
 from presence.vocabulary import Activity, Status
 
 logger = logging.getLogger(__name__)
@@ -143,8 +145,6 @@ def enqueue(changes: Iterable) -> None:
     """
     if not dispatch_enabled():
         return
-    from integrations.tasks import plan_dispatch
-
     payload = [
         {
             "user_id": c.user_id,
@@ -236,8 +236,6 @@ def _reschedule(user_id: int, target: str, countdown: float, refresh: bool = Fal
 
 
 def _enqueue_delivery(user_id: int, target: str, refresh: bool, countdown: float) -> None:
-    from integrations.tasks import deliver_presence
-
     # In-process (the embedded default), the countdown is waited for too (sparks_site.periodic).
     deliver_presence.apply_async(args=[user_id, target, refresh], countdown=countdown)
 
@@ -371,8 +369,6 @@ def redispatch(user: User) -> list[Planned]:
     """Publish the user's presence again now, even where it was sent already (the admin's
     "re-dispatch now": after the other side lost or changed it, e.g. a Teams presence reset by
     hand, a homeserver restored from a backup)."""
-    from presence.services import current_presence
-
     DispatchState.objects.filter(user=user).update(sent=None)
     state = current_presence(user)
     return _plan_user(user, state_dict(state), state.reason, refresh=True)
@@ -381,3 +377,20 @@ def redispatch(user: User) -> list[Planned]:
 def state_dict(state) -> dict:
     """A presence state in the shape dispatch stores (for callers outside `plan`)."""
     return {"status": state.status, "activity": state.activity, "status_msg": state.status_msg or None}
+
+
+# --- The tasks --------------------------------------------------------------------------------
+# The two steps dispatch enqueues itself are its own tasks (`integrations.tasks` holds those beat
+# runs). Their names stay the ones messages on a broker already carry.
+
+
+@shared_task(name="integrations.tasks.plan_dispatch", ignore_result=True)
+def plan_dispatch(changes: list[dict]) -> int:
+    """Record what each changed user should show on Matrix / Teams, and schedule deliveries."""
+    return len(plan(changes))
+
+
+@shared_task(name="integrations.tasks.deliver_presence", ignore_result=True)
+def deliver_presence(user_id: int, target: str, refresh: bool = False) -> bool:
+    """Send one user's newest state to one target; retries schedule this task again."""
+    return deliver(user_id, target, refresh).sent

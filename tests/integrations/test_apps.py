@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from integrations import dispatch, tasks
+from integrations import dispatch
 from integrations.models import DispatchState
 from presence import events, services
 from presence.models import PresenceState
@@ -19,7 +19,7 @@ pytestmark = pytest.mark.django_db(transaction=True)
 def planned(monkeypatch) -> list[list[dict]]:
     """What dispatch put on the broker, instead of planning it."""
     sent: list[list[dict]] = []
-    monkeypatch.setattr(tasks.plan_dispatch, "apply_async", lambda args, **options: sent.append(args[0]))
+    monkeypatch.setattr(dispatch.plan_dispatch, "apply_async", lambda args, **options: sent.append(args[0]))
     return sent
 
 
@@ -70,7 +70,7 @@ def test_a_broker_that_is_down_fails_no_change(alice, server_dispatch, monkeypat
     def down(*args, **kwargs):
         raise ConnectionError("broker down")
 
-    monkeypatch.setattr(tasks.plan_dispatch, "apply_async", down)
+    monkeypatch.setattr(dispatch.plan_dispatch, "apply_async", down)
     services.register_device(alice, "laptop")
 
     state = services.set_manual_status(alice, Status.DND)
