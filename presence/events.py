@@ -19,8 +19,10 @@ import threading
 from collections.abc import Callable
 from dataclasses import asdict
 
+from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
+from django.conf import settings
 
 from presence import history
 from presence.changes import PresenceChange  # also known as events.PresenceChange
@@ -77,8 +79,13 @@ def group_channel(organization_id: int | None) -> str | None:
     if organization_id is None or not isinstance(layer, RedisPubSubChannelLayer):
         return None
     # As the layer's group_send names it (channels_redis.pubsub, pinned in requirements.txt;
-    # tests/presence/test_events.py holds an announcement and a group send to the same message).
-    return f"{layer._kwargs.get('prefix', 'asgi')}__group__{organization_group(organization_id)}"
+    # tests/presence/test_events.py holds an announcement and a group send to the same message),
+    # with the prefix the layer is configured with (the layer's own default without one).
+    prefix = settings.CHANNEL_LAYERS[DEFAULT_CHANNEL_LAYER].get("CONFIG", {}).get("prefix", _PUBSUB_DEFAULT_PREFIX)
+    return f"{prefix}__group__{organization_group(organization_id)}"
+
+
+_PUBSUB_DEFAULT_PREFIX = "asgi"  # RedisPubSubChannelLayer's default `prefix`
 
 
 def _group_message(change: PresenceChange) -> dict:

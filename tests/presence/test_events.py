@@ -71,6 +71,29 @@ def test_an_announcement_in_the_hot_stores_step_is_the_groups_own_message(listen
     assert (announced["user_id"], announced["status"]) == (str(bob.public_id), "away")
 
 
+@pytest.mark.parametrize("prefix", ["elsewhere", None], ids=["another prefix", "the layer's default prefix"])
+def test_an_announcement_follows_the_prefix_the_layer_is_configured_with(settings, prefix, listen, organization, bob):
+    layer = settings.CHANNEL_LAYERS["default"]
+    config = {name: value for name, value in layer["CONFIG"].items() if name != "prefix"}
+    settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": config | ({"prefix": prefix} if prefix else {})}}
+    listener = listen(organization.id)
+    change = events.PresenceChange(organization.id, str(bob.public_id), "busy", "busy", None, True, None)
+
+    channel, payload = events.announcement(change)
+    hotstate.store().client.publish(channel, payload)
+
+    assert channel == f"{prefix or 'asgi'}__group__presence.org.{organization.id}"
+    announced = listener.receive()
+    assert (announced["user_id"], announced["status"]) == (str(bob.public_id), "busy")
+
+
+def test_there_is_no_announcement_without_the_redis_pub_sub_layer(settings, organization, bob):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    change = events.PresenceChange(organization.id, str(bob.public_id), "busy", "busy", None, True, None)
+
+    assert events.announcement(change) is None
+
+
 def test_a_status_change_of_a_device_is_announced_once(listen, organization, bob, bob_api):
     assert _heartbeat(bob_api, 1).status_code == 202
     listener = listen(organization.id)
