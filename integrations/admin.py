@@ -1,11 +1,20 @@
 """The integrations in the admin: superusers'. An organization admin is given none of it (the
-secrets are written here), and another organization's objects are a 404 like everywhere else."""
+secrets are written here), and another organization's objects are a 404 like everywhere else.
+
+On a user's presence page (presence's admin), the integrations add "Re-dispatch now"."""
+
+from __future__ import annotations
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponseRedirect
 
+from integrations import dispatch
 from integrations.models import DispatchState, ExternalAccount, GraphPublication, MatrixHomeserver, MicrosoftTenant
 from orgs.admin import OrgScopedAdmin
+from presence.admin import PresenceStateAdmin, back
+from presence.models import PresenceState
 
 
 class IntegrationAdmin(OrgScopedAdmin):
@@ -149,3 +158,23 @@ class GraphPublicationAdmin(IntegrationAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+
+@admin.action(description="Re-dispatch now", permissions=["operate"])
+def redispatch_now(
+    modeladmin: PresenceStateAdmin, request: HttpRequest, queryset: QuerySet[PresenceState]
+) -> HttpResponseRedirect | None:
+    """Publish the selected users' presence to Matrix / Teams again, even where it was sent."""
+    if not dispatch.dispatch_enabled():
+        modeladmin.message_user(
+            request, "Dispatch is off in this deployment (PRESENCE_SERVER_DISPATCH).", messages.WARNING
+        )
+        return back(request)
+    planned = [p for state in queryset.select_related("user") for p in dispatch.redispatch(state.user)]
+    modeladmin.message_user(
+        request, f"Scheduled {sum(p.scheduled for p in planned)} delivery(ies) to Matrix / Teams.", messages.SUCCESS
+    )
+    return back(request)
+
+
+PresenceStateAdmin.add_action(redispatch_now)

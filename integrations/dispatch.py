@@ -1,7 +1,7 @@
 """Publishing aggregated presence to Matrix and Microsoft Teams, coalesced per user and target.
 
-`presence.events.publish_many` hands every visible change to `enqueue`, which only puts one
-message on the broker. From there:
+`presence.events` hands every visible change to `enqueue` (a subscriber of presence's changes),
+which only puts one message on the broker. From there:
 
 1. `plan` (a task) decides, per user and target, what should be published: the user's
    presence while they share it externally and their organization allows it, "offline"
@@ -28,6 +28,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from celery import shared_task
 from django.conf import settings
 from django.core.cache import cache
 from django.db.models import Q
@@ -37,6 +38,7 @@ from integrations import mapping, matrix, microsoft, teams
 from integrations.http import DeliveryError
 from integrations.models import DispatchState, DispatchTarget, ExternalAccount, MatrixHomeserver, MicrosoftTenant
 from orgs.models import User
+from presence.services import current_presence
 from presence.vocabulary import Activity, Status
 
 logger = logging.getLogger(__name__)
@@ -137,11 +139,12 @@ def _users(user_ids: Iterable[int] | None = None, public_ids: Iterable[str] | No
 def enqueue(changes: Iterable) -> None:
     """Hand visible presence changes to dispatch: one broker message, nothing else.
 
-    Called from `presence.events.publish_many`; never waits on Matrix or Microsoft, and does
-    not retry a broker that is down (the next change, or beat's refresh, catches up).
+    Subscribed to presence's changes (`presence.events.subscribe`, in the app's ready()); never
+    waits on Matrix or Microsoft, and does not retry a broker that is down (the next change, or
+    beat's refresh, catches up). Nothing at all while dispatch is off.
     """
-    from integrations.tasks import plan_dispatch
-
+    if not dispatch_enabled():
+        return
     payload = [
         {
             "user_id": c.user_id,
@@ -233,8 +236,6 @@ def _reschedule(user_id: int, target: str, countdown: float, refresh: bool = Fal
 
 
 def _enqueue_delivery(user_id: int, target: str, refresh: bool, countdown: float) -> None:
-    from integrations.tasks import deliver_presence
-
     # In-process (the embedded default), the countdown is waited for too (sparks_site.periodic).
     deliver_presence.apply_async(args=[user_id, target, refresh], countdown=countdown)
 
@@ -368,8 +369,6 @@ def redispatch(user: User) -> list[Planned]:
     """Publish the user's presence again now, even where it was sent already (the admin's
     "re-dispatch now": after the other side lost or changed it, e.g. a Teams presence reset by
     hand, a homeserver restored from a backup)."""
-    from presence.services import current_presence
-
     DispatchState.objects.filter(user=user).update(sent=None)
     state = current_presence(user)
     return _plan_user(user, state_dict(state), state.reason, refresh=True)
@@ -378,3 +377,20 @@ def redispatch(user: User) -> list[Planned]:
 def state_dict(state) -> dict:
     """A presence state in the shape dispatch stores (for callers outside `plan`)."""
     return {"status": state.status, "activity": state.activity, "status_msg": state.status_msg or None}
+
+
+# --- The tasks --------------------------------------------------------------------------------
+# The two steps dispatch enqueues itself are its own tasks (`integrations.tasks` holds those beat
+# runs). Their names stay the ones messages on a broker already carry.
+
+
+@shared_task(name="integrations.tasks.plan_dispatch", ignore_result=True)
+def plan_dispatch(changes: list[dict]) -> int:
+    """Record what each changed user should show on Matrix / Teams, and schedule deliveries."""
+    return len(plan(changes))
+
+
+@shared_task(name="integrations.tasks.deliver_presence", ignore_result=True)
+def deliver_presence(user_id: int, target: str, refresh: bool = False) -> bool:
+    """Send one user's newest state to one target; retries schedule this task again."""
+    return deliver(user_id, target, refresh).sent

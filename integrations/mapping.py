@@ -1,9 +1,9 @@
 """The one table between SPARKS' presence vocabulary and Matrix's and Microsoft Graph's.
 
-Pure Python (no Django): the engine uses the import direction, the dispatchers the publishing
-direction, and no value is translated anywhere else. The import direction ends with the echo
-rule (`is_own_echo`), which tells SPARKS' own Teams presence apart from the rest when it is read
-back.
+Pure Python (no Django): the dispatchers use the publishing direction, and no value is translated
+anywhere else. What an imported Microsoft presence means for aggregation is the engine's
+(`presence.microsoft.graph_import_contribution`); the echo rule (`is_own_echo`) here tells SPARKS'
+own Teams presence apart from the rest when it is read back.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from presence.microsoft import graph_import_contribution
 from presence.vocabulary import Activity, Status
 
 # --- Matrix ---------------------------------------------------------------------------------
@@ -117,35 +118,6 @@ def graph_presence(status: str, activity: str) -> GraphPresence:
         if by_activity is not None:
             return by_activity
     return _GRAPH_BY_STATUS[status]
-
-
-# --- Microsoft Graph (import) -------------------------------------------------------------
-# Graph's `availability` and `activity` values are documented in PascalCase but compared
-# case-insensitively, and unknown values (Graph adds some now and then) contribute nothing.
-_GRAPH_BUSY_AVAILABILITIES = frozenset({"busy", "busyidle"})
-_GRAPH_DND_AVAILABILITIES = frozenset({"donotdisturb"})
-_GRAPH_CALL_ACTIVITIES = frozenset({"inacall", "inaconferencecall"})
-_GRAPH_MEETING_ACTIVITIES = frozenset({"inameeting"})
-_GRAPH_DND_ACTIVITIES = frozenset({"donotdisturb", "presenting", "urgentinterruptionsonly"})
-
-
-def graph_import_contribution(availability: str | None, activity: str | None) -> tuple[Status, Activity] | None:
-    """What an imported Microsoft presence adds to aggregation: busy, dnd, or nothing.
-
-    The import only ever adds busy or do-not-disturb; Microsoft's "Available" or "Away" never
-    override what SPARKS devices say, because the devices are the better witnesses here.
-    """
-    availability_key = (availability or "").strip().lower()
-    activity_key = (activity or "").strip().lower()
-    if availability_key in _GRAPH_DND_AVAILABILITIES or activity_key in _GRAPH_DND_ACTIVITIES:
-        return Status.DND, Activity.DO_NOT_DISTURB
-    if activity_key in _GRAPH_CALL_ACTIVITIES:
-        return Status.BUSY, Activity.IN_CALL
-    if activity_key in _GRAPH_MEETING_ACTIVITIES:
-        return Status.BUSY, Activity.IN_MEETING
-    if availability_key in _GRAPH_BUSY_AVAILABILITIES or activity_key == "busy":
-        return Status.BUSY, Activity.BUSY
-    return None
 
 
 # --- Microsoft Graph (SPARKS' own presence read back) ------------------------------------------

@@ -1,4 +1,7 @@
-"""Celery tasks of the integrations: thin wrappers around `dispatch` and `importer`."""
+"""Celery tasks of the integrations: thin wrappers around `dispatch` and `importer`, run by beat.
+
+The steps dispatch enqueues itself (`plan_dispatch`, `deliver_presence`) are tasks of
+`integrations.dispatch`, registered wherever this module is (it imports dispatch)."""
 
 from __future__ import annotations
 
@@ -10,18 +13,6 @@ from integrations import dispatch, importer
 from integrations.models import MicrosoftTenant
 
 logger = logging.getLogger(__name__)
-
-
-@shared_task(name="integrations.tasks.plan_dispatch", ignore_result=True)
-def plan_dispatch(changes: list[dict]) -> int:
-    """Record what each changed user should show on Matrix / Teams, and schedule deliveries."""
-    return len(dispatch.plan(changes))
-
-
-@shared_task(name="integrations.tasks.deliver_presence", ignore_result=True)
-def deliver_presence(user_id: int, target: str, refresh: bool = False) -> bool:
-    """Send one user's newest state to one target; retries schedule this task again."""
-    return dispatch.deliver(user_id, target, refresh).sent
 
 
 @shared_task(name="integrations.tasks.refresh_published_presence", ignore_result=True)

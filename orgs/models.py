@@ -10,8 +10,6 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
-from presence.vocabulary import Priority
-
 # Bounds of an organization's timeout overrides, in seconds: below 30 s a device would flicker
 # offline between two heartbeats of a busy network; above an hour "available" stops meaning much.
 DEVICE_TIMEOUT_BOUNDS = (30, 3600)
@@ -57,6 +55,12 @@ class Organization(models.Model):
 class PresencePolicy(models.Model):
     """What an organization allows and defaults to; users choose within it."""
 
+    class Priority(models.TextChoices):
+        """Which of calendar busy and the manual status wins (presence's `vocabulary.Priority`)."""
+
+        CALENDAR_FIRST = "calendar_first", "calendar first"
+        MANUAL_FIRST = "manual_first", "manual first"
+
     organization = models.OneToOneField(Organization, on_delete=models.CASCADE, primary_key=True, related_name="policy")
     device_timeout_seconds = models.PositiveIntegerField(
         null=True,
@@ -78,7 +82,7 @@ class PresencePolicy(models.Model):
     )
     default_priority = models.CharField(
         max_length=20,
-        choices=[(p.value, p.value.replace("_", " ")) for p in Priority],
+        choices=Priority.choices,
         default=Priority.CALENDAR_FIRST,
         help_text="Which wins for users who did not choose: calendar busy or the manual status.",
     )

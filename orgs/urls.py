@@ -3,11 +3,8 @@ from django.urls import include, path
 from orgs import pages, views
 
 urlpatterns = [
-    path("", pages.home, name="home"),
     path("accounts/sign-in/", pages.SignInView.as_view(), name="sign-in"),
     path("accounts/sign-out/", pages.sign_out, name="sign-out"),
-    path("settings/privacy/", pages.privacy_settings, name="privacy-settings"),
-    path("me/", pages.my_presence, name="my-presence-page"),
     # Keycloak's "Backchannel logout URL": the provider ends sessions here (before the include below).
     path("oidc/backchannel-logout/", views.backchannel_logout, name="oidc-backchannel-logout"),
     # The organization account's sign-in: authenticate/, callback/ (the redirect URI), logout/.

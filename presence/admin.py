@@ -4,9 +4,12 @@ an organization admin (see `orgs.admin`), and the few operations an admin may ru
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 from django.contrib import admin, messages
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponseRedirect
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
@@ -28,6 +31,9 @@ from presence.models import (
 )
 
 RECENT_CHANGES_SHOWN = 20
+
+# An admin action on users' presence states: (model admin, request, selected states) -> response.
+PresenceAction = Callable[[admin.ModelAdmin, HttpRequest, QuerySet[PresenceState]], HttpResponse | None]
 
 
 class ReadOnlyAdmin(OrgScopedAdmin):
@@ -69,7 +75,7 @@ class DeleteThroughServiceAdmin(ReadOnlyAdmin):
         raise NotImplementedError
 
 
-def _back(request: HttpRequest) -> HttpResponseRedirect | None:
+def back(request: HttpRequest) -> HttpResponseRedirect | None:
     """After an action started from a change page, back to that page (else to the changelist)."""
     target = request.POST.get("next", "")
     if target and url_has_allowed_host_and_scheme(target, {request.get_host()}, require_https=request.is_secure()):
@@ -102,7 +108,7 @@ class DeviceAdmin(DeleteThroughServiceAdmin):
             except services.DeviceNotFound:
                 pass  # signed out meanwhile
         self.message_user(request, f"Signed out {count} device(s).", messages.SUCCESS)
-        return _back(request)
+        return back(request)
 
     @admin.display(description="state now")
     def state(self, device: Device) -> str:
@@ -118,7 +124,8 @@ class PresenceStateAdmin(ReadOnlyAdmin):
     list_filter = ("status", "reason")
     search_fields = ("user__username",)
     ordering = ("user__username",)
-    actions = ("recompute_now", "clear_manual_status", "redispatch_now")
+    # Then the operations the apps above presence offer here (`add_action`).
+    actions: ClassVar[tuple[str | PresenceAction, ...]] = ("recompute_now", "clear_manual_status")
     change_form_template = "admin/presence/presencestate/change_form.html"
     readonly_fields = ("why", "timeline", "recent_changes")
     fieldsets = (
@@ -140,10 +147,19 @@ class PresenceStateAdmin(ReadOnlyAdmin):
         ("Recent changes", {"fields": ("recent_changes",)}),
     )
 
+    @classmethod
+    def add_action(cls, action: PresenceAction) -> None:
+        """Offer `action` (an `admin.action` function) on the presence page and its changelist,
+        run by whoever may run presence's own (`permissions=["operate"]`). Called by the apps above
+        presence when their admin is loaded; adding it again changes nothing."""
+        if action not in cls.actions:
+            cls.actions = (*cls.actions, action)
+
     def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
         actions = self.get_actions(request)
+        names = [action if isinstance(action, str) else action.__name__ for action in self.actions]
         extra = {
-            "presence_actions": [(name, actions[name][2]) for name in self.actions if name in actions],
+            "presence_actions": [(name, actions[name][2]) for name in names if name in actions],
             "devices_url": reverse("admin:presence_device_changelist") + f"?user__id__exact={object_id}",
             **(extra_context or {}),
         }
@@ -156,7 +172,7 @@ class PresenceStateAdmin(ReadOnlyAdmin):
             services.recompute(state.user, source="admin:recompute")
             count += 1
         self.message_user(request, f"Recomputed the presence of {count} user(s).", messages.SUCCESS)
-        return _back(request)
+        return back(request)
 
     @admin.action(description="Clear the manual status", permissions=["operate"])
     def clear_manual_status(self, request: HttpRequest, queryset: QuerySet[PresenceState]):
@@ -167,22 +183,7 @@ class PresenceStateAdmin(ReadOnlyAdmin):
                 services.clear_manual_status(user, source="admin:clear_manual_status")
                 cleared += 1
         self.message_user(request, f"Cleared the manual status of {cleared} user(s).", messages.SUCCESS)
-        return _back(request)
-
-    @admin.action(description="Re-dispatch now", permissions=["operate"])
-    def redispatch_now(self, request: HttpRequest, queryset: QuerySet[PresenceState]):
-        from integrations import dispatch
-
-        if not dispatch.dispatch_enabled():
-            self.message_user(
-                request, "Dispatch is off in this deployment (PRESENCE_SERVER_DISPATCH).", messages.WARNING
-            )
-            return _back(request)
-        planned = [p for state in queryset.select_related("user") for p in dispatch.redispatch(state.user)]
-        self.message_user(
-            request, f"Scheduled {sum(p.scheduled for p in planned)} delivery(ies) to Matrix / Teams.", messages.SUCCESS
-        )
-        return _back(request)
+        return back(request)
 
     @admin.display(description="why")
     def why(self, state: PresenceState) -> str:
@@ -244,7 +245,7 @@ class ManualStatusAdmin(DeleteThroughServiceAdmin):
         for manual in manuals:
             self.delete_through_service(manual)
         self.message_user(request, f"Cleared {len(manuals)} manual status(es).", messages.SUCCESS)
-        return _back(request)
+        return back(request)
 
 
 @admin.register(CalendarBlock)

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from integrations.mapping import graph_import_contribution
+from presence.microsoft import graph_import_contribution
 from presence.vocabulary import (
     DEVICE_STATE_RANK,
     MANUAL_STATUS_ACTIVITY,

@@ -1,8 +1,12 @@
-"""Publishing visible presence changes to whoever listens (colleagues' sockets, dispatchers).
+"""Publishing visible presence changes to whoever listens (colleagues' sockets, subscribers).
 
 Called by `presence.services.recompute` after the transaction commits, and only when the visible
 decision changed. A failed publish never fails the change itself: the decision is stored, and
 readers get it on their next read.
+
+Apps above presence hear of changes by subscribing (`subscribe`, from their AppConfig.ready()):
+the integrations' dispatch to Matrix and Microsoft Teams does, so presence needs to know nothing
+of them.
 """
 
 from __future__ import annotations
@@ -12,14 +16,16 @@ import concurrent.futures
 import logging
 import os
 import threading
-from dataclasses import asdict, dataclass
-from datetime import datetime
+from collections.abc import Callable
+from dataclasses import asdict
 
+from channels import DEFAULT_CHANNEL_LAYER
 from channels.layers import get_channel_layer
 from channels_redis.pubsub import RedisPubSubChannelLayer
 from django.conf import settings
 
 from presence import history
+from presence.changes import PresenceChange  # also known as events.PresenceChange
 from sparks_site import metrics
 
 logger = logging.getLogger(__name__)
@@ -28,40 +34,6 @@ logger = logging.getLogger(__name__)
 def organization_group(organization_id: int) -> str:
     """The channel-layer group of everyone watching an organization's presence."""
     return f"presence.org.{organization_id}"
-
-
-@dataclass(frozen=True, slots=True)
-class PresenceChange:
-    organization_id: int | None
-    user_id: str
-    status: str
-    activity: str
-    status_msg: str | None
-    currently_active: bool
-    last_active: str | None
-    # For the history only (not sent to watchers): the rule that decided, and what caused the change.
-    reason: str = ""
-    source: str = ""
-
-    @classmethod
-    def from_state(cls, user, state) -> PresenceChange:
-        membership = getattr(user, "membership", None)
-        return cls.of(membership.organization_id if membership else None, user.public_id, state)
-
-    @classmethod
-    def of(cls, organization_id: int | None, public_id, state, source: str = "") -> PresenceChange:
-        last_active: datetime | None = state.last_active_at
-        return cls(
-            organization_id=organization_id,
-            user_id=str(public_id),
-            status=state.status,
-            activity=state.activity,
-            status_msg=state.status_msg or None,
-            currently_active=state.currently_active,
-            last_active=last_active.isoformat() if last_active else None,
-            reason=state.reason or "",
-            source=source,
-        )
 
 
 def publish(change: PresenceChange, wait: bool = True, recorded: bool = False, announced: bool = False) -> None:
@@ -107,25 +79,64 @@ def group_channel(organization_id: int | None) -> str | None:
     if organization_id is None or not isinstance(layer, RedisPubSubChannelLayer):
         return None
     # As the layer's group_send names it (channels_redis.pubsub, pinned in requirements.txt;
-    # tests/presence/test_events.py holds an announcement and a group send to the same message).
-    return f"{layer._kwargs.get('prefix', 'asgi')}__group__{organization_group(organization_id)}"
+    # tests/presence/test_events.py holds an announcement and a group send to the same message),
+    # with the prefix the layer is configured with (the layer's own default without one).
+    prefix = settings.CHANNEL_LAYERS[DEFAULT_CHANNEL_LAYER].get("CONFIG", {}).get("prefix", _PUBSUB_DEFAULT_PREFIX)
+    return f"{prefix}__group__{organization_group(organization_id)}"
+
+
+_PUBSUB_DEFAULT_PREFIX = "asgi"  # RedisPubSubChannelLayer's default `prefix`
 
 
 def _group_message(change: PresenceChange) -> dict:
     return {"type": "presence.change", **_message(change)}
 
 
-def dispatch_externally(changes: list[PresenceChange]) -> None:
-    """Hand changes to the Matrix / Microsoft dispatch (it only enqueues; a failure there never
-    fails the change)."""
-    if not changes or not (settings.PRESENCE_USE_AGGREGATOR and settings.PRESENCE_SERVER_DISPATCH):
-        return
-    try:
-        from integrations import dispatch
+# --- Subscribers -------------------------------------------------------------------------------
 
-        dispatch.enqueue(changes)
-    except Exception:
-        logger.exception("Could not enqueue %d presence change(s) for dispatch", len(changes))
+ChangesSubscriber = Callable[[list[PresenceChange]], None]
+"""Hears of a batch of changes of users of organizations; must return quickly (enqueue, never send)."""
+
+_subscribers: tuple[ChangesSubscriber, ...] = ()
+_subscribers_lock = threading.Lock()
+
+
+def subscribe(subscriber: ChangesSubscriber) -> None:
+    """Hand `subscriber` every batch of changes from now on (see `dispatch_externally`), after
+    those subscribed before it. Subscribing again changes nothing."""
+    global _subscribers
+    with _subscribers_lock:
+        if subscriber not in _subscribers:
+            _subscribers = (*_subscribers, subscriber)
+
+
+def subscribers() -> tuple[ChangesSubscriber, ...]:
+    return _subscribers
+
+
+def unsubscribe(subscriber: ChangesSubscriber) -> None:
+    global _subscribers
+    with _subscribers_lock:
+        _subscribers = tuple(s for s in _subscribers if s != subscriber)
+
+
+def dispatch_externally(changes: list[PresenceChange]) -> None:
+    """Hand changes to the subscribers (the Matrix / Microsoft dispatch, which only enqueues).
+
+    Called once changes are recorded, before they are sent to the organizations' groups, and by
+    `services.update_preferences` when a user's external sharing changed. A subscriber that fails
+    is logged and never fails the change, nor keeps the others from hearing of it."""
+    if not changes:
+        return
+    for subscriber in _subscribers:
+        try:
+            subscriber(changes)
+        except Exception:
+            logger.exception("Could not hand %d presence change(s) to %s", len(changes), _name(subscriber))
+
+
+def _name(subscriber: ChangesSubscriber) -> str:
+    return f"{getattr(subscriber, '__module__', '?')}.{getattr(subscriber, '__qualname__', repr(subscriber))}"
 
 
 # At most this many sends at once: a sweep may publish thousands, and the channel layer's

@@ -13,10 +13,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from integrations.mapping import graph_import_contribution
 from orgs.models import User
 from presence import engine, hotstate, selectors
 from presence.engine import Decision, DeviceInput, PolicyInput, PresenceInputs
+from presence.microsoft import graph_import_contribution
 from presence.vocabulary import (
     Activity,
     ActivityValue,

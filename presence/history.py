@@ -30,7 +30,7 @@ from presence.vocabulary import ActivityValue, NetworkValue, VisibilityValue
 
 if TYPE_CHECKING:
     from orgs.models import User
-    from presence.events import PresenceChange
+    from presence.changes import PresenceChange
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,9 @@
 """The presence vocabulary: every status, activity, signal and priority name, in one place.
 
 Pure Python (no Django) so that the engine, the API, the admin and the integrations all share
-exactly the same words. Translations to and from other systems' vocabularies (Matrix, Microsoft
-Graph) live in one table, `integrations.mapping`, so a value is never translated in two places.
+exactly the same words. Translations to other systems' vocabularies (Matrix, Microsoft Graph) live
+in one table, `integrations.mapping`, so a value is never translated in two places; what an
+imported Microsoft presence means for aggregation is the engine's own (`presence.microsoft`).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/schema/swagger-ui/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/schema/redoc/", SpectacularRedocView.as_view(url_name="schema"), name="redoc"),
-    # The settings pages and the organization account's sign-in.
+    # The presence pages (settings, my presence), and the organization account's sign-in.
+    path("", include("presence.page_urls")),
     path("", include("orgs.urls")),
 ]

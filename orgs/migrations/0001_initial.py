@@ -5,7 +5,6 @@ import django.contrib.auth.validators
 import django.core.validators
 import django.db.models.deletion
 import django.utils.timezone
-import presence.vocabulary
 import uuid
 from django.conf import settings
 from django.db import migrations, models
@@ -68,7 +67,7 @@ class Migration(migrations.Migration):
                 ('allow_calendar', models.BooleanField(default=True, help_text='Calendar busy blocks may make users busy.')),
                 ('allow_microsoft', models.BooleanField(default=True, help_text='Imported Microsoft presence may be used.')),
                 ('allow_external_dispatch', models.BooleanField(default=True, help_text='Presence may be published to Matrix and Microsoft Teams.')),
-                ('default_priority', models.CharField(choices=[('calendar_first', 'calendar first'), ('manual_first', 'manual first')], default=presence.vocabulary.Priority['CALENDAR_FIRST'], help_text='Which wins for users who did not choose: calendar busy or the manual status.', max_length=20)),
+                ('default_priority', models.CharField(choices=[('calendar_first', 'calendar first'), ('manual_first', 'manual first')], default='calendar_first', help_text='Which wins for users who did not choose: calendar busy or the manual status.', max_length=20)),
             ],
             options={
                 'verbose_name_plural': 'presence policies',

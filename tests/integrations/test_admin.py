@@ -106,6 +106,15 @@ def test_re_dispatch_now_sends_the_current_presence_again(
     assert DispatchState.objects.get(user=alice, target="microsoft").sent["status"] == "available"
 
 
+def test_the_presence_page_offers_re_dispatch_now(admin_client, alice):
+    services.register_device(alice, "laptop")
+
+    response = admin_client.get(reverse("admin:presence_presencestate_change", args=[alice.pk]))
+
+    content = response.content.decode()
+    assert 'value="redispatch_now"' in content and "Re-dispatch now" in content
+
+
 def test_re_dispatch_now_says_so_when_dispatch_is_off(admin_client, alice, settings):
     settings.PRESENCE_SERVER_DISPATCH = False
     services.register_device(alice, "laptop")

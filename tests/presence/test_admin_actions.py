@@ -4,12 +4,14 @@ through the services, and the user's presence page shows the last 24 hours."""
 from __future__ import annotations
 
 import pytest
+from django.contrib import admin, messages
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.html import escape
 
 from orgs.models import Membership, User
 from presence import explain, services
+from presence.admin import PresenceStateAdmin, back
 from presence.models import Device, DeviceHistory, ManualStatus, PresenceHistory, PresenceState
 from presence.vocabulary import Status
 
@@ -140,3 +142,33 @@ def test_the_presence_page_says_why_the_status_is_what_it_is(org_admin_client, b
     assert summary.startswith("dnd")
     assert escape(summary) in page
     assert escape(explain.RULE_DESCRIPTIONS["manual_status"]) in page
+
+
+@admin.action(description="Wave at them", permissions=["operate"])
+def wave(modeladmin, request, queryset):
+    modeladmin.message_user(request, f"Waved at {', '.join(s.user.username for s in queryset)}.", messages.SUCCESS)
+    return back(request)
+
+
+@pytest.fixture
+def waving(monkeypatch):
+    """An action an app above presence adds to the presence page."""
+    monkeypatch.setattr(PresenceStateAdmin, "actions", PresenceStateAdmin.actions)
+    PresenceStateAdmin.add_action(wave)
+    PresenceStateAdmin.add_action(wave)
+
+
+def test_an_action_added_from_above_is_offered_after_presences_own(waving, org_admin_client, bob, bob_device):
+    content = org_admin_client.get(reverse("admin:presence_presencestate_change", args=[bob.pk])).content.decode()
+
+    assert content.index('value="clear_manual_status"') < content.index('value="wave"')
+    assert content.count('value="wave"') == 1 and "Wave at them" in content
+
+
+def test_an_action_added_from_above_runs_for_the_org_admin_and_comes_back(waving, org_admin_client, bob, bob_device):
+    page = reverse("admin:presence_presencestate_change", args=[bob.pk])
+
+    response = run_action(org_admin_client, "presencestate", "wave", [bob.pk], next=page)
+
+    assert (response.status_code, response["Location"]) == (302, page)
+    assert "Waved at bob." in [m.message for m in messages.get_messages(response.wsgi_request)]

@@ -6,8 +6,13 @@ one fixed NOW, so "seen 30 s ago" in a test reads as it does in the manual.
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import random
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -1115,3 +1120,57 @@ def test_decision_is_unchanged_at_any_time_before_valid_until(seed):
             assert later_decision.visible_fields() == decision.visible_fields(), (presence, t)
             assert later_decision.reason == decision.reason, (presence, t)
             assert later_decision.last_active == decision.last_active, (presence, t)
+
+
+# --- The engine's own imports ----------------------------------------------------------------------
+
+
+def _imported_modules(module: str) -> set[str]:
+    """Every module `module`'s source imports, at the top or inside a function."""
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(Path(spec.origin).read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            assert not node.level, f"{module}: a relative import"
+            found.add(node.module)
+            # `from presence import vocabulary` imports the module presence.vocabulary.
+            found.update(
+                f"{node.module}.{alias.name}"
+                for alias in node.names
+                if node.module == "presence" and importlib.util.find_spec(f"presence.{alias.name}")
+            )
+    return found
+
+
+def _is_stdlib(module: str) -> bool:
+    return module.partition(".")[0] in sys.stdlib_module_names
+
+
+def test_the_engine_imports_only_the_standard_library_and_pure_modules_of_presence():
+    """No Django and no other app, however deep: the engine's pure modules import nothing else."""
+    seen: set[str] = set()
+    pending = ["presence.engine"]
+    while pending:
+        module = pending.pop()
+        seen.add(module)
+        for imported in _imported_modules(module):
+            if _is_stdlib(imported) or imported == "presence":
+                continue
+            assert imported.startswith("presence."), f"{module} imports {imported}"
+            if imported not in seen:
+                pending.append(imported)
+
+    assert seen <= {"presence.engine", "presence.microsoft", "presence.vocabulary"}, seen
+
+
+def test_importing_the_engine_loads_neither_django_nor_another_app():
+    script = "import sys; before = set(sys.modules); import presence.engine; print(*set(sys.modules) - before)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=Path(__file__).parents[2]
+    ).stdout.split()
+
+    assert "presence.engine" in loaded
+    assert {name for name in loaded if not _is_stdlib(name) and name.partition(".")[0] != "presence"} == set()

@@ -9,9 +9,10 @@ import time_machine
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from presence import events, hotstate
+from presence import events, hotstate, services
 from presence.models import PresenceState
 from presence.tasks import sweep_expired_presence
+from presence.vocabulary import Status
 from tests.presence.live_helpers import GroupListener
 
 # Publishing happens when the transaction commits: these tests need real commits.
@@ -68,6 +69,29 @@ def test_an_announcement_in_the_hot_stores_step_is_the_groups_own_message(listen
     assert sent is not None
     assert announced == sent
     assert (announced["user_id"], announced["status"]) == (str(bob.public_id), "away")
+
+
+@pytest.mark.parametrize("prefix", ["elsewhere", None], ids=["another prefix", "the layer's default prefix"])
+def test_an_announcement_follows_the_prefix_the_layer_is_configured_with(settings, prefix, listen, organization, bob):
+    layer = settings.CHANNEL_LAYERS["default"]
+    config = {name: value for name, value in layer["CONFIG"].items() if name != "prefix"}
+    settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": config | ({"prefix": prefix} if prefix else {})}}
+    listener = listen(organization.id)
+    change = events.PresenceChange(organization.id, str(bob.public_id), "busy", "busy", None, True, None)
+
+    channel, payload = events.announcement(change)
+    hotstate.store().client.publish(channel, payload)
+
+    assert channel == f"{prefix or 'asgi'}__group__presence.org.{organization.id}"
+    announced = listener.receive()
+    assert (announced["user_id"], announced["status"]) == (str(bob.public_id), "busy")
+
+
+def test_there_is_no_announcement_without_the_redis_pub_sub_layer(settings, organization, bob):
+    settings.CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    change = events.PresenceChange(organization.id, str(bob.public_id), "busy", "busy", None, True, None)
+
+    assert events.announcement(change) is None
 
 
 def test_a_status_change_of_a_device_is_announced_once(listen, organization, bob, bob_api):
@@ -179,3 +203,84 @@ def test_the_sweep_leaves_a_live_user_alone(api_for, listen, organization, bob):
     assert swept == 0
     assert message is None
     assert PresenceState.objects.get(user=bob).status == "available"
+
+
+# --- Subscribers: the apps above presence hear of changes ------------------------------------------
+
+
+class Heard:
+    def __init__(self) -> None:
+        self.batches: list[list[events.PresenceChange]] = []
+
+    def __call__(self, changes: list[events.PresenceChange]) -> None:
+        self.batches.append(list(changes))
+
+
+@pytest.fixture
+def subscribe():
+    subscribed: list[events.ChangesSubscriber] = []
+
+    def make(subscriber: events.ChangesSubscriber) -> events.ChangesSubscriber:
+        events.subscribe(subscriber)
+        subscribed.append(subscriber)
+        return subscriber
+
+    yield make
+    for subscriber in subscribed:
+        events.unsubscribe(subscriber)
+
+
+def test_a_subscriber_hears_of_a_change_once_it_is_committed(subscribe, organization, bob, bob_api):
+    heard = subscribe(Heard())
+
+    services.set_manual_status(bob, Status.DND, "focus")
+
+    [[change]] = heard.batches
+    assert (change.organization_id, change.user_id) == (organization.id, str(bob.public_id))
+    assert (change.status, change.status_msg, change.source) == ("dnd", "focus", "manual_status")
+
+
+def test_a_change_of_sharing_is_heard_though_nothing_visible_changed(subscribe, bob, bob_api):
+    heard = subscribe(Heard())
+
+    services.update_preferences(bob, share_externally=True)
+
+    [[change]] = heard.batches
+    assert (change.user_id, change.status) == (str(bob.public_id), "available")
+
+
+def test_a_failing_subscriber_fails_no_change_and_keeps_no_one_else_from_hearing(
+    subscribe, listen, organization, bob, bob_api, caplog
+):
+    def broken(changes: list[events.PresenceChange]) -> None:
+        raise ConnectionError("broker down")
+
+    subscribe(broken)
+    heard = subscribe(Heard())
+    listener = listen(organization.id)
+
+    services.set_manual_status(bob, Status.DND)
+
+    assert PresenceState.objects.get(user=bob).status == "dnd"
+    assert listener.receive()["status"] == "dnd"
+    assert [[change.status for change in batch] for batch in heard.batches] == [["dnd"]]
+    assert "Could not hand 1 presence change(s) to" in caplog.text and "broken" in caplog.text
+
+
+def test_subscribing_twice_hears_once(subscribe, bob, bob_api):
+    heard = Heard()
+    subscribe(heard)
+    subscribe(heard)
+
+    services.set_manual_status(bob, Status.AWAY)
+
+    assert len(heard.batches) == 1
+
+
+def test_nothing_is_heard_of_a_signal_that_changes_nothing_visible(subscribe, bob_api):
+    assert _heartbeat(bob_api, 1).status_code == 202
+    heard = subscribe(Heard())
+
+    assert _heartbeat(bob_api, 2).status_code == 202
+
+    assert heard.batches == []
