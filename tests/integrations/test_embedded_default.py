@@ -123,12 +123,16 @@ def test_a_delivery_graph_throttles_is_sent_again_with_the_newest_state_after_re
 
     assert api.post("/devices", json={"installation_id": "laptop"}).status_code == 201
     _wait_until(lambda: fake_microsoft.graph_calls("/setPresence"), about=embedded_server.log)
+    refused_at = time.monotonic()
     # The first attempt was refused; the user changes their status meanwhile.
     assert api.put("/me/status", json={"status": "busy", "message": "Release day"}).status_code == 200
 
-    waited = _wait_until(lambda: _preferred(fake_microsoft, object_id) == ("Busy", "Busy"), about=embedded_server.log)
+    _wait_until(lambda: _preferred(fake_microsoft, object_id) == ("Busy", "Busy"), about=embedded_server.log)
 
-    assert waited <= 2 + 1
+    # Not before Graph's wait was over; the exact moment (the countdown's due time, the beat waking
+    # up for it) is tested without a server in tests/sparks_site/test_periodic.py, so this leaves
+    # room for a busy machine.
+    assert 2 - 0.1 <= time.monotonic() - refused_at <= 2 + 5
     session = fake_microsoft.sessions[(object_id, tenant.client_id)]
     assert (session["availability"], session["activity"]) == ("Available", "Available")
     # Recorded once Graph answered.
