@@ -38,7 +38,7 @@ from integrations import mapping, matrix, microsoft, teams
 from integrations.http import DeliveryError
 from integrations.models import DispatchState, DispatchTarget, ExternalAccount, MatrixHomeserver, MicrosoftTenant
 from orgs.models import User
-from presence.services import current_presence
+from presence.selectors import current_presence
 from presence.vocabulary import Activity, Status
 
 logger = logging.getLogger(__name__)

@@ -199,7 +199,7 @@ class MyPresenceView(PresenceAPIView):
         responses={200: PresenceSerializer, **errors()}, summary="My aggregated presence and the rule that decided it"
     )
     def get(self, request: Request) -> Response:
-        return _presence_response(services.current_presence(request.user))
+        return _presence_response(selectors.current_presence(request.user))
 
 
 class MyPresenceExplanationView(PresenceAPIView):
@@ -323,7 +323,7 @@ class PeerListView(PresenceAPIView):
         paginator = PeerPagination()
         page = paginator.paginate_queryset(selectors.colleagues_of(request.user), request, view=self)
         now = timezone.now()
-        context = {"states": services.fresh_presence_of(page, now), "now": now}
+        context = {"states": selectors.fresh_presence_of(page, now), "now": now}
         return paginator.get_paginated_response(PeerSerializer(page, many=True, context=context).data)
 
 
@@ -334,5 +334,5 @@ class PeerDetailView(PresenceAPIView):
         if peer is None:
             raise exceptions.NotFound("No such colleague.")
         now = timezone.now()
-        context = {"states": services.fresh_presence_of([peer], now), "now": now}
+        context = {"states": selectors.fresh_presence_of([peer], now), "now": now}
         return Response(PeerSerializer(peer, context=context).data)

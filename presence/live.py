@@ -99,7 +99,7 @@ def snapshot_pages(user: User, peers: list[User] | None = None) -> list[dict[str
     chunks = [peers[i : i + SNAPSHOT_PAGE_SIZE] for i in range(0, len(peers), SNAPSHOT_PAGE_SIZE)] or [[]]
     pages = []
     for number, chunk in enumerate(chunks, start=1):
-        context = {"states": services.fresh_presence_of(chunk, now), "now": now}
+        context = {"states": selectors.fresh_presence_of(chunk, now), "now": now}
         pages.append(
             {
                 "type": "snapshot",

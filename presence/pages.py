@@ -145,7 +145,7 @@ def my_presence(request: HttpRequest) -> HttpResponse:
     if not settings.PRESENCE_USE_AGGREGATOR:
         return render(request, "pages/my_presence.html", {"mode": "classic"})
     now = timezone.now()
-    state = services.current_presence(request.user, now)
+    state = selectors.current_presence(request.user, now)
     return render(
         request,
         "pages/my_presence.html",

@@ -1,23 +1,39 @@
-"""Reads: gather what the engine needs and who may see whom. No writes here."""
+"""Reads: gather what the engine needs and who may see whom, and presence as it is now. No
+writes here: nothing in this module locks, stores, records or publishes."""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet, Window
+from django.db.models.functions import RowNumber
+from django.utils import timezone
 
-from orgs.models import Organization, PresencePolicy, User
+from orgs.models import Membership, Organization, PresencePolicy, User
+from presence import hotstate
 from presence.engine import (
     CalendarBlockInput,
+    Decision,
     DeviceInput,
     ManualInput,
     MicrosoftInput,
     PolicyInput,
     PreferencesInput,
     PresenceInputs,
+    aggregate,
 )
-from presence.models import CalendarBlock, Device, ManualStatus, MicrosoftPresence, PresencePreferences
+from presence.models import (
+    CalendarBlock,
+    Device,
+    ManualStatus,
+    MicrosoftPresence,
+    PresencePreferences,
+    PresenceState,
+)
 from presence.vocabulary import ActivityValue, NetworkValue, Priority, Status, VisibilityValue
 
 
@@ -77,6 +93,11 @@ def device_input(device: Device) -> DeviceInput:
     )
 
 
+# Only calendar blocks that are running or still to come matter; the next one is enough to know
+# when the decision changes, but a running block may overlap it, so take a few.
+CALENDAR_BLOCKS_READ = 8
+
+
 def presence_context_for(user: User, now: datetime) -> tuple[PresenceInputs, int | None]:
     """The user's slow inputs at `now` (everything but devices, which the hot store keeps), and
     the user's organization id."""
@@ -86,11 +107,54 @@ def presence_context_for(user: User, now: datetime) -> tuple[PresenceInputs, int
     # user object from before a change in the same request (PATCH me/privacy), deciding on stale choices.
     preferences = PresencePreferences.objects.filter(user=user).first() or PresencePreferences()
     manual = ManualStatus.objects.filter(user=user).first()
-    # Only blocks that are running or still to come matter; the next one is enough to know
-    # when the decision changes, but a running block may overlap it, so take a few.
-    blocks = CalendarBlock.objects.filter(user=user, end__gt=now).order_by("start")[:8]
+    blocks = CalendarBlock.objects.filter(user=user, end__gt=now).order_by("start")[:CALENDAR_BLOCKS_READ]
     microsoft = MicrosoftPresence.objects.filter(user=user).first()
-    inputs = PresenceInputs(
+    inputs = _slow_inputs(policy_input(policy), preferences, manual, blocks, microsoft)
+    return inputs, organization.pk if organization else None
+
+
+def presence_contexts_for(users: Sequence[User], now: datetime) -> dict[int, tuple[PresenceInputs, int | None]]:
+    """`presence_context_for` of many users at once, by user id: one query per kind of input
+    (memberships with their organization's policy, preferences, manual statuses, calendar
+    blocks, Microsoft imports), whatever the number of users."""
+    user_ids = [user.pk for user in users]
+    memberships = {
+        m.user_id: m for m in Membership.objects.filter(user_id__in=user_ids).select_related("organization__policy")
+    }
+    preferences = {p.user_id: p for p in PresencePreferences.objects.filter(user_id__in=user_ids)}
+    manuals = {m.user_id: m for m in ManualStatus.objects.filter(user_id__in=user_ids)}
+    microsoft = {m.user_id: m for m in MicrosoftPresence.objects.filter(user_id__in=user_ids)}
+    blocks: dict[int, list[CalendarBlock]] = defaultdict(list)
+    rank = Window(RowNumber(), partition_by=[F("user_id")], order_by=[F("start").asc()])
+    upcoming = CalendarBlock.objects.filter(user_id__in=user_ids, end__gt=now).annotate(rank=rank)
+    for block in upcoming.filter(rank__lte=CALENDAR_BLOCKS_READ).order_by("user_id", "start"):
+        blocks[block.user_id].append(block)
+    policies: dict[int | None, PolicyInput] = {}
+    contexts = {}
+    for user_id in user_ids:
+        membership = memberships.get(user_id)
+        organization_id = membership.organization_id if membership is not None else None
+        if organization_id not in policies:
+            policies[organization_id] = policy_input(policy_of(membership.organization if membership else None))
+        inputs = _slow_inputs(
+            policies[organization_id],
+            preferences.get(user_id) or PresencePreferences(),
+            manuals.get(user_id),
+            blocks.get(user_id, ()),
+            microsoft.get(user_id),
+        )
+        contexts[user_id] = (inputs, organization_id)
+    return contexts
+
+
+def _slow_inputs(
+    policy: PolicyInput,
+    preferences: PresencePreferences,
+    manual: ManualStatus | None,
+    blocks: Iterable[CalendarBlock],
+    microsoft: MicrosoftPresence | None,
+) -> PresenceInputs:
+    return PresenceInputs(
         manual=ManualInput(Status(manual.status), manual.message, manual.until, manual.set_at) if manual else None,
         calendar=tuple(CalendarBlockInput(b.start, b.end) for b in blocks),
         microsoft=MicrosoftInput(microsoft.availability, microsoft.activity, microsoft.observed_at, microsoft.echo)
@@ -101,9 +165,8 @@ def presence_context_for(user: User, now: datetime) -> tuple[PresenceInputs, int
             include_microsoft_presence=preferences.include_microsoft_presence,
             priority=Priority(preferences.priority) if preferences.priority else None,
         ),
-        policy=policy_input(policy),
+        policy=policy,
     )
-    return inputs, organization.pk if organization else None
 
 
 def colleagues_of(user: User) -> QuerySet[User]:
@@ -137,3 +200,159 @@ def devices_of(user: User) -> QuerySet[Device]:
 
 def calendar_of(user: User) -> QuerySet[CalendarBlock]:
     return CalendarBlock.objects.filter(user=user).order_by("start")
+
+
+# --- Presence as it is now ------------------------------------------------------------------
+
+
+def current_presence(user: User, now: datetime | None = None) -> PresenceState:
+    """The user's presence, right at read time even if no sweep has run since it went stale."""
+    return fresh_presence_of([user], now)[user.pk]
+
+
+def fresh_presence_of(users: Iterable[User], now: datetime | None = None) -> dict[int, PresenceState]:
+    """Presence of several users, right at read time, decided in memory where time has outdated it.
+
+    A user's hot decision is used while it is current. Without one (a user no heartbeat reached
+    since the hot store was emptied), the database's last decision is used while it is current,
+    and a user with no decision at all has never had an input: offline. A decision past its
+    `valid_until` is decided again by the engine from the user's inputs as they are (see
+    `_decide_now`) and answered as such.
+
+    A read only: nothing is locked, stored, recorded or published. Making a change that time
+    brought persistent and announcing it is the sweep's work (beat's, or the in-process beat's
+    in the embedded default), which reaches the same decision from the same inputs. Pass users
+    with `presence_state` preloaded (`select_related`) to read many at one query.
+    """
+    now = now or timezone.now()
+    users = list(users)
+    decisions = hotstate.store().read_decisions([u.pk for u in users])
+    states: dict[int, PresenceState] = {}
+    stale: list[User] = []
+    for user in users:
+        encoded = decisions.get(user.pk)
+        if encoded is not None:
+            decision = hotstate.HotDecision.decode(encoded)
+            if decision.is_stale(now.timestamp()):
+                stale.append(user)
+            else:
+                states[user.pk] = state_of(user.pk, decision)
+            continue
+        stored = _stored_state(user)
+        if stored is None:
+            states[user.pk] = PresenceState(user_id=user.pk)  # the model's defaults: offline
+        elif stored.valid_until is not None and stored.valid_until <= now:
+            stale.append(user)
+        else:
+            states[user.pk] = stored
+    if stale:
+        for user_id, decision in _decide_now(stale, now).items():
+            states[user_id] = state_of(user_id, hotstate.HotDecision.of(decision))
+    return {user.pk: states[user.pk] for user in users}
+
+
+def _stored_state(user: User) -> PresenceState | None:
+    # A missing row raises RelatedObjectDoesNotExist, an AttributeError: getattr gives None.
+    return getattr(user, "presence_state", None)
+
+
+def _decide_now(users: list[User], now: datetime) -> dict[int, Decision]:
+    """The engine's decision at `now` for users whose decision went stale, from the inputs
+    `services.recompute` would decide from: the hot state when it is complete and current (no
+    database query), else the database's slow inputs, read in bulk for all of these users, with
+    the hot store's devices when it holds them or else the database's copy."""
+    user_ids = [user.pk for user in users]
+    hot_users = dict(zip(user_ids, map(hotstate.HotUser.parse, hotstate.store().read_many(user_ids)), strict=True))
+    decided: dict[int, Decision] = {}
+    from_database: list[User] = []
+    for user in users:
+        hot = hot_users[user.pk]
+        context = hotstate.HotContext.decode(hot.context) if hot.ready else None
+        if context is not None and context.current:
+            decided[user.pk] = aggregate(context.with_devices(list(hot.devices.values())), now)
+        else:
+            from_database.append(user)
+    if not from_database:
+        return decided
+    contexts = presence_contexts_for(from_database, now)
+    rows: dict[int, list[Device]] = defaultdict(list)
+    unloaded = [user.pk for user in from_database if not hot_users[user.pk].loaded]
+    if unloaded:
+        for row in Device.objects.filter(user_id__in=unloaded):
+            rows[row.user_id].append(row)
+    for user in from_database:
+        inputs, _ = contexts[user.pk]
+        hot = hot_users[user.pk]
+        if hot.loaded:
+            devices = list(hot.devices.values())
+        else:
+            stored = _stored_state(user)
+            status = stored.status if stored is not None else Status.OFFLINE
+            devices = devices_on_rebuild(rows[user.pk], status, inputs.policy.device_timeout, now)
+        decided[user.pk] = aggregate(replace(inputs, devices=tuple(d.engine_input() for d in devices)), now)
+    return decided
+
+
+def state_of(user_id: int, decision: hotstate.HotDecision) -> PresenceState:
+    """A decision in the shape readers use (not saved: the database has the last stored change)."""
+    return PresenceState(
+        user_id=user_id,
+        status=decision.status,
+        activity=decision.activity,
+        status_msg=decision.status_msg or "",
+        last_active_at=hotstate.from_epoch(decision.last_active),
+        currently_active=decision.currently_active,
+        reason=decision.reason,
+        valid_until=hotstate.from_epoch(decision.valid_until),
+    )
+
+
+def hot_device_of(row: Device, flushed_at: float | None = None) -> hotstate.HotDevice:
+    """A device's database copy in the hot store's shape."""
+    return hotstate.HotDevice(
+        device_id=row.device_id,
+        last_seen=row.last_seen_at.timestamp(),
+        last_active=hotstate.to_epoch(row.last_active_at),
+        activity=row.activity,
+        visibility=row.visibility,
+        in_call=row.in_call,
+        in_meeting=row.in_meeting,
+        network=row.network,
+        seq=row.last_seq,
+        label=row.label,
+        flushed_at=flushed_at if flushed_at is not None else row.last_seen_at.timestamp(),
+    )
+
+
+# How far behind its hot last-seen time a live device's database copy may be: flushed at most
+# every PRESENCE_DEVICE_FLUSH_SECONDS, by beat's flush task, which runs every minute.
+_FLUSH_LAG = timedelta(seconds=60)
+
+
+def devices_on_rebuild(
+    rows: Iterable[Device], stored_status: str, device_timeout: timedelta, now: datetime
+) -> list[hotstate.HotDevice]:
+    """A user's devices from their database copy, as a hot state the store does not have is
+    rebuilt from them (first use, or a restarted Redis that lost it).
+
+    The copy's last-seen times lag behind the heartbeats (see `services.flush_device_activity`),
+    often by more than the device timeout: read as they are, every device that was live when
+    Redis went away would count as timed out, and its user would be stored, pushed and
+    dispatched as offline until the device's next heartbeat. So while the user's stored presence
+    (`stored_status`) is not offline, an online device whose copy is no older than that lag
+    allows counts as seen one heartbeat interval short of its timeout: live until its next
+    heartbeat is due, offline soon after if none comes. Its state (hidden, idle, in a call) is
+    the copy's, as always."""
+    devices = [hot_device_of(row) for row in rows]
+    if stored_status == Status.OFFLINE:
+        return devices
+    lag = timedelta(seconds=settings.PRESENCE_DEVICE_FLUSH_SECONDS) + _FLUSH_LAG
+    heartbeat = timedelta(seconds=settings.PRESENCE_HEARTBEAT_INTERVAL_SECONDS)
+    oldest_live = (now - device_timeout - lag).timestamp()
+    grace = (now - device_timeout + heartbeat).timestamp()
+    return [
+        device.with_changes(last_seen=grace)
+        if device.network == NetworkValue.ONLINE and oldest_live < device.last_seen < grace
+        else device
+        for device in devices
+    ]

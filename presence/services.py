@@ -309,53 +309,15 @@ def _apply_signal(changes: dict[str, object], signal: Signal, now: float) -> Non
         changes["last_active"] = now
 
 
-def _hot_device_of(row: Device, flushed_at: float | None = None) -> hotstate.HotDevice:
-    return hotstate.HotDevice(
-        device_id=row.device_id,
-        last_seen=row.last_seen_at.timestamp(),
-        last_active=hotstate.to_epoch(row.last_active_at),
-        activity=row.activity,
-        visibility=row.visibility,
-        in_call=row.in_call,
-        in_meeting=row.in_meeting,
-        network=row.network,
-        seq=row.last_seq,
-        label=row.label,
-        flushed_at=flushed_at if flushed_at is not None else row.last_seen_at.timestamp(),
-    )
-
-
-# How far behind its hot last-seen time a live device's database copy may be: flushed at most
-# every PRESENCE_DEVICE_FLUSH_SECONDS, by beat's flush task, which runs every minute.
-_FLUSH_LAG = timedelta(seconds=60)
+_hot_device_of = selectors.hot_device_of
 
 
 def _devices_from_database(
     user: User, state: PresenceState, device_timeout: timedelta, now: datetime
 ) -> list[hotstate.HotDevice]:
     """The user's devices from their database copy, to rebuild a hot state the store does not
-    have (first use, or a restarted Redis that lost it).
-
-    The copy's last-seen times lag behind the heartbeats (see `flush_device_activity`), often by
-    more than the device timeout: read as they are, every device that was live when Redis went
-    away would count as timed out, and its user would be stored, pushed and dispatched as offline
-    until the device's next heartbeat. So while the user's stored presence is not offline, an
-    online device whose copy is no older than that lag allows counts as seen one heartbeat
-    interval short of its timeout: live until its next heartbeat is due, offline soon after if
-    none comes. Its state (hidden, idle, in a call) is the copy's, as always."""
-    devices = [_hot_device_of(row) for row in Device.objects.filter(user=user)]
-    if state.status == Status.OFFLINE:
-        return devices
-    lag = timedelta(seconds=settings.PRESENCE_DEVICE_FLUSH_SECONDS) + _FLUSH_LAG
-    heartbeat = timedelta(seconds=settings.PRESENCE_HEARTBEAT_INTERVAL_SECONDS)
-    oldest_live = (now - device_timeout - lag).timestamp()
-    grace = (now - device_timeout + heartbeat).timestamp()
-    return [
-        device.with_changes(last_seen=grace)
-        if device.network == NetworkValue.ONLINE and oldest_live < device.last_seen < grace
-        else device
-        for device in devices
-    ]
+    have (first use, or a restarted Redis that lost it): see `selectors.devices_on_rebuild`."""
+    return selectors.devices_on_rebuild(Device.objects.filter(user=user), state.status, device_timeout, now)
 
 
 def persist_pending(batch_size: int = 500, max_batches: int = 100) -> int:
@@ -583,36 +545,6 @@ def recompute(
     return state
 
 
-def recompute_from_hot(user: User, now: datetime | None = None, source: str = "expiry") -> PresenceState:
-    """`recompute` for a change the hot state already holds (time passing): the slow inputs come
-    from the hot context instead of seven tables. Falls back to `recompute` when the hot state is
-    incomplete or was built under other settings."""
-    store = hotstate.store()
-    with transaction.atomic():
-        state = PresenceState.objects.select_for_update().filter(user_id=user.pk).first()
-        now = now or timezone.now()
-        for _ in range(10):
-            decided = _decide_from_hot(store.read(user.pk), now) if state is not None else None
-            if decided is None:
-                return recompute(user, now, source=source)
-            hot, context, decision = decided
-            encoded = hotstate.HotDecision.of(decision)
-            commit = hotstate.UserCommit(user.pk, hot.version, {"dec": encoded.encode()}, encoded.valid_until)
-            if store.commit_users([commit])[0]:
-                break
-        else:
-            logger.warning("Presence of user %s kept changing while recomputed; stored the last decision", user.pk)
-        visible_change = _visible_change(hot, state, decision)
-        if visible_change or _visible_fields(state) != decision.visible_fields():
-            _store(state, decision, now)
-        else:
-            state = _state_of(user.pk, encoded)
-        if visible_change:
-            change = events.PresenceChange.of(context.organization_id, user.public_id, state, source)
-            transaction.on_commit(lambda: events.publish(change))
-    return state
-
-
 def _visible_change(hot: hotstate.HotUser, state: PresenceState, decision: Decision) -> bool:
     """Whether `decision` shows something new, judged against the decision it replaced in the
     hot store (the database row may still be behind it, see `persist_pending`)."""
@@ -677,53 +609,12 @@ def _apply_hot(state: PresenceState, decision: hotstate.HotDecision, now: dateti
     state.computed_at = now
 
 
-def _state_of(user_id: int, decision: hotstate.HotDecision) -> PresenceState:
-    """The hot decision in the shape readers use (not saved: the database has the last change)."""
-    return PresenceState(
-        user_id=user_id,
-        status=decision.status,
-        activity=decision.activity,
-        status_msg=decision.status_msg or "",
-        last_active_at=hotstate.from_epoch(decision.last_active),
-        currently_active=decision.currently_active,
-        reason=decision.reason,
-        valid_until=hotstate.from_epoch(decision.valid_until),
-    )
+_state_of = selectors.state_of
 
-
-def current_presence(user: User, now: datetime | None = None) -> PresenceState:
-    """The user's presence, right at read time even if no sweep has run since it went stale."""
-    return fresh_presence_of([user], now)[user.pk]
-
-
-def fresh_presence_of(users: Iterable[User], now: datetime | None = None) -> dict[int, PresenceState]:
-    """Presence of several users, right at read time, recomputing only what time has outdated.
-
-    A user's hot decision is used while it is current. Without one (a user no heartbeat reached
-    since the hot store was emptied), the database's last decision is used while it is current,
-    and a user with no decision at all has never had an input: offline. Pass users with
-    `presence_state` preloaded (`select_related`) to read many at one query.
-    """
-    now = now or timezone.now()
-    users = list(users)
-    decisions = hotstate.store().read_decisions([u.pk for u in users])
-    states: dict[int, PresenceState] = {}
-    for user in users:
-        encoded = decisions.get(user.pk)
-        if encoded is not None:
-            decision = hotstate.HotDecision.decode(encoded)
-            fresh = not decision.is_stale(now.timestamp())
-            states[user.pk] = _state_of(user.pk, decision) if fresh else recompute_from_hot(user, now)
-            continue
-        # A missing row raises RelatedObjectDoesNotExist, an AttributeError: getattr gives None.
-        stored = getattr(user, "presence_state", None)
-        if stored is None:
-            states[user.pk] = PresenceState(user_id=user.pk)  # the model's defaults: offline
-        elif stored.valid_until is not None and stored.valid_until <= now:
-            states[user.pk] = recompute(user, now, source="expiry")
-        else:
-            states[user.pk] = stored
-    return states
+# Reads: `presence.selectors` answers them without locking or writing anything. The names stay
+# here for the callers that ask this module.
+current_presence = selectors.current_presence
+fresh_presence_of = selectors.fresh_presence_of
 
 
 @metrics.SWEEP_SECONDS.time()

@@ -664,6 +664,10 @@ def test_a_silent_device_is_offline_on_read_without_a_sweep(alice_api, alice):
 
     assert decided(body) == ("offline", "offline", "no_live_device")
     assert body["last_active_ago"] == 120_000
+    # The read decided in memory and stored nothing: storing is the sweep's.
+    assert stored_presence(alice).status == "available"
+    with time_machine.travel(T0 + timedelta(seconds=120), tick=False):
+        services.sweep_expired()
     assert stored_presence(alice).status == "offline"
 
 

@@ -19,7 +19,7 @@ from django.test import Client
 from django.utils import timezone
 
 from orgs.models import Membership, User
-from presence import consumers, hotstate, live
+from presence import consumers, hotstate, live, services
 from sparks_site.asgi import application
 from tests.presence.live_helpers import register_device, settle, token_of
 
@@ -688,6 +688,7 @@ def test_a_heartbeat_that_brings_a_timed_out_device_back_takes_the_full_path(
             # Past the device timeout (120 s), not yet idle (300 s).
             with time_machine.travel(timezone.now() + timedelta(minutes=3)):
                 assert (await rest(bob_api, "get", "/api/v1/me/presence")).json()["status"] == "offline"
+                await database_sync_to_async(services.sweep_expired)()  # announces what the read only answered
                 await receive_until(alice_ws, is_delta_of(bob, status="offline"))
 
                 await bob_ws.send_json_to(heartbeat_message(bob_device, 1, id="back"))
