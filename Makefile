@@ -56,6 +56,7 @@ beat: $(VENV)/.installed-runtime
 bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/engine.py --quick
 	$(BIN)/python bench/expiry_sweep.py --quick
+	$(BIN)/python bench/stale_reads.py --quick
 	$(BIN)/python bench/heartbeat_ingest.py --quick --no-synapse
 	$(BIN)/python bench/load.py --quick
 

@@ -40,6 +40,10 @@ def test_the_expiry_sweep_benchmark_runs_and_verifies_its_sweep():
     assert "verification: OK" in run("expiry_sweep.py")
 
 
+def test_the_stale_reads_benchmark_runs_both_read_paths_and_verifies_them():
+    assert "verification: OK" in run("stale_reads.py")
+
+
 def test_the_load_scenario_runs_and_every_final_presence_is_the_engines():
     assert "verification: OK" in run("load.py")
 
