@@ -140,7 +140,8 @@ class PresenceState(models.Model):
     currently_active = models.BooleanField(default=False)
     reason = models.CharField(max_length=40, choices=_choices(Reason), default=Reason.NO_LIVE_DEVICE)
     # When the passing of time may change the decision: the sweep recomputes rows past it, and a
-    # read of such a row recomputes first, so a missed sweep never makes a read wrong.
+    # read of such a row decides again in memory (storing nothing), so a missed sweep never makes
+    # a read wrong.
     valid_until = models.DateTimeField(null=True, blank=True, db_index=True)
     changed_at = models.DateTimeField(help_text="When the visible status last changed.")
     computed_at = models.DateTimeField()
