@@ -69,6 +69,11 @@ def _prod_web(bin_dir: Path, host: str, port: int) -> list[str]:
     return processes.web_command(bin_dir, host, port)
 
 
+def _prod_web_without_lane(bin_dir: Path, host: str, port: int) -> list[str]:
+    # The same processes with the heartbeat lane left out (`sparks_site.wsgi`): what the lane is worth.
+    return ["env", "SPARKS_HEARTBEAT_LANE=off", *processes.web_command(bin_dir, host, port)]
+
+
 def _prod_live(bin_dir: Path, host: str, port: int) -> list[str]:
     return processes.live_command(bin_dir, host, port)
 
@@ -77,6 +82,7 @@ def _prod_live(bin_dir: Path, host: str, port: int) -> list[str]:
 # serve Django's ASGI handler (`sparks_site.asgi`), which has no such lane.
 REST_SERVERS: dict[str, tuple[str, Command]] = {
     "prod": ("deploy/processes.py web_command", _prod_web),
+    "prod-no-lane": ("deploy/processes.py web_command, SPARKS_HEARTBEAT_LANE=off", _prod_web_without_lane),
     "gunicorn-gthread-4x1": ("gunicorn gthread, 4 workers x 1 thread", gunicorn_gthread(4, 1)),
     "gunicorn-gthread-2x4": ("gunicorn gthread, 2 workers x 4 threads", gunicorn_gthread(2, 4)),
     "granian-wsgi-1": ("granian WSGI, 1 worker x 1 blocking thread", granian_wsgi(1)),
