@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
-from presence import explain, selectors, services
+from presence import contract, explain, selectors, services, wire
 from presence.explain_serializers import PresenceExplanationSerializer
 from presence.models import ManualStatus
 from presence.serializers import (
@@ -29,10 +29,9 @@ from presence.serializers import (
     PeerSerializer,
     PresenceSerializer,
     PrivacySerializer,
-    SignalBatchSerializer,
     SignalOutcomeSerializer,
 )
-from presence.vocabulary import SignalType, Status
+from presence.vocabulary import Status
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid input: `fields` names each offending field and why",
@@ -96,7 +95,7 @@ def _presence_response(state, http_status: int = status.HTTP_200_OK) -> Response
 
 
 def _device_not_found() -> exceptions.NotFound:
-    return exceptions.NotFound("No such device.")
+    return exceptions.NotFound(wire.NO_SUCH_DEVICE)
 
 
 class ConfigView(APIView):
@@ -159,7 +158,7 @@ class DeviceDetailView(InputChangeView):
 
 class SignalsView(PresenceAPIView):
     @extend_schema(
-        request=SignalBatchSerializer,
+        request=contract.SignalBatch,
         responses={202: SignalOutcomeSerializer, **errors(400, 404, 413, 429, e404="No such device")},
         examples=[
             OpenApiExample("A heartbeat", value={"signals": [{"type": "heartbeat", "seq": 41}]}, request_only=True),
@@ -177,20 +176,17 @@ class SignalsView(PresenceAPIView):
         summary="Report device signals; answers with the user's presence",
     )
     def post(self, request: Request, device_id: str) -> Response:
-        serializer = SignalBatchSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        signals = [
-            services.Signal(type=SignalType(s["type"]), value=s["value"], seq=s["seq"])
-            for s in serializer.validated_data["signals"]
-        ]
+        try:
+            signals = wire.read_batch(request.data)
+        except wire.Invalid as invalid:
+            raise exceptions.ValidationError(invalid.fields) from None
         if not services.possible_device_id(device_id):
             raise _device_not_found()
         try:
             outcome = services.ingest_signals(request.user, device_id, signals)
         except services.DeviceNotFound:
             raise _device_not_found() from None
-        body = PresenceSerializer(outcome.presence, context={"now": timezone.now()}).data
-        body.update(signals_applied=outcome.applied, signals_ignored=outcome.ignored)
+        body = wire.state_answer(outcome.presence, outcome.applied, outcome.ignored)
         return Response(body, status=status.HTTP_202_ACCEPTED)
 
 

@@ -68,7 +68,7 @@ class HeartbeatLane:
         if answer is None:
             environ["wsgi.input"] = io.BytesIO(body)  # Django reads the body again
             return self.application(environ, start_response)
-        payload = json.dumps(answer, separators=(",", ":")).encode()
+        payload = json.dumps(answer.body, separators=(",", ":")).encode()
         start_response("202 Accepted", [*_HEADERS, ("Content-Length", str(len(payload)))])
         return [payload]
 

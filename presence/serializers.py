@@ -17,9 +17,9 @@ from presence.models import (
     PresencePreferences,
     PresenceState,
 )
-from presence.vocabulary import SIGNAL_VALUES, Activity, Priority, Reason, SignalType, Status
+from presence.vocabulary import Activity, Priority, Reason, Status
+from presence.wire import json_type_of, last_active_ago_ms
 
-MAX_SIGNALS_PER_REQUEST = 100
 MAX_CALENDAR_BLOCKS = 1000
 MAX_CALENDAR_BLOCK_LENGTH = timedelta(days=31)
 # How far from now a time the user gives may be: a manual status or a busy block a year ahead at
@@ -28,25 +28,7 @@ MAX_TIME_AHEAD = timedelta(days=366)
 MAX_MANUAL_STATUS_AHEAD = MAX_TIME_AHEAD
 MAX_CALENDAR_AHEAD = MAX_TIME_AHEAD
 MAX_CALENDAR_BEHIND = timedelta(days=31)
-MAX_SEQ = 2**63 - 1  # PostgreSQL's bigint
 MAX_COUNT = 2**63 - 1  # any other count or offset
-
-
-def json_type_of(value: object) -> str:
-    """What a parsed JSON value is, in JSON's words: "a string", "an array", "null"..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (list, tuple)):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__
 
 
 class JsonTyped:
@@ -133,7 +115,7 @@ class AwareDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
-# --- Devices and signals -------------------------------------------------------------------
+# --- Devices (signals: `presence.wire`) -----------------------------------------------------
 
 
 class DeviceRegistrationSerializer(StrictSerializer):
@@ -156,39 +138,6 @@ class DeviceSerializer(serializers.Serializer):
     label = serializers.CharField()
     registered_at = serializers.DateTimeField()
     last_seen_at = serializers.DateTimeField()
-
-
-class SignalSerializer(StrictSerializer):
-    type = ChoiceField(choices=[t.value for t in SignalType])
-    value = StringField(required=False, allow_null=True, max_length=20)
-    seq = IntegerField(
-        min_value=0,
-        max_value=MAX_SEQ,
-        help_text="The device's sequence number, a JSON integer from 0 to 2^63-1; a signal not newer than the "
-        "last applied one is ignored.",
-    )
-
-    def validate(self, attrs):
-        signal_type = SignalType(attrs["type"])
-        allowed = SIGNAL_VALUES[signal_type]
-        value = attrs.get("value")
-        if allowed is None:
-            if value is not None:
-                raise serializers.ValidationError({"value": [f"A {signal_type} signal carries no value."]})
-        elif value not in allowed:
-            choices = ", ".join(sorted(allowed))
-            raise serializers.ValidationError({"value": [f"A {signal_type} signal takes one of: {choices}."]})
-        attrs["value"] = value
-        return attrs
-
-
-class SignalBatchSerializer(StrictSerializer):
-    signals = ListField(
-        child=SignalSerializer(),
-        allow_empty=False,
-        max_length=MAX_SIGNALS_PER_REQUEST,
-        help_text=f"1 to {MAX_SIGNALS_PER_REQUEST} signals, applied in seq order.",
-    )
 
 
 # --- The user's own inputs -----------------------------------------------------------------
@@ -331,12 +280,6 @@ class PrivacySerializer(StrictSerializer, serializers.ModelSerializer):
 
 
 # --- Presence out --------------------------------------------------------------------------
-
-
-def last_active_ago_ms(last_active: datetime | None, now: datetime) -> int | None:
-    if last_active is None:
-        return None
-    return max(0, int((now - last_active).total_seconds() * 1000))
 
 
 class PresenceSerializer(serializers.Serializer):
