@@ -1,10 +1,10 @@
 """A WSGI lane in front of Django for the requests devices send all day: their signals.
 
-Under a WSGI server, `POST /api/v1/devices/{id}/signals` with a certainly valid body and a known
-API token is answered here, before Django's request handling and middleware, by the same
-function the Django view uses (`fastpath.quick_signals`). Anything else — another path, another
-method, a doubtful body, an unknown token or device — goes to Django unchanged, with its body as
-it came.
+Under a WSGI server, `POST /api/v1/devices/{id}/signals` with a valid body and a known API token
+is answered here, before Django's request handling and middleware, by the same function the Django
+view uses (`fastpath.quick_signals`). Anything else — another path, another method, a doubtful
+body, an unknown token — goes to Django unchanged, with its body as it came, and nothing of it
+counted against a rate limit.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import io
 import json
 import re
 from collections.abc import Callable, Iterable
+from http import HTTPStatus
 
 from django.db import close_old_connections
 from django.http import JsonResponse
@@ -69,7 +70,9 @@ class HeartbeatLane:
             environ["wsgi.input"] = io.BytesIO(body)  # Django reads the body again
             return self.application(environ, start_response)
         payload = json.dumps(answer.body, separators=(",", ":")).encode()
-        start_response("202 Accepted", [*_HEADERS, ("Content-Length", str(len(payload)))])
+        start_response(
+            f"{answer.status} {HTTPStatus(answer.status).phrase}", [*_HEADERS, ("Content-Length", str(len(payload)))]
+        )
         return [payload]
 
 

@@ -2,9 +2,12 @@
 
 A request signed in with a known API token whose body is valid (`wire.read_batch`) is answered
 here: a lone heartbeat of a live device in one step of the hot store, any other batch by
-`services.ingest_signals`. Everything else — a session, an unknown token, a body that is not valid
-JSON or not a valid batch, an unknown device — goes on to the DRF view (`api.SignalsView`), which
-authenticates, parses and names the error in full. Both give the same 202 body.
+`services.ingest_signals`, an unknown device with the API's 404. Everything else — a session, an
+unknown token, a body that is not valid JSON or not a valid batch — goes on to the DRF view
+(`api.SignalsView`), which authenticates, parses and names the error in full.
+
+A request is passed on only before anything of it was counted against the rate limits: the
+door that counts a request is the one that answers it, so each request is counted once.
 """
 
 from __future__ import annotations
@@ -30,8 +33,9 @@ _TOKEN_PREFIX = "Token "
 def quick_signals(
     method: str, authorization: str, content_type: str, body: bytes, device_id: str
 ) -> wire.Answer | None:
-    """The 202 answer to a valid request signed in with a known API token, or None for any other
-    request (which the DRF view then answers in full). Raises `RateLimited` for a request over the
+    """The answer (202, or 404 for a device of no one's or someone else's) to a valid request
+    signed in with a known API token; None for any other request, which the DRF view then answers
+    in full and which nothing here has counted. Raises `RateLimited` for a request over the
     device's or the user's signal limits."""
     if method != "POST" or not settings.PRESENCE_USE_AGGREGATOR or not authorization.startswith(_TOKEN_PREFIX):
         return None
@@ -45,6 +49,7 @@ def quick_signals(
     except (ValueError, RecursionError, wire.Invalid):
         # DRF's parser judges the JSON itself (NaN, the charset) and the view names the error.
         return None
+    # From here on the request is counted against the rate limits, so it is answered here.
     rate_counted = False
     if len(signals) == 1 and signals[0].type == SignalType.HEARTBEAT:
         outcome = services.steady_heartbeat(fields["id"], device_id, signals[0].seq)
@@ -54,7 +59,7 @@ def quick_signals(
     try:
         result = services.ingest_signals(cached_user(fields), device_id, signals, rate_counted=rate_counted)
     except services.DeviceNotFound:
-        return None  # the DRF view answers the 404, in the API's words
+        return wire.Answer(404, wire.DEVICE_NOT_FOUND)
     return wire.Answer(202, wire.state_answer(result.presence, result.applied, result.ignored))
 
 
