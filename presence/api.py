@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import exceptions, permissions, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
@@ -17,6 +16,8 @@ from presence import contract, explain, selectors, services, wire
 from presence.explain_serializers import PresenceExplanationSerializer
 from presence.models import ManualStatus
 from presence.serializers import (
+    MAX_PEER_PAGE_SIZE,
+    PEER_PAGE_SIZE,
     ApiErrorSerializer,
     CalendarSerializer,
     ConfigSerializer,
@@ -295,8 +296,8 @@ class PeerPagination(LimitOffsetPagination):
     """`?limit=&offset=`; a limit above `max_limit` is capped, anything but a count is a 400
     (DRF's own pagination would quietly fall back to the default)."""
 
-    default_limit = 100
-    max_limit = 500
+    default_limit = PEER_PAGE_SIZE
+    max_limit = MAX_PEER_PAGE_SIZE
 
     def paginate_queryset(self, queryset, request, view=None):
         PeerPageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
@@ -305,12 +306,7 @@ class PeerPagination(LimitOffsetPagination):
 
 class PeerListView(PresenceAPIView):
     @extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "limit", OpenApiTypes.INT, description="Page size, at least 1 (default 100; above 500 means 500)"
-            ),
-            OpenApiParameter("offset", OpenApiTypes.INT, description="Colleagues to skip, 0 or more"),
-        ],
+        parameters=[PeerPageQuerySerializer],
         responses={200: PeerPageSerializer, **errors(400)},
         operation_id="v1_peers_list",
         summary="Colleagues of my organization",

@@ -3,15 +3,22 @@
 - A batch of signals is described from the wire format's own tables (`presence.wire`): one shape
   per signal type, as a `oneOf` with a discriminator on `type` (a heartbeat carries no value,
   the others one of their values), seq and batch bounds from the constants `read_batch` checks.
+- Every strict input (`serializers.StrictSerializer`, which refuses fields it does not know) is a
+  closed object: `additionalProperties: false`, with its rules between fields (`contract_rules`).
+- A string field says by a pattern what DRF's character fields refuse (NUL; blank once trimmed).
 
-drf-spectacular finds this extension once this module is imported (by `presence.api`).
+What OpenAPI has no words for (a time relative to the clock or to another field) is said in the
+field's description, and refused on arrival with a 400 naming the field.
+
+drf-spectacular finds these extensions once this module is imported (by `presence.api`).
 """
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-from drf_spectacular.extensions import OpenApiSerializerExtension
+from drf_spectacular.extensions import OpenApiSerializerExtension, OpenApiSerializerFieldExtension
 from drf_spectacular.plumbing import ResolvedComponent
 
 from presence import wire
@@ -110,3 +117,48 @@ class SignalBatchExtension(OpenApiSerializerExtension):
                     ResolvedComponent(name=name, type=ResolvedComponent.SCHEMA, object=name, schema=schema)
                 )
         return schemas[BATCH]
+
+
+class ClosedObjectExtension(OpenApiSerializerExtension):
+    """A strict serializer refuses unknown fields: its request shape says so."""
+
+    target_class = "presence.serializers.StrictSerializer"
+    match_subclasses = True
+
+    def map_serializer(self, auto_schema, direction) -> dict[str, Any]:
+        schema = auto_schema._map_serializer(self.target, direction, bypass_extensions=True)
+        if direction == "request":
+            schema.update(copy.deepcopy(self.target.contract_rules), additionalProperties=False)
+        return schema
+
+
+# --- Strings: what DRF's character fields refuse, as a pattern --------------------------------
+# A string field refuses NUL, and trims whitespace (str.strip) before it judges blankness: a field
+# that may not be blank needs one character that str.strip would not remove. (It refuses a lone
+# surrogate too, which is no Unicode character: JSON Schema's regular expressions cannot name it.)
+_REFUSED = "\\u0000"
+
+
+def _escaped(characters: str) -> str:
+    return "".join(f"\\u{ord(character):04x}" for character in characters)
+
+
+_WHITESPACE = _escaped("".join(c for c in map(chr, range(0x10000)) if c.isspace()))
+# Not empty: drf-spectacular adds the empty string as an alternative of its own (`oneOf`) to a field
+# that may be blank.
+ANY_TEXT = f"^[^{_REFUSED}]+$"
+NOT_BLANK = f"^[^{_REFUSED}]*[^{_REFUSED}{_WHITESPACE}][^{_REFUSED}]*$"
+
+
+class StringFieldExtension(OpenApiSerializerFieldExtension):
+    """What a string field of an input accepts, pattern included."""
+
+    target_class = "presence.serializers.StringField"
+    match_subclasses = True
+
+    def map_serializer_field(self, auto_schema, direction) -> dict[str, Any]:
+        schema = auto_schema._map_serializer_field(self.target, direction, bypass_extensions=True)
+        if direction == "request":
+            blank_allowed = self.target.allow_blank or not self.target.trim_whitespace
+            schema["pattern"] = ANY_TEXT if blank_allowed else NOT_BLANK
+        return schema

@@ -72,6 +72,10 @@ class StrictSerializer(serializers.Serializer):
     """Takes a JSON object only, and rejects fields it does not know, so that a typo is an error
     rather than silently ignored."""
 
+    # Schema keywords of the request shape that no field can carry (a rule between fields), added
+    # by `presence.contract` to the closed object it publishes.
+    contract_rules: dict = {}
+
     def run_validation(self, data=serializers.empty):
         if data is None and self.parent is None:
             self._not_an_object(data)
@@ -155,7 +159,8 @@ class ManualStatusSerializer(StrictSerializer):
     until = AwareDateTimeField(
         required=False,
         allow_null=True,
-        help_text="When the status ends, with its UTC offset: in the future, and within a year from now.",
+        help_text="When the status ends, with its UTC offset: in the future, and at most "
+        f"{MAX_MANUAL_STATUS_AHEAD.days} days from now (checked on arrival; a time outside is refused with 400).",
     )
     duration_seconds = IntegerField(
         required=False,
@@ -163,6 +168,8 @@ class ManualStatusSerializer(StrictSerializer):
         max_value=int(MAX_MANUAL_STATUS_AHEAD.total_seconds()),
         help_text="Instead of until: how long the status lasts, from a minute to a year.",
     )
+    # A non-null until and duration_seconds exclude each other (validate).
+    contract_rules = {"not": {"required": ["until", "duration_seconds"], "properties": {"until": {"type": "string"}}}}
 
     def validate(self, attrs):
         now = timezone.now()
@@ -194,8 +201,14 @@ class ManualStatusOutSerializer(serializers.Serializer):
 
 
 class CalendarBlockSerializer(StrictSerializer):
-    start = AwareDateTimeField(help_text="With its UTC offset; within a year from now.")
-    end = AwareDateTimeField(help_text="After start, at most 31 days later, and not more than 31 days ago.")
+    start = AwareDateTimeField(
+        help_text=f"With its UTC offset; at most {MAX_CALENDAR_AHEAD.days} days from now (checked on arrival, "
+        "like end's window; a time outside is refused with 400)."
+    )
+    end = AwareDateTimeField(
+        help_text=f"After start, at most {MAX_CALENDAR_BLOCK_LENGTH.days} days later, and not more than "
+        f"{MAX_CALENDAR_BEHIND.days} days ago."
+    )
 
     def validate(self, attrs):
         # A block that ended long ago, or starts years ahead, can never matter: refused rather than
@@ -344,11 +357,24 @@ class PeerSubscriptionSerializer(StrictSerializer):
     user_ids = ListField(child=UUIDField(), allow_null=True, allow_empty=False, max_length=MAX_SUBSCRIBED_PEERS)
 
 
-class PeerPageQuerySerializer(serializers.Serializer):
-    """The query of a page of colleagues: counts, so whole numbers (a query string is text)."""
+PEER_PAGE_SIZE = 100
+MAX_PEER_PAGE_SIZE = 500
 
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_COUNT)
-    offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_COUNT)
+
+class PeerPageQuerySerializer(serializers.Serializer):
+    """The query of a page of colleagues: counts, so whole numbers (a query string is text). The
+    schema's parameters are these fields, bounds included."""
+
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_COUNT,
+        help_text=f"Page size, at least 1 (default {PEER_PAGE_SIZE}; above {MAX_PEER_PAGE_SIZE} means "
+        f"{MAX_PEER_PAGE_SIZE})",
+    )
+    offset = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_COUNT, help_text="Colleagues to skip, 0 or more"
+    )
 
 
 class PeerPageSerializer(serializers.Serializer):
