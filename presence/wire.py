@@ -13,6 +13,7 @@ refused with the messages the API has always given (DRF's words, where DRF used 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -85,6 +86,22 @@ def _unknown_fields(data: Mapping, known: frozenset[str], prefix: str, errors: d
     # A typo is an error rather than silently ignored.
     for name in sorted(set(data) - known, key=str):
         errors[f"{prefix}{name}"] = [_UNKNOWN]
+
+
+def read_body(body: bytes) -> list[Signal] | None:
+    """The signals of a raw JSON request body, or None for a body the API would refuse: not
+    UTF-8 (a byte order mark included), not JSON (NaN and Infinity included), or not a valid
+    batch. Parsed as DRF's parser parses it; the DRF view names what is wrong. A valid batch is
+    ASCII, which reads alike whatever charset the Content-Type names; a body in another charset
+    is no UTF-8 JSON and goes on to the DRF view, which reads that charset."""
+    try:
+        return read_batch(json.loads(body.decode("utf-8"), parse_constant=_not_json))
+    except (ValueError, RecursionError, Invalid):
+        return None
+
+
+def _not_json(constant: str) -> float:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def read_batch(data: object) -> list[Signal]:

@@ -105,6 +105,22 @@ def test_a_malformed_heartbeat_still_gets_the_full_validation(alice_api, device,
     assert response.json()["error"] == "validation_error"
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'\xef\xbb\xbf{"signals": [{"type": "heartbeat", "seq": 2}]}',
+        b'{"signals": [{"type": "heartbeat", "seq": NaN}]}',
+        '{"signals": [{"type": "heartbeat", "seq": 2}]}'.encode("utf-16"),
+    ],
+    ids=["byte order mark", "NaN", "UTF-16"],
+)
+def test_a_body_drfs_parser_refuses_is_refused_alike(alice_api, device, raw):
+    response = alice_api.generic("POST", f"/api/v1/devices/{device}/signals", raw, content_type="application/json")
+
+    assert response.status_code == 400
+    assert response.json()["error"] == "parse_error"
+
+
 def test_a_session_request_still_needs_its_csrf_token(alice, device):
     client = APIClient(enforce_csrf_checks=True)
     client.force_login(alice)
