@@ -65,7 +65,7 @@ def server_environment(db_name: str, redis_db: int) -> dict[str, str]:
         # Tasks go through Redis to a worker, as deployed, also when run from the test suite's
         # environment (which runs tasks in-process).
         "CELERY_TASK_ALWAYS_EAGER": "0",
-        "CHANNEL_LAYER_PREFIX": "sparksbench",
+        "CHANNEL_LAYER_PREFIX": os.environ.get("BENCH_CHANNEL_PREFIX", "sparksbench"),
         "LOG_LEVEL": "WARNING",
         # A benchmark's device sends thousands of signals a second, far past any real client: the
         # limits are checked on every request (their cost is in the figures) but never reached.

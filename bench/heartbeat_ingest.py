@@ -55,8 +55,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _stack
 import servers
 
-DB_NAME = "sparks_presence_bench_http"
-REDIS_DB = 13
+# Two copies of the repository may run this benchmark on one machine at once (each on ports of its
+# own): BENCH_DB_NAME and BENCH_REDIS_DB keep their data apart (BENCH_CHANNEL_PREFIX their pub/sub).
+DB_NAME = os.environ.get("BENCH_DB_NAME", "sparks_presence_bench_http")
+REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "13"))
 SYNAPSE_TOOL = _stack.ROOT.parent / "shared" / "tools" / "synapse-local"
 SYNAPSE_HOME = Path(os.environ.get("BENCH_SYNAPSE_HOME", "/tmp/sparks-bench-synapse"))
 VENV_BIN = Path(sys.executable).parent

@@ -10,6 +10,7 @@ Each entry maps a name to (a description, a function `(bin_dir, host, port) -> a
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -69,14 +70,44 @@ def _prod_web(bin_dir: Path, host: str, port: int) -> list[str]:
     return processes.web_command(bin_dir, host, port)
 
 
+def _prod_web_without_lane(bin_dir: Path, host: str, port: int) -> list[str]:
+    # The same processes with the heartbeat lane left out (`sparks_site.wsgi`): what the lane is worth.
+    return ["env", "SPARKS_HEARTBEAT_LANE=off", *processes.web_command(bin_dir, host, port)]
+
+
 def _prod_live(bin_dir: Path, host: str, port: int) -> list[str]:
     return processes.live_command(bin_dir, host, port)
+
+
+def _baseline_root() -> str:
+    root = os.environ.get("BENCH_BASELINE_ROOT", "")
+    if not root:
+        raise SystemExit("prod-baseline needs BENCH_BASELINE_ROOT: a copy of the code to compare with (git archive)")
+    return root
+
+
+# The production processes of another copy of the code (BENCH_BASELINE_ROOT, e.g. `git archive main`
+# unpacked), side by side with this one's in the same run: what a change costs, in pairs measured
+# seconds apart rather than in runs hours apart. Same database, Redis and worker (this copy's).
+# Started in that directory: the servers put their working directory first on the import path.
+def _in_baseline(command: list[str]) -> list[str]:
+    return ["sh", "-c", 'cd "$0" && exec "$@"', _baseline_root(), *command]
+
+
+def _prod_web_baseline(bin_dir: Path, host: str, port: int) -> list[str]:
+    return _in_baseline(processes.web_command(bin_dir, host, port))
+
+
+def _prod_live_baseline(bin_dir: Path, host: str, port: int) -> list[str]:
+    return _in_baseline(processes.live_command(bin_dir, host, port))
 
 
 # REST: the signals endpoint. WSGI servers get the heartbeat lane (`sparks_site.wsgi`); ASGI ones
 # serve Django's ASGI handler (`sparks_site.asgi`), which has no such lane.
 REST_SERVERS: dict[str, tuple[str, Command]] = {
     "prod": ("deploy/processes.py web_command", _prod_web),
+    "prod-no-lane": ("deploy/processes.py web_command, SPARKS_HEARTBEAT_LANE=off", _prod_web_without_lane),
+    "prod-baseline": ("prod, of the copy of the code at BENCH_BASELINE_ROOT", _prod_web_baseline),
     "gunicorn-gthread-4x1": ("gunicorn gthread, 4 workers x 1 thread", gunicorn_gthread(4, 1)),
     "gunicorn-gthread-2x4": ("gunicorn gthread, 2 workers x 4 threads", gunicorn_gthread(2, 4)),
     "granian-wsgi-1": ("granian WSGI, 1 worker x 1 blocking thread", granian_wsgi(1)),
@@ -95,6 +126,7 @@ REST_SERVERS: dict[str, tuple[str, Command]] = {
 # Websockets (and SSE): the ASGI application.
 WS_SERVERS: dict[str, tuple[str, Command]] = {
     "prod": ("deploy/processes.py live_command", _prod_live),
+    "prod-baseline": ("prod, of the copy of the code at BENCH_BASELINE_ROOT", _prod_live_baseline),
     "uvicorn": ("uvicorn 1 worker (uvloop, httptools, websockets-sansio, no deflate)", uvicorn_asgi(1)),
     "granian-asgi-1": ("granian ASGI, 1 worker, uvloop", granian_asgi(1)),
     "granian-asgi-1-rust": ("granian ASGI, 1 worker, uvloop, rust tasks", granian_asgi(1, "--task-impl", "rust")),

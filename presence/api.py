@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.utils import timezone
-from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiExample, OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiExample, OpenApiResponse, extend_schema
 from rest_framework import exceptions, permissions, status
 from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.request import Request
@@ -13,10 +12,12 @@ from rest_framework.response import Response
 from rest_framework.throttling import BaseThrottle
 from rest_framework.views import APIView
 
-from presence import explain, selectors, services
+from presence import contract, explain, selectors, services, wire
 from presence.explain_serializers import PresenceExplanationSerializer
 from presence.models import ManualStatus
 from presence.serializers import (
+    MAX_PEER_PAGE_SIZE,
+    PEER_PAGE_SIZE,
     ApiErrorSerializer,
     CalendarSerializer,
     ConfigSerializer,
@@ -29,10 +30,9 @@ from presence.serializers import (
     PeerSerializer,
     PresenceSerializer,
     PrivacySerializer,
-    SignalBatchSerializer,
     SignalOutcomeSerializer,
 )
-from presence.vocabulary import SignalType, Status
+from presence.vocabulary import Status
 
 _ERROR_DESCRIPTIONS = {
     400: "Invalid input: `fields` names each offending field and why",
@@ -96,7 +96,7 @@ def _presence_response(state, http_status: int = status.HTTP_200_OK) -> Response
 
 
 def _device_not_found() -> exceptions.NotFound:
-    return exceptions.NotFound("No such device.")
+    return exceptions.NotFound(wire.NO_SUCH_DEVICE)
 
 
 class ConfigView(APIView):
@@ -159,7 +159,7 @@ class DeviceDetailView(InputChangeView):
 
 class SignalsView(PresenceAPIView):
     @extend_schema(
-        request=SignalBatchSerializer,
+        request=contract.SignalBatch,
         responses={202: SignalOutcomeSerializer, **errors(400, 404, 413, 429, e404="No such device")},
         examples=[
             OpenApiExample("A heartbeat", value={"signals": [{"type": "heartbeat", "seq": 41}]}, request_only=True),
@@ -177,20 +177,17 @@ class SignalsView(PresenceAPIView):
         summary="Report device signals; answers with the user's presence",
     )
     def post(self, request: Request, device_id: str) -> Response:
-        serializer = SignalBatchSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        signals = [
-            services.Signal(type=SignalType(s["type"]), value=s["value"], seq=s["seq"])
-            for s in serializer.validated_data["signals"]
-        ]
+        try:
+            signals = wire.read_batch(request.data)
+        except wire.Invalid as invalid:
+            raise exceptions.ValidationError(invalid.fields) from None
         if not services.possible_device_id(device_id):
             raise _device_not_found()
         try:
             outcome = services.ingest_signals(request.user, device_id, signals)
         except services.DeviceNotFound:
             raise _device_not_found() from None
-        body = PresenceSerializer(outcome.presence, context={"now": timezone.now()}).data
-        body.update(signals_applied=outcome.applied, signals_ignored=outcome.ignored)
+        body = wire.state_answer(outcome.presence, outcome.applied, outcome.ignored)
         return Response(body, status=status.HTTP_202_ACCEPTED)
 
 
@@ -299,8 +296,8 @@ class PeerPagination(LimitOffsetPagination):
     """`?limit=&offset=`; a limit above `max_limit` is capped, anything but a count is a 400
     (DRF's own pagination would quietly fall back to the default)."""
 
-    default_limit = 100
-    max_limit = 500
+    default_limit = PEER_PAGE_SIZE
+    max_limit = MAX_PEER_PAGE_SIZE
 
     def paginate_queryset(self, queryset, request, view=None):
         PeerPageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
@@ -309,12 +306,7 @@ class PeerPagination(LimitOffsetPagination):
 
 class PeerListView(PresenceAPIView):
     @extend_schema(
-        parameters=[
-            OpenApiParameter(
-                "limit", OpenApiTypes.INT, description="Page size, at least 1 (default 100; above 500 means 500)"
-            ),
-            OpenApiParameter("offset", OpenApiTypes.INT, description="Colleagues to skip, 0 or more"),
-        ],
+        parameters=[PeerPageQuerySerializer],
         responses={200: PeerPageSerializer, **errors(400)},
         operation_id="v1_peers_list",
         summary="Colleagues of my organization",

@@ -16,19 +16,11 @@ from django.db import connections
 from django.utils import timezone
 
 from orgs.models import User
-from presence import hotstate, ratelimits, selectors, services
-from presence.fastpath import decision_answer, well_formed_signals
-from presence.models import DEVICE_ID_MAX_LENGTH
+from presence import hotstate, ratelimits, selectors, services, wire
 from presence.ratelimits import RateLimited
-from presence.serializers import (
-    PeerSerializer,
-    PeerSubscriptionSerializer,
-    PresenceSerializer,
-    SignalBatchSerializer,
-    json_type_of,
-    last_active_ago_ms,
-)
+from presence.serializers import PeerSerializer, PeerSubscriptionSerializer
 from presence.vocabulary import SignalType
+from presence.wire import json_type_of, last_active_ago_ms
 from sparks_site import metrics
 from sparks_site.errors import flatten_field_errors, rate_limited_body
 
@@ -169,42 +161,30 @@ def signals_reply(user: User, message: dict[str, Any], rate_counted: bool = Fals
     """Apply a `signals` message as `POST devices/{id}/signals` would, and answer with an ack or
     an error. `rate_counted`: the message was counted against the rate limits already."""
     request_id = request_id_of(message)
-    fields: dict[str, list[str]] = {}
     device_id = message.get("device_id")
-    if device_id is None:
-        fields["device_id"] = ["This field is required."]
-    elif not isinstance(device_id, str) or not device_id or len(device_id) > DEVICE_ID_MAX_LENGTH:
-        fields["device_id"] = ["A device id as returned by POST devices."]
-    # The very serializer of the REST endpoint: same limits, same messages, unknown fields refused.
-    batch = SignalBatchSerializer(data={k: v for k, v in message.items() if k not in (*_ENVELOPE, "device_id")})
-    if not batch.is_valid():
-        fields.update(flatten_field_errors(batch.errors))
+    fields: dict[str, list[str]] = {}
+    if problems := wire.device_id_errors(device_id):
+        fields["device_id"] = problems
+    # The very reading of the REST endpoint: same limits, same messages, unknown fields refused.
+    try:
+        signals = wire.read_batch({k: v for k, v in message.items() if k not in (*_ENVELOPE, "device_id")})
+    except wire.Invalid as invalid:
+        fields.update(invalid.fields)
     if fields:
-        return validation_error(fields).as_message(request_id)
+        return validation_error(flatten_field_errors(fields)).as_message(request_id)
     if not services.possible_device_id(device_id):
         return _device_not_found(request_id)
-    signals = [
-        services.Signal(type=SignalType(s["type"]), value=s["value"], seq=s["seq"])
-        for s in batch.validated_data["signals"]
-    ]
     try:
         outcome = services.ingest_signals(user, device_id, signals, rate_counted=rate_counted)
     except services.DeviceNotFound:
         return _device_not_found(request_id)
     except RateLimited as refused:
         return rate_limited_message(refused, request_id)
-    body = PresenceSerializer(outcome.presence, context={"now": timezone.now()}).data
-    return {
-        "type": "ack",
-        "id": request_id,
-        **body,
-        "signals_applied": outcome.applied,
-        "signals_ignored": outcome.ignored,
-    }
+    return {"type": "ack", "id": request_id, **wire.state_answer(outcome.presence, outcome.applied, outcome.ignored)}
 
 
 def _device_not_found(request_id: str | int | None) -> dict[str, Any]:
-    return MessageError("not_found", "No such device.").as_message(request_id)
+    return MessageError(wire.DEVICE_NOT_FOUND["error"], wire.NO_SUCH_DEVICE).as_message(request_id)
 
 
 # The keys of a `signals` message that is a lone heartbeat, besides the optional `id`.
@@ -212,16 +192,19 @@ _HEARTBEAT_MESSAGE_KEYS = {"type", "device_id", "signals"}
 
 
 def lone_heartbeat(message: dict[str, Any]) -> tuple[str, int] | None:
-    """(device id, seq) of a `signals` message that is exactly one well-formed heartbeat, else
-    None. Anything doubtful is None, so that `signals_reply` judges it and names the error."""
+    """(device id, seq) of a `signals` message that is exactly one valid heartbeat, else None.
+    Anything doubtful is None, so that `signals_reply` judges it and names the error."""
     if not _HEARTBEAT_MESSAGE_KEYS <= message.keys() <= {*_HEARTBEAT_MESSAGE_KEYS, "id"}:
         return None
     device_id = message["device_id"]
     if not services.possible_device_id(device_id):
         return None
-    # The very check the REST quick path makes of a body, on this message's signals.
-    signals = well_formed_signals({"signals": message["signals"]})
-    if signals is None or len(signals) != 1 or signals[0].type != SignalType.HEARTBEAT:
+    # The very reading of a REST body, on this message's signals.
+    try:
+        signals = wire.read_batch({"signals": message["signals"]})
+    except wire.Invalid:
+        return None
+    if len(signals) != 1 or signals[0].type != SignalType.HEARTBEAT:
         return None
     return device_id, signals[0].seq
 
@@ -230,7 +213,8 @@ async def quick_signals_reply(user: User, message: dict[str, Any]) -> tuple[dict
     """The ack of a lone heartbeat of a live device, on the event loop: one Redis call, no thread,
     serializer or database; or the error of one over a rate limit. None for anything else (an
     unknown or timed-out device, an outdated decision, any other message): `signals_reply` answers
-    it in full. With it, whether the message was counted against the rate limits already."""
+    it in full. With it, whether the message was counted against the rate limits already (then
+    `signals_reply` does not count it again)."""
     found = lone_heartbeat(message)
     if found is None:
         return None, False
@@ -244,7 +228,7 @@ async def quick_signals_reply(user: User, message: dict[str, Any]) -> tuple[dict
         return None, True
     metrics.count_heartbeat()
     applied, ignored = (1, 0) if beat.applied else (0, 1)
-    return {"type": "ack", "id": request_id_of(message), **decision_answer(beat.decision, applied, ignored)}, True
+    return {"type": "ack", "id": request_id_of(message), **wire.decision_answer(beat.decision, applied, ignored)}, True
 
 
 def release_db_connections() -> None:

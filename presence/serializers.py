@@ -17,9 +17,9 @@ from presence.models import (
     PresencePreferences,
     PresenceState,
 )
-from presence.vocabulary import SIGNAL_VALUES, Activity, Priority, Reason, SignalType, Status
+from presence.vocabulary import Activity, Priority, Reason, Status
+from presence.wire import json_type_of, last_active_ago_ms
 
-MAX_SIGNALS_PER_REQUEST = 100
 MAX_CALENDAR_BLOCKS = 1000
 MAX_CALENDAR_BLOCK_LENGTH = timedelta(days=31)
 # How far from now a time the user gives may be: a manual status or a busy block a year ahead at
@@ -28,25 +28,7 @@ MAX_TIME_AHEAD = timedelta(days=366)
 MAX_MANUAL_STATUS_AHEAD = MAX_TIME_AHEAD
 MAX_CALENDAR_AHEAD = MAX_TIME_AHEAD
 MAX_CALENDAR_BEHIND = timedelta(days=31)
-MAX_SEQ = 2**63 - 1  # PostgreSQL's bigint
 MAX_COUNT = 2**63 - 1  # any other count or offset
-
-
-def json_type_of(value: object) -> str:
-    """What a parsed JSON value is, in JSON's words: "a string", "an array", "null"..."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, str):
-        return "a string"
-    if isinstance(value, (list, tuple)):
-        return "an array"
-    if isinstance(value, Mapping):
-        return "an object"
-    return type(value).__name__
 
 
 class JsonTyped:
@@ -89,6 +71,10 @@ class UUIDField(JsonTyped, serializers.UUIDField):
 class StrictSerializer(serializers.Serializer):
     """Takes a JSON object only, and rejects fields it does not know, so that a typo is an error
     rather than silently ignored."""
+
+    # Schema keywords of the request shape that no field can carry (a rule between fields), added
+    # by `presence.contract` to the closed object it publishes.
+    contract_rules: dict = {}
 
     def run_validation(self, data=serializers.empty):
         if data is None and self.parent is None:
@@ -133,7 +119,7 @@ class AwareDateTimeField(serializers.DateTimeField):
         return super().to_internal_value(value)
 
 
-# --- Devices and signals -------------------------------------------------------------------
+# --- Devices (signals: `presence.wire`) -----------------------------------------------------
 
 
 class DeviceRegistrationSerializer(StrictSerializer):
@@ -158,39 +144,6 @@ class DeviceSerializer(serializers.Serializer):
     last_seen_at = serializers.DateTimeField()
 
 
-class SignalSerializer(StrictSerializer):
-    type = ChoiceField(choices=[t.value for t in SignalType])
-    value = StringField(required=False, allow_null=True, max_length=20)
-    seq = IntegerField(
-        min_value=0,
-        max_value=MAX_SEQ,
-        help_text="The device's sequence number, a JSON integer from 0 to 2^63-1; a signal not newer than the "
-        "last applied one is ignored.",
-    )
-
-    def validate(self, attrs):
-        signal_type = SignalType(attrs["type"])
-        allowed = SIGNAL_VALUES[signal_type]
-        value = attrs.get("value")
-        if allowed is None:
-            if value is not None:
-                raise serializers.ValidationError({"value": [f"A {signal_type} signal carries no value."]})
-        elif value not in allowed:
-            choices = ", ".join(sorted(allowed))
-            raise serializers.ValidationError({"value": [f"A {signal_type} signal takes one of: {choices}."]})
-        attrs["value"] = value
-        return attrs
-
-
-class SignalBatchSerializer(StrictSerializer):
-    signals = ListField(
-        child=SignalSerializer(),
-        allow_empty=False,
-        max_length=MAX_SIGNALS_PER_REQUEST,
-        help_text=f"1 to {MAX_SIGNALS_PER_REQUEST} signals, applied in seq order.",
-    )
-
-
 # --- The user's own inputs -----------------------------------------------------------------
 
 
@@ -206,7 +159,8 @@ class ManualStatusSerializer(StrictSerializer):
     until = AwareDateTimeField(
         required=False,
         allow_null=True,
-        help_text="When the status ends, with its UTC offset: in the future, and within a year from now.",
+        help_text="When the status ends, with its UTC offset: in the future, and at most "
+        f"{MAX_MANUAL_STATUS_AHEAD.days} days from now (checked on arrival; a time outside is refused with 400).",
     )
     duration_seconds = IntegerField(
         required=False,
@@ -214,6 +168,8 @@ class ManualStatusSerializer(StrictSerializer):
         max_value=int(MAX_MANUAL_STATUS_AHEAD.total_seconds()),
         help_text="Instead of until: how long the status lasts, from a minute to a year.",
     )
+    # A non-null until and duration_seconds exclude each other (validate).
+    contract_rules = {"not": {"required": ["until", "duration_seconds"], "properties": {"until": {"type": "string"}}}}
 
     def validate(self, attrs):
         now = timezone.now()
@@ -245,8 +201,14 @@ class ManualStatusOutSerializer(serializers.Serializer):
 
 
 class CalendarBlockSerializer(StrictSerializer):
-    start = AwareDateTimeField(help_text="With its UTC offset; within a year from now.")
-    end = AwareDateTimeField(help_text="After start, at most 31 days later, and not more than 31 days ago.")
+    start = AwareDateTimeField(
+        help_text=f"With its UTC offset; at most {MAX_CALENDAR_AHEAD.days} days from now (checked on arrival, "
+        "like end's window; a time outside is refused with 400)."
+    )
+    end = AwareDateTimeField(
+        help_text=f"After start, at most {MAX_CALENDAR_BLOCK_LENGTH.days} days later, and not more than "
+        f"{MAX_CALENDAR_BEHIND.days} days ago."
+    )
 
     def validate(self, attrs):
         # A block that ended long ago, or starts years ahead, can never matter: refused rather than
@@ -333,12 +295,6 @@ class PrivacySerializer(StrictSerializer, serializers.ModelSerializer):
 # --- Presence out --------------------------------------------------------------------------
 
 
-def last_active_ago_ms(last_active: datetime | None, now: datetime) -> int | None:
-    if last_active is None:
-        return None
-    return max(0, int((now - last_active).total_seconds() * 1000))
-
-
 class PresenceSerializer(serializers.Serializer):
     """The user's own presence: the engine's decision, with which rule decided."""
 
@@ -401,11 +357,24 @@ class PeerSubscriptionSerializer(StrictSerializer):
     user_ids = ListField(child=UUIDField(), allow_null=True, allow_empty=False, max_length=MAX_SUBSCRIBED_PEERS)
 
 
-class PeerPageQuerySerializer(serializers.Serializer):
-    """The query of a page of colleagues: counts, so whole numbers (a query string is text)."""
+PEER_PAGE_SIZE = 100
+MAX_PEER_PAGE_SIZE = 500
 
-    limit = serializers.IntegerField(required=False, min_value=1, max_value=MAX_COUNT)
-    offset = serializers.IntegerField(required=False, min_value=0, max_value=MAX_COUNT)
+
+class PeerPageQuerySerializer(serializers.Serializer):
+    """The query of a page of colleagues: counts, so whole numbers (a query string is text). The
+    schema's parameters are these fields, bounds included."""
+
+    limit = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=MAX_COUNT,
+        help_text=f"Page size, at least 1 (default {PEER_PAGE_SIZE}; above {MAX_PEER_PAGE_SIZE} means "
+        f"{MAX_PEER_PAGE_SIZE})",
+    )
+    offset = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_COUNT, help_text="Colleagues to skip, 0 or more"
+    )
 
 
 class PeerPageSerializer(serializers.Serializer):

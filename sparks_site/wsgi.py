@@ -11,4 +11,9 @@ django_application = get_wsgi_application()
 from presence.fastlane import HeartbeatLane  # noqa: E402  (needs Django set up)
 
 # Heartbeats of live devices are answered before Django's request handling; all else goes on.
-application = HeartbeatLane(django_application)
+# SPARKS_HEARTBEAT_LANE=off serves Django alone: only for measuring what the lane is worth
+# (bench/heartbeat_ingest.py, `prod-no-lane`); read once, at startup.
+if os.environ.get("SPARKS_HEARTBEAT_LANE", "on") == "off":
+    application = django_application
+else:
+    application = HeartbeatLane(django_application)

@@ -13,8 +13,9 @@ from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
 from presence import services
+from presence.fastlane import HeartbeatLane
 from presence.models import Device
-from sparks_site.wsgi import application
+from sparks_site.wsgi import application, django_application
 
 pytestmark = pytest.mark.django_db
 
@@ -30,7 +31,9 @@ def _keep_the_test_transactions_connection():
     request_finished.connect(close_old_connections)
 
 
-def call(path: str, body: dict | None, token: str | None, method: str = "POST") -> tuple[str, dict, dict]:
+def call(
+    path: str, body: dict | None, token: str | None, method: str = "POST", app=application, **extra: str
+) -> tuple[str, dict, dict]:
     raw = json.dumps(body).encode() if body is not None else b""
     environ = {
         "REQUEST_METHOD": method,
@@ -45,10 +48,11 @@ def call(path: str, body: dict | None, token: str | None, method: str = "POST") 
         "wsgi.url_scheme": "http",
         "wsgi.errors": sys.stderr,
     }
+    environ.update(extra)
     if token:
         environ["HTTP_AUTHORIZATION"] = f"Token {token}"
     started: list = []
-    content = b"".join(application(environ, lambda status, headers, *_: started.extend((status, dict(headers)))))
+    content = b"".join(app(environ, lambda status, headers, *_: started.extend((status, dict(headers)))))
     return started[0], started[1], json.loads(content) if content else {}
 
 
@@ -75,6 +79,59 @@ def test_a_lone_heartbeat_is_answered_in_the_lane_without_the_database(token, de
     assert headers["Content-Type"] == "application/json"
     assert headers["X-Content-Type-Options"] == "nosniff"
     assert (body["status"], body["signals_applied"], body["signals_ignored"]) == ("available", 1, 0)
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_the_lanes_answer_carries_the_headers_django_would_give_it(token, device, scheme):
+    beat = {"signals": [{"type": "heartbeat", "seq": 2}]}
+    quick = call(f"/api/v1/devices/{device}/signals", beat, token, **{"wsgi.url_scheme": scheme})
+    beat["signals"][0]["seq"] = 3
+    full = call(f"/api/v1/devices/{device}/signals", beat, token, app=django_application, **{"wsgi.url_scheme": scheme})
+
+    assert (quick[0], full[0]) == ("202 Accepted", "202 Accepted")
+    quick[1].pop("Content-Length"), full[1].pop("Content-Length")  # the bodies' own
+    assert quick[1] == full[1]
+    assert ("Strict-Transport-Security" in quick[1]) is (scheme == "https")
+
+
+@pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.evil.example:8000", ""])
+def test_a_foreign_host_is_refused_by_the_lane_as_by_django(token, device, host):
+    beat = {"signals": [{"type": "heartbeat", "seq": 2}]}
+
+    lane = call(f"/api/v1/devices/{device}/signals", beat, token, HTTP_HOST=host)
+    django = call(f"/api/v1/devices/{device}/signals", beat, token, app=django_application, HTTP_HOST=host)
+
+    assert lane == django
+    assert lane[0].startswith("400")
+    assert lane[2] == {"error": "bad_request", "detail": "Bad request."}
+    assert hotstate_seq(device) == 1  # nothing of it was applied
+
+
+def hotstate_seq(device: str) -> int:
+    from presence import hotstate
+
+    user_id = Device.objects.get(device_id=device).user_id
+    return hotstate.HotUser.parse(hotstate.store().read(user_id)).devices[device].seq
+
+
+def test_with_https_redirects_on_plain_http_goes_to_django_for_its_redirect(settings, token, device):
+    settings.SECURE_SSL_REDIRECT = True
+    reached: list[dict] = []
+
+    def django_stand_in(environ, start_response):
+        reached.append(environ)
+        start_response("301 Moved Permanently", [("Location", "https://127.0.0.1/")])
+        return [b""]
+
+    lane = HeartbeatLane(django_stand_in)
+    beat = {"signals": [{"type": "heartbeat", "seq": 2}]}
+
+    plain = call(f"/api/v1/devices/{device}/signals", beat, token, app=lane)
+    secure = call(f"/api/v1/devices/{device}/signals", beat, token, app=lane, **{"wsgi.url_scheme": "https"})
+
+    assert plain[0] == "301 Moved Permanently"
+    assert len(reached) == 1
+    assert secure[0] == "202 Accepted"
 
 
 def test_any_other_signal_reaches_django_with_its_body(token, device):

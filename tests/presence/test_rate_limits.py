@@ -224,3 +224,92 @@ def test_a_change_while_redis_is_unreachable_is_refused_before_anything_is_store
     assert (response.status_code, response.json()["error"]) == (503, "redis_unavailable")
     assert response["Retry-After"] == "1"
     assert not ManualStatus.objects.filter(user=alice).exists()
+
+
+# --- A request is counted once, whichever doors it passes --------------------------------------
+
+
+def made_up_device(number: int) -> str:
+    return f"{number:032x}"  # a plausible id no device has: every request for it ends in a 404
+
+
+def user_limit_due(user) -> float:
+    """When the user's next signal request is due at the sustained rate (the user limit's field)."""
+    return float(hotstate.store().read(user.pk)["ru"])
+
+
+def lane_post(path: str, body: dict, token: str) -> int:
+    """A request through the WSGI application as served: the heartbeat lane, then Django."""
+    import io
+    import json
+    import sys
+
+    from sparks_site.wsgi import application
+
+    raw = json.dumps(body).encode()
+    environ = {
+        "REQUEST_METHOD": "POST",
+        "PATH_INFO": path,
+        "QUERY_STRING": "",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "8000",
+        "HTTP_HOST": "127.0.0.1",
+        "CONTENT_TYPE": "application/json",
+        "CONTENT_LENGTH": str(len(raw)),
+        "HTTP_AUTHORIZATION": f"Token {token}",
+        "wsgi.input": io.BytesIO(raw),
+        "wsgi.url_scheme": "http",
+        "wsgi.errors": sys.stderr,
+    }
+    started: list[str] = []
+    b"".join(application(environ, lambda status, headers, *_: started.append(status)))
+    return int(started[0].split()[0])
+
+
+@pytest.fixture
+def lane_transaction_kept():
+    """Django's handler closes old connections around each request, which would end the test's
+    transaction; its test client turns that off the same way."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
+
+
+@pytest.mark.parametrize("door", ["lane", "quick view", "DRF view"])
+@pytest.mark.parametrize(
+    "signal", [{"type": "heartbeat", "seq": 1}, {"type": "activity", "value": "idle", "seq": 1}], ids=["beat", "change"]
+)
+def test_a_flood_for_made_up_devices_costs_the_user_one_charge_per_request(
+    alice, alice_api, settings, lane_transaction_kept, door, signal
+):
+    settings.PRESENCE_RATE_LIMIT_USER = (1000, 60.0)  # one request every 60 ms, never reached here
+    interval = 60.0 / 1000
+    from rest_framework.authtoken.models import Token
+    from rest_framework.test import APIClient
+
+    token = Token.objects.get(user=alice).key
+    session = APIClient()
+    session.force_login(alice)
+    assert alice_api.get("/api/v1/me/presence").status_code == 200  # the token is known to the quick doors
+    now = timezone.now()
+    flood = 12
+
+    with time_machine.travel(now, tick=False):
+        answers = []
+        for number in range(flood):
+            path, body = f"/api/v1/devices/{made_up_device(number)}/signals", {"signals": [signal]}
+            if door == "lane":
+                answers.append(lane_post(path, body, token))
+            else:
+                answers.append(
+                    (alice_api if door == "quick view" else session).post(path, body, format="json").status_code
+                )
+
+    assert answers == [404] * flood
+    assert user_limit_due(alice) == pytest.approx(now.timestamp() + flood * interval, abs=1e-3)
+    assert not any(field.startswith("rd:") for field in hotstate.store().read(alice.pk))  # no made-up device's limit

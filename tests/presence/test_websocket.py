@@ -786,3 +786,28 @@ def test_a_message_over_the_devices_limit_is_answered_with_an_error_and_the_sock
         assert 29 <= message["retry_after"] <= 30
     device = hotstate.HotUser.parse(hotstate.store().read(bob.pk)).devices[bob_device]
     assert (device.seq, device.activity) == (5, "active")  # neither refused message was applied
+
+
+@pytest.mark.parametrize(
+    "signal", [{"type": "heartbeat", "seq": 1}, {"type": "activity", "value": "idle", "seq": 1}], ids=["beat", "change"]
+)
+def test_a_flood_for_made_up_devices_costs_the_user_one_charge_per_message(bob, bob_device, settings, signal):
+    settings.PRESENCE_RATE_LIMIT_USER = (1000, 60.0)  # one message every 60 ms, never reached here
+    flood, now = 12, timezone.now()
+
+    async def scenario():
+        async with socket(bob) as ws:
+            await snapshot(ws)
+            answers = []
+            with time_machine.travel(now, tick=False):
+                for number in range(flood):
+                    made_up = f"{number:032x}"
+                    await ws.send_json_to({"type": "signals", "id": number, "device_id": made_up, "signals": [signal]})
+                    answers.append(await ws.receive_json_from(5))
+            return answers
+
+    answers = async_to_sync(scenario)()
+
+    assert [(answer["type"], answer["error"]) for answer in answers] == [("error", "not_found")] * flood
+    due = float(hotstate.store().read(bob.pk)["ru"])
+    assert due == pytest.approx(now.timestamp() + flood * 60.0 / 1000, abs=1e-3)
