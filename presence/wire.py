@@ -2,10 +2,10 @@
 
 A batch of signals reaches the server by the WSGI lane (`presence.fastlane`), the quick view
 (`presence.fastpath`), the DRF view (`presence.api.SignalsView`) or the websocket
-(`presence.live`). Each reads it with `read_batch` (same bounds, same field names and messages)
-and answers with `state_answer` / `decision_answer` (the same 202 body). The OpenAPI schema of
-the batch is built from the same tables (`signal_schemas`, published by `presence.contract`),
-so that the contract says exactly what is accepted.
+(`presence.live`). Each reads it with `read_batch` (`read_body` for raw bytes: same bounds, same
+field names and messages) and answers with `state_answer` / `decision_answer` (the same 202
+body). The OpenAPI schema of the batch is built from the same tables and bounds
+(`presence.contract`), so that the contract says exactly what is accepted.
 
 Plain Python, no DRF: a lone heartbeat is read in a few microseconds, and an invalid body is
 refused with the messages the API has always given (DRF's words, where DRF used to judge).
@@ -42,6 +42,7 @@ _REQUIRED = "This field is required."
 _NULL = "This field may not be null."
 _UNKNOWN = "Unknown field."
 _SIGNAL_FIELDS = frozenset({"type", "value", "seq"})
+_TYPES = {str(kind): kind for kind in SignalType}
 _MISSING = object()
 
 
@@ -168,9 +169,6 @@ def _read_signal(item: object, path: str, errors: dict[str, list[str]]) -> Signa
         errors[f"{path}.value"] = [f"A {kind} signal takes one of: {', '.join(sorted(allowed))}."]
         return None
     return Signal(_TYPES[kind], value, seq)
-
-
-_TYPES = {str(kind): kind for kind in SignalType}
 
 
 def _type_error(kind: object) -> str:
