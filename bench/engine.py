@@ -34,6 +34,7 @@ from presence.engine import (
     PreferencesInput,
     PresenceInputs,
     aggregate,
+    visible,
 )
 from presence.vocabulary import ActivityValue, Status, VisibilityValue
 
@@ -128,7 +129,7 @@ def heartbeat_cpu(raw: dict[str, str]) -> None:
     context = hotstate.HotContext.decode(hot.context)
     devices = [updated if d.device_id == device.device_id else d for d in hot.devices.values()]
     decision = hotstate.HotDecision.of(aggregate(context.with_devices(devices), NOW))
-    decision.visible_fields() != hot.decision.visible_fields()  # noqa: B015  (as the hot path compares)
+    visible(decision) != visible(hot.decision)  # noqa: B015  (as the hot path compares)
     decision.encode()
     updated.encode()
 

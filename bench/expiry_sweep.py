@@ -123,7 +123,7 @@ def run(args) -> int:
             for d in range(per_user)
         ]
         devices.extend(rows)
-        hot_devices = [services._hot_device_of(row) for row in rows]
+        hot_devices = [selectors.hot_device_of(row) for row in rows]
         inputs, ctx = context_by_org[org_id]
         # The decision as the user's last heartbeat stored it, at that heartbeat's time.
         decision = aggregate(replace(inputs, devices=tuple(d.engine_input() for d in hot_devices)), seen)

@@ -670,8 +670,15 @@ def visible(status, activity, status_msg, currently_active) -> tuple:
     return (str(status), str(activity), status_msg or None, bool(currently_active))
 
 
+def decided(decision) -> tuple:
+    """What colleagues see of an engine decision (`presence.engine.visible`), as `visible` reads it."""
+    from presence import engine
+
+    return visible(*engine.visible(decision))
+
+
 def check(observed: tuple, decisions: tuple, with_reason: bool) -> bool:
-    wanted = [visible(*d.visible_fields()) + ((str(d.reason),) if with_reason else ()) for d in decisions]
+    wanted = [decided(d) + ((str(d.reason),) if with_reason else ()) for d in decisions]
     return observed in wanted
 
 
@@ -759,7 +766,7 @@ async def verify_api(users: list[User], expectation: Expectation, args) -> list[
 
 
 def describe(decisions: tuple, with_reason: bool = False) -> str:
-    shown = {visible(*d.visible_fields()) + ((str(d.reason),) if with_reason else ()) for d in decisions}
+    shown = {decided(d) + ((str(d.reason),) if with_reason else ()) for d in decisions}
     return " or ".join(str(s) for s in sorted(shown))
 
 

@@ -86,6 +86,7 @@ def old_fresh_presence_of(users, now=None):
     """`services.fresh_presence_of` as it was at commit e35b02e (verbatim but for the names)."""
     from django.utils import timezone
 
+    from presence import decisions as decisions_
     from presence import hotstate, services
     from presence.models import PresenceState
 
@@ -98,7 +99,7 @@ def old_fresh_presence_of(users, now=None):
         if encoded is not None:
             decision = hotstate.HotDecision.decode(encoded)
             fresh = not decision.is_stale(now.timestamp())
-            states[user.pk] = services._state_of(user.pk, decision) if fresh else old_recompute_from_hot(user, now)
+            states[user.pk] = decisions_.unsaved_row(user.pk, decision) if fresh else old_recompute_from_hot(user, now)
             continue
         stored = getattr(user, "presence_state", None)
         if stored is None:
@@ -111,11 +112,13 @@ def old_fresh_presence_of(users, now=None):
 
 
 def old_recompute_from_hot(user, now=None, source="expiry"):
-    """`services.recompute_from_hot` as it was at commit e35b02e (verbatim but for the names)."""
+    """`services.recompute_from_hot` as it was at commit e35b02e, written with today's converters:
+    the same locks, writes and publishing."""
     from django.db import transaction
     from django.utils import timezone
 
-    from presence import events, hotstate, services
+    from presence import decisions, events, hotstate, services
+    from presence.engine import aggregate, visible
     from presence.models import PresenceState
 
     store = hotstate.store()
@@ -123,21 +126,22 @@ def old_recompute_from_hot(user, now=None, source="expiry"):
         state = PresenceState.objects.select_for_update().filter(user_id=user.pk).first()
         now = now or timezone.now()
         for _ in range(10):
-            decided = services._decide_from_hot(store.read(user.pk), now) if state is not None else None
-            if decided is None:
+            hot = hotstate.HotUser.parse(store.read(user.pk))
+            context = hotstate.HotContext.decode(hot.context) if state is not None and hot.ready else None
+            if context is None or not context.current:
                 return services.recompute(user, now, source=source)
-            hot, context, decision = decided
-            encoded = hotstate.HotDecision.of(decision)
+            encoded = hotstate.HotDecision.of(aggregate(context.with_devices(list(hot.devices.values())), now))
             commit = hotstate.UserCommit(user.pk, hot.version, {"dec": encoded.encode()}, encoded.valid_until)
             if store.commit_users([commit])[0]:
                 break
-        visible_change = services._visible_change(hot, state, decision)
-        if visible_change or services._visible_fields(state) != decision.visible_fields():
-            services._store(state, decision, now)
+        visible_change = visible(hot.decision) != visible(encoded)
+        if visible_change or visible(state) != visible(encoded):
+            decisions.copy_to_row(state, encoded, now)
+            state.save(update_fields=decisions.STATE_FIELDS)
         else:
-            state = services._state_of(user.pk, encoded)
+            state = decisions.unsaved_row(user.pk, encoded)
         if visible_change:
-            change = events.PresenceChange.of(context.organization_id, user.public_id, state, source)
+            change = events.PresenceChange.of(context.organization_id, user.public_id, encoded, source)
             transaction.on_commit(lambda: events.publish(change))
     return state
 
@@ -201,7 +205,7 @@ class Organization:
         """Every colleague's decision stale as of now, in the hot store and the database, exactly as
         the hot path and the write-behind would have left it; without `hot`, as a restarted Redis
         leaves it (the database only)."""
-        from presence import hotstate, services
+        from presence import decisions, hotstate, selectors
         from presence.engine import ManualInput, aggregate
         from presence.models import Device, ManualStatus, PresenceHistory, PresenceState
         from presence.vocabulary import Status
@@ -223,7 +227,7 @@ class Organization:
             device = by_user[state.user_id]
             silent = state.user_id in self.silent
             inputs = self.base_inputs if silent else replace(self.base_inputs, manual=manual_input)
-            hot_device = services._hot_device_of(device)
+            hot_device = selectors.hot_device_of(device)
             # The decision as the device's last signal left it, at that signal's time.
             decision = aggregate(replace(inputs, devices=(hot_device.engine_input(),)), device.last_seen_at)
             encoded = hotstate.HotDecision.of(decision)
@@ -240,7 +244,7 @@ class Organization:
                 pipe.hset(key, mapping=fields).zadd(store.due_key, {str(state.user_id): encoded.valid_until})
             else:
                 pipe.zrem(store.due_key, str(state.user_id))
-            services._apply(state, decision, device.last_seen_at)
+            decisions.copy_to_row(state, encoded, device.last_seen_at)
         pipe.delete(store.history_key, store.persist_key, store.dirty_key)
         pipe.execute()
         fields = ["status", "activity", "status_msg", "last_active_at", "currently_active", "reason", "valid_until"]

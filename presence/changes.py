@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+
+from presence.hotstate import HotDecision, from_epoch
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,21 +22,17 @@ class PresenceChange:
     source: str = ""
 
     @classmethod
-    def from_state(cls, user, state) -> PresenceChange:
-        membership = getattr(user, "membership", None)
-        return cls.of(membership.organization_id if membership else None, user.public_id, state)
-
-    @classmethod
-    def of(cls, organization_id: int | None, public_id, state, source: str = "") -> PresenceChange:
-        last_active: datetime | None = state.last_active_at
+    def of(
+        cls, organization_id: int | None, public_id: object, decision: HotDecision, source: str = ""
+    ) -> PresenceChange:
         return cls(
             organization_id=organization_id,
             user_id=str(public_id),
-            status=state.status,
-            activity=state.activity,
-            status_msg=state.status_msg or None,
-            currently_active=state.currently_active,
-            last_active=last_active.isoformat() if last_active else None,
-            reason=state.reason or "",
+            status=decision.status,
+            activity=decision.activity,
+            status_msg=decision.status_msg or None,
+            currently_active=decision.currently_active,
+            last_active=from_epoch(decision.last_active).isoformat() if decision.last_active is not None else None,
+            reason=decision.reason or "",
             source=source,
         )

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Protocol
 
 from presence.microsoft import graph_import_contribution
 from presence.vocabulary import (
@@ -128,9 +129,20 @@ class Decision:
     device_states: tuple[tuple[str, DeviceState], ...] = ()
     trace: tuple[RuleCheck, ...] = ()
 
-    def visible_fields(self) -> tuple[object, ...]:
-        """What colleagues see; a decision whose visible fields did not change is not news."""
-        return (self.status, self.activity, self.status_msg, self.currently_active)
+
+class Shown(Protocol):
+    """What every shape of a decision has (this one, the hot store's, the database row)."""
+
+    status: str
+    activity: str
+    status_msg: str | None
+    currently_active: bool
+
+
+def visible(decision: Shown) -> tuple[object, ...]:
+    """What colleagues see of a decision, whatever its shape: a new decision whose visible part is
+    the same as the old one's is not news (stored, but not published). The one definition."""
+    return (decision.status, decision.activity, decision.status_msg or None, decision.currently_active)
 
 
 def device_state(device: DeviceInput, now: datetime, policy: PolicyInput) -> DeviceState:

@@ -128,7 +128,7 @@ class MicrosoftPresence(models.Model):
 
 
 class PresenceState(models.Model):
-    """The current aggregated decision for a user: written only by `presence.services.recompute`."""
+    """The current aggregated decision for a user: written only by `presence.services.funnel`."""
 
     user = models.OneToOneField(
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, primary_key=True, related_name="presence_state"

@@ -14,7 +14,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from orgs.models import Membership, Organization, PresencePolicy, User
-from presence import hotstate
+from presence import decisions, hotstate
 from presence.engine import (
     CalendarBlockInput,
     Decision,
@@ -226,17 +226,17 @@ def fresh_presence_of(users: Iterable[User], now: datetime | None = None) -> dic
     """
     now = now or timezone.now()
     users = list(users)
-    decisions = hotstate.store().read_decisions([u.pk for u in users])
+    hot_decisions = hotstate.store().read_decisions([u.pk for u in users])
     states: dict[int, PresenceState] = {}
     stale: list[User] = []
     for user in users:
-        encoded = decisions.get(user.pk)
+        encoded = hot_decisions.get(user.pk)
         if encoded is not None:
             decision = hotstate.HotDecision.decode(encoded)
             if decision.is_stale(now.timestamp()):
                 stale.append(user)
             else:
-                states[user.pk] = state_of(user.pk, decision)
+                states[user.pk] = decisions.unsaved_row(user.pk, decision)
             continue
         stored = _stored_state(user)
         if stored is None:
@@ -247,7 +247,7 @@ def fresh_presence_of(users: Iterable[User], now: datetime | None = None) -> dic
             states[user.pk] = stored
     if stale:
         for user_id, decision in _decide_now(stale, now).items():
-            states[user_id] = state_of(user_id, hotstate.HotDecision.of(decision))
+            states[user_id] = decisions.unsaved_row(user_id, hotstate.HotDecision.of(decision))
     return {user.pk: states[user.pk] for user in users}
 
 
@@ -291,20 +291,6 @@ def _decide_now(users: list[User], now: datetime) -> dict[int, Decision]:
             devices = devices_on_rebuild(rows[user.pk], status, inputs.policy.device_timeout, now)
         decided[user.pk] = aggregate(replace(inputs, devices=tuple(d.engine_input() for d in devices)), now)
     return decided
-
-
-def state_of(user_id: int, decision: hotstate.HotDecision) -> PresenceState:
-    """A decision in the shape readers use (not saved: the database has the last stored change)."""
-    return PresenceState(
-        user_id=user_id,
-        status=decision.status,
-        activity=decision.activity,
-        status_msg=decision.status_msg or "",
-        last_active_at=hotstate.from_epoch(decision.last_active),
-        currently_active=decision.currently_active,
-        reason=decision.reason,
-        valid_until=hotstate.from_epoch(decision.valid_until),
-    )
 
 
 def hot_device_of(row: Device, flushed_at: float | None = None) -> hotstate.HotDevice:

@@ -7,7 +7,7 @@ import pytest
 from integrations import importer
 from integrations.models import DispatchState, ExternalAccount
 from orgs.models import Membership, PresencePolicy, User
-from presence import services
+from presence import selectors, services
 from presence.models import MicrosoftPresence, PresencePreferences, PresenceState
 from presence.vocabulary import Status
 from tests.factories import ExternalAccountFactory
@@ -120,7 +120,7 @@ def importing_and_sharing(sharing, server_dispatch):
 
 
 def presence(user: User) -> tuple[str, str, str]:
-    state = services.current_presence(user)
+    state = selectors.current_presence(user)
     return state.status, state.activity, state.reason
 
 

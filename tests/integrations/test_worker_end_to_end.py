@@ -26,7 +26,7 @@ import redis
 from integrations.mapping import MATRIX_BUSY, MATRIX_ONLINE, MATRIX_UNAVAILABLE
 from integrations.models import DispatchState, ExternalAccount, MicrosoftTenant
 from orgs.models import PresencePolicy, User
-from presence import services
+from presence import selectors, services
 from presence.vocabulary import Status
 from sparks_site.beat import LOCK_NAME
 from sparks_site.celery import app
@@ -332,5 +332,5 @@ def test_beat_imports_the_microsoft_presence_of_members_who_include_it(member, o
 
     eventually("beat's import reads the member's Microsoft presence, again and again", reads)
     # Nothing busier was read back than what the member's devices say: still available.
-    assert services.current_presence(member.user).status == Status.AVAILABLE
+    assert selectors.current_presence(member.user).status == Status.AVAILABLE
     assert member.matrix()["presence"] == MATRIX_ONLINE

@@ -27,7 +27,7 @@ from rest_framework.authtoken.models import Token, TokenProxy
 
 from integrations.models import DispatchState, GraphPublication
 from orgs.models import Membership, Organization, PresencePolicy, User
-from presence import services
+from presence import selectors, services
 from presence.models import (
     CalendarBlock,
     Device,
@@ -416,7 +416,7 @@ def test_an_org_admin_saves_the_policy_and_the_members_are_recomputed_under_it(
     with time_machine.travel(timezone.now() - timedelta(seconds=70), tick=False):
         device, _ = services.register_device(alice, "alice-laptop")  # her last activity
     services.ingest_signals(alice, device.device_id, [services.Signal(SignalType.HEARTBEAT, None, 1)])
-    assert services.current_presence(alice).status == Status.AVAILABLE
+    assert selectors.current_presence(alice).status == Status.AVAILABLE
 
     with django_capture_on_commit_callbacks(execute=True):
         response = _policy_post(

@@ -10,7 +10,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from orgs.models import User
-from presence import services
+from presence import selectors, services
 from presence.events import organization_group
 
 
@@ -20,7 +20,7 @@ def token_of(user: User) -> str:
 
 def settle(*users: User) -> None:
     """Give the users a stored presence now, so that nobody's first read publishes it mid-test."""
-    services.fresh_presence_of(list(users), timezone.now())
+    selectors.fresh_presence_of(list(users), timezone.now())
 
 
 def register_device(user: User, installation_id: str = "laptop") -> str:

@@ -14,7 +14,7 @@ import time_machine
 from django.utils import timezone
 from drf_spectacular.generators import SchemaGenerator
 
-from presence import explain, services
+from presence import explain, selectors, services
 from presence.vocabulary import Priority, Status
 
 pytestmark = pytest.mark.django_db
@@ -337,7 +337,7 @@ def test_only_the_users_own_devices_are_listed(alice_api, api_for, bob, clock):
 
 def test_explaining_changes_nothing_stored(alice, alice_api, clock):
     register(alice_api, "laptop-install", "laptop")
-    before = services.current_presence(alice)
+    before = selectors.current_presence(alice)
     clock.shift(timedelta(minutes=10))
 
     explained(alice_api)

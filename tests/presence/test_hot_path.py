@@ -70,7 +70,7 @@ def test_a_status_change_is_answered_from_the_hot_store_and_written_behind(alice
 
     assert outcome.presence.status == Status.AWAY
     assert queries.captured_queries == []
-    assert services.current_presence(alice).status == Status.AWAY
+    assert selectors.current_presence(alice).status == Status.AWAY
     assert PresenceState.objects.get(user=alice).status == Status.AVAILABLE  # not written yet
 
     assert services.persist_pending() == 1
@@ -168,7 +168,7 @@ def test_a_heartbeat_keeps_the_hot_decision_fresh_for_readers(alice, laptop):
         services.ingest_signals(alice, laptop, heartbeat(2))
     # Past the first heartbeat's timeout, but not the second's: still available, read from Redis.
     with time_machine.travel(later + timedelta(seconds=100), tick=False), CaptureQueriesContext(connection) as queries:
-        state = services.current_presence(alice)
+        state = selectors.current_presence(alice)
 
     assert state.status == Status.AVAILABLE
     assert queries.captured_queries == []
@@ -203,7 +203,7 @@ def test_heartbeats_and_a_manual_change_at_once_end_in_the_engines_decision(alic
         thread.join()
 
     assert errors == []
-    stored = services.current_presence(alice)
+    stored = selectors.current_presence(alice)
     assert (stored.status, stored.status_msg) == (Status.DND, "focus")
     assert services.recompute(alice).status == Status.DND
 
@@ -224,7 +224,7 @@ def test_a_manual_change_that_loses_every_race_to_heartbeats_still_decides(alice
 
     outcome = services.ingest_signals(alice, laptop, heartbeat(500))
     assert (outcome.presence.status, outcome.presence.status_msg) == (Status.DND, "focus")
-    assert services.current_presence(alice).status == Status.DND
+    assert selectors.current_presence(alice).status == Status.DND
 
 
 # --- A Redis that lost its data -------------------------------------------------------------
@@ -258,7 +258,7 @@ def test_presence_converges_within_one_heartbeat_after_a_redis_restart(alice, la
     with time_machine.travel(start + interval, tick=False):
         services.ingest_signals(alice, laptop, heartbeat(2))
         services.ingest_signals(alice, phone.device_id, heartbeat(2))
-        state = services.current_presence(alice)
+        state = selectors.current_presence(alice)
 
     # The call was written to the database, so the rebuilt state still knows it.
     assert (state.status, state.activity) == (Status.BUSY, "in_call")
@@ -306,12 +306,12 @@ def test_a_redis_restart_does_not_turn_steady_users_offline_before_their_next_he
     with time_machine.travel(restart, tick=False):
         services.sweep_expired()  # the first sweep after the restart rebuilds alice
         assert PresenceState.objects.get(user=alice).status == Status.AVAILABLE
-        assert services.current_presence(alice).status == Status.AVAILABLE
+        assert selectors.current_presence(alice).status == Status.AVAILABLE
     with time_machine.travel(restart + timedelta(seconds=interval - 1), tick=False):
         services.ingest_signals(alice, laptop, heartbeat(seq + 1))
     with time_machine.travel(restart + timedelta(seconds=3 * interval), tick=False):
         services.sweep_expired()
-        assert services.current_presence(alice).status == Status.AVAILABLE
+        assert selectors.current_presence(alice).status == Status.AVAILABLE
     assert PresenceState.objects.get(user=alice).status == Status.AVAILABLE
 
 
@@ -341,7 +341,7 @@ def test_a_redis_restart_brings_nobody_back_whom_the_database_holds_as_offline(a
     lose_hot_state()
     with time_machine.travel(went_silent + timedelta(seconds=timeout + 10), tick=False):
         services.sweep_expired()
-        assert services.current_presence(alice).status == Status.OFFLINE
+        assert selectors.current_presence(alice).status == Status.OFFLINE
     assert PresenceState.objects.get(user=alice).status == Status.OFFLINE
 
 
@@ -380,7 +380,7 @@ def test_a_restart_with_another_device_timeout_applies_to_hot_users_at_once(alic
 
     # Under the old 120 s the device would still be live; under the new 40 s it is not.
     with time_machine.travel(later + timedelta(seconds=45), tick=False):
-        assert services.current_presence(alice).status == Status.OFFLINE
+        assert selectors.current_presence(alice).status == Status.OFFLINE
 
 
 # --- The sweep, from the hot state --------------------------------------------------------
@@ -397,7 +397,7 @@ def test_a_sweep_that_changes_nothing_visible_runs_no_database_query(alice, lapt
 
     assert swept == 1
     assert queries.captured_queries == []
-    assert services.current_presence(alice).status == Status.BUSY
+    assert selectors.current_presence(alice).status == Status.BUSY
 
 
 def test_a_sweep_turns_many_silent_users_offline_in_one_batch(make_member):
@@ -418,7 +418,7 @@ def test_reading_colleagues_who_never_had_an_input_writes_nothing(alice, make_me
         make_member(f"quiet{n}")
 
     with CaptureQueriesContext(connection) as queries:
-        states = services.fresh_presence_of(selectors.colleagues_of(alice))
+        states = selectors.fresh_presence_of(selectors.colleagues_of(alice))
 
     assert {state.status for state in states.values()} == {Status.OFFLINE}
     assert len(states) == 20
@@ -431,7 +431,7 @@ def test_a_stored_decision_is_read_while_current_when_the_hot_store_lost_it(alic
     lose_hot_state()
 
     with CaptureQueriesContext(connection) as queries:
-        state = services.fresh_presence_of(selectors.colleagues_of(bob))[alice.pk]
+        state = selectors.fresh_presence_of(selectors.colleagues_of(bob))[alice.pk]
 
     assert (state.status, state.status_msg) == (Status.DND, "focus")
     assert writes_in(queries) == []

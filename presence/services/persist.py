@@ -1,0 +1,131 @@
+"""The database copy of what the hot path keeps in the hot store: devices and decisions.
+
+The hot path answers and publishes from the hot store; the database is written behind it (with
+PRESENCE_WRITE_BEHIND, by the persist task) or right after it, for the admin, the history and
+a rebuild after a Redis restart. Nothing here decides or publishes.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from django.utils import timezone
+
+from presence import decisions, history, hotstate
+from presence.models import Device, DeviceHistory, PresenceState
+
+_DEVICE_FIELDS = [
+    "last_seen_at",
+    "last_active_at",
+    "activity",
+    "visibility",
+    "in_call",
+    "in_meeting",
+    "network",
+    "last_seq",
+]
+
+
+def persist_pending(batch_size: int = 500, max_batches: int = 100) -> int:
+    """Write behind: the devices and decisions the hot path changed, to the database (for the
+    admin, the history and a rebuild after a Redis restart). A user changed many times since
+    the last run is written once, with the latest. Returns the number of users written."""
+    store = hotstate.store()
+    written = 0
+    for _ in range(max_batches):
+        marks = store.pending_persist(batch_size)
+        if marks:
+            persist_users([user_id for user_id, _ in marks])
+            store.clear_persisted(marks)
+            written += len(marks)
+        if len(marks) < batch_size:
+            break
+    history.flush()
+    return written
+
+
+def persist_users(user_ids: list[int]) -> None:
+    """The database copy of these users' hot devices and decisions. Each part is read from the
+    hot store under the rows' locks, so a writer that read earlier cannot store older data over
+    newer; the devices are locked before the presence rows, in the order every other writer
+    takes them."""
+    store = hotstate.store()
+    user_ids = sorted(set(user_ids))
+    now = timezone.now()
+    with transaction.atomic():
+        rows = list(Device.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk"))
+        hot_users = dict(zip(user_ids, map(hotstate.HotUser.parse, store.read_many(user_ids)), strict=True))
+        devices, changes = [], []
+        for row in rows:
+            device = hot_users[row.user_id].devices.get(row.device_id)
+            if device is not None and device.seq > row.last_seq:
+                changes.extend(device_change_entries(row, device))
+                _copy_device(row, device)
+                devices.append(row)
+        Device.objects.bulk_update(devices, _DEVICE_FIELDS)
+        history.record_devices(changes)  # one INSERT for the batch
+    with transaction.atomic():
+        states = {
+            state.user_id: state
+            for state in PresenceState.objects.select_for_update().filter(user_id__in=user_ids).order_by("user_id")
+        }
+        hot_users = dict(zip(user_ids, map(hotstate.HotUser.parse, store.read_many(user_ids)), strict=True))
+        updated = []
+        for user_id, hot in hot_users.items():
+            state = states.get(user_id)
+            if hot.decision is None or state is None or decisions.of_row(state) == hot.decision:
+                continue
+            decisions.copy_to_row(state, hot.decision, now)
+            updated.append(state)
+        PresenceState.objects.bulk_update(updated, decisions.STATE_FIELDS)
+
+
+def persist_device(user_id: int, device: hotstate.HotDevice) -> int:
+    """The database copy of a device; a copy already at a newer seq is left as it is."""
+    rows = Device.objects.filter(user_id=user_id, device_id=device.device_id, last_seq__lt=device.seq)
+    return rows.update(**_device_values(device))
+
+
+def _device_values(device: hotstate.HotDevice) -> dict[str, object]:
+    """A hot device as the values of its database row's `_DEVICE_FIELDS`."""
+    return {
+        "last_seen_at": hotstate.from_epoch(device.last_seen),
+        "last_active_at": hotstate.from_epoch(device.last_active),
+        "activity": device.activity,
+        "visibility": device.visibility,
+        "in_call": device.in_call,
+        "in_meeting": device.in_meeting,
+        "network": device.network,
+        "last_seq": device.seq,
+    }
+
+
+def device_change_entries(row: Device, device: hotstate.HotDevice) -> list[DeviceHistory]:
+    """The device-history entry, if any, when the device's reported state differs from its
+    database copy, timed at the device's last signal (written behind, the write may come a
+    little later)."""
+    before = history.reported_state(row.activity, row.visibility, row.in_call, row.in_meeting, row.network)
+    after = history.reported_state(*device.persistent_state())
+    if before == after:
+        return []
+    return [history.device_entry(row.user_id, row.device_id, row.label, after, hotstate.from_epoch(device.last_seen))]
+
+
+def _copy_device(row: Device, device: hotstate.HotDevice) -> None:
+    for name, value in _device_values(device).items():
+        setattr(row, name, value)
+
+
+def flush_device_activity(batch_size: int = 1000) -> int:
+    """Write the hot path's last-seen and last-active times of devices to the database, for the
+    admin and for rebuilding after a Redis restart. Heartbeats mark a device for this at most
+    every PRESENCE_DEVICE_FLUSH_SECONDS."""
+    store = hotstate.store()
+    flushed = 0
+    while True:
+        marked = store.pop_dirty(batch_size)
+        for user_id, device_id in marked:
+            device = hotstate.HotUser.parse(store.read(user_id)).devices.get(device_id)
+            if device is not None:
+                flushed += persist_device(user_id, device)
+        if len(marked) < batch_size:
+            return flushed
