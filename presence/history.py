@@ -7,7 +7,7 @@ write to the database: with Redis, entries are appended to a list there (one RPU
 in batches by `flush`, which the persist task calls; on the in-process store (the embedded
 default, where every change is written through anyway) they are inserted at once.
 
-Device states are recorded where the database copy of a device changes (`presence.services`),
+Device states are recorded where the database copy of a device changes (`presence.services.persist`),
 which is already off the hot path with Redis (written behind).
 """
 

@@ -321,7 +321,7 @@ def devices_on_rebuild(
     """A user's devices from their database copy, as a hot state the store does not have is
     rebuilt from them (first use, or a restarted Redis that lost it).
 
-    The copy's last-seen times lag behind the heartbeats (see `services.flush_device_activity`),
+    The copy's last-seen times lag behind the heartbeats (see `services.persist.flush_device_activity`),
     often by more than the device timeout: read as they are, every device that was live when
     Redis went away would count as timed out, and its user would be stored, pushed and
     dispatched as offline until the device's next heartbeat. So while the user's stored presence
