@@ -1,5 +1,6 @@
 """Helpers for the tests that start real processes (servers, Celery, a Redis of their own): a free
-port, polling until a deadline, Celery processes logging to files, a private redis-server."""
+port, polling until a deadline, Celery processes logging to files, a private redis-server,
+`manage.py runserver`."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -105,3 +107,37 @@ class PrivateRedis:
             self.process.send_signal(signal.SIGKILL)
             self.process.wait(10)
         self.process = None
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    base_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextlib.contextmanager
+def runserver(env: dict[str, str], log_path: Path, timeout: float = 60) -> Iterator[RunningServer]:
+    """`make run`'s server (`manage.py runserver`, daphne's, without the reloader) with `env` on a
+    free port of 127.0.0.1, writing to `log_path`; there once it listens, stopped on leaving."""
+    port = free_port()
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+            cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    running = RunningServer(f"http://127.0.0.1:{port}", log_path)
+
+    def listening() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited:\n{running.log()}")
+        return f"Listening on TCP address 127.0.0.1:{port}" in running.log()
+
+    try:
+        eventually("the server listens", listening, timeout, about=running.log)
+        yield running
+    finally:
+        server.terminate()
+        server.wait(10)
