@@ -54,6 +54,25 @@ def test_the_lanes_answer_carries_the_headers_django_would_give_it(token, device
     assert ("Strict-Transport-Security" in quick[1]) is (scheme == "https")
 
 
+def test_behind_a_proxy_the_lane_reads_the_scheme_from_the_proxys_header_as_django_does(settings, token, device):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    lane = HeartbeatLane(django_application)  # reads the settings once, as at startup
+    path = f"/api/v1/devices/{device}/signals"
+
+    with CaptureQueriesContext(connection) as queries:
+        secure = call(
+            path, {"signals": [{"type": "heartbeat", "seq": 2}]}, token, app=lane, HTTP_X_FORWARDED_PROTO="https"
+        )
+        plain = call(
+            path, {"signals": [{"type": "heartbeat", "seq": 3}]}, token, app=lane, HTTP_X_FORWARDED_PROTO="http"
+        )
+
+    assert queries.captured_queries == []  # both answered in the lane
+    assert (secure[0], plain[0]) == ("202 Accepted", "202 Accepted")
+    assert "Strict-Transport-Security" in secure[1]
+    assert "Strict-Transport-Security" not in plain[1]
+
+
 @pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.evil.example:8000", ""])
 def test_a_foreign_host_is_refused_by_the_lane_as_by_django(token, device, host):
     beat = {"signals": [{"type": "heartbeat", "seq": 2}]}
