@@ -5,6 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
+from uuid import UUID
+
+if TYPE_CHECKING:
+    from orgs.models import User
+    from presence.models import PresenceState
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,12 +27,16 @@ class PresenceChange:
     source: str = ""
 
     @classmethod
-    def from_state(cls, user, state) -> PresenceChange:
+    def from_state(cls, user: User, state: PresenceState) -> PresenceChange:
+        """The change to `state` of `user`, in the user's organization (None: of none)."""
         membership = getattr(user, "membership", None)
         return cls.of(membership.organization_id if membership else None, user.public_id, state)
 
     @classmethod
-    def of(cls, organization_id: int | None, public_id, state, source: str = "") -> PresenceChange:
+    def of(
+        cls, organization_id: int | None, public_id: UUID | str, state: PresenceState, source: str = ""
+    ) -> PresenceChange:
+        """The change to `state` of the user `public_id` of `organization_id`, caused by `source`."""
         last_active: datetime | None = state.last_active_at
         return cls(
             organization_id=organization_id,
