@@ -12,7 +12,7 @@ from django.http import HttpRequest, HttpResponseRedirect
 
 from integrations import dispatch
 from integrations.models import DispatchState, ExternalAccount, GraphPublication, MatrixHomeserver, MicrosoftTenant
-from orgs.admin import OrgScopedAdmin
+from orgs.admin import OrgScopedAdmin, ViewOnly
 from presence.admin import PresenceStateAdmin, back
 from presence.models import PresenceState
 
@@ -140,7 +140,7 @@ class DispatchStateAdmin(IntegrationAdmin):
 
 
 @admin.register(GraphPublication)
-class GraphPublicationAdmin(IntegrationAdmin):
+class GraphPublicationAdmin(ViewOnly, IntegrationAdmin):
     """What SPARKS itself has put into users' Teams presence (its session, the preferred presence it
     set): shown, written only by dispatch. Ended rows stay a minute or two, for the import."""
 
@@ -149,15 +149,6 @@ class GraphPublicationAdmin(IntegrationAdmin):
     search_fields = ("user__username",)
     list_select_related = ("user",)
     readonly_fields = list_display
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.action(description="Re-dispatch now", permissions=["operate"])

@@ -179,14 +179,6 @@ def plan(changes: list[dict]) -> list[Planned]:
     return planned
 
 
-def plan_user(user_id: int, state: dict | None, reason: str = "") -> list[Planned]:
-    """Plan one user again (after their sharing preference changed)."""
-    user = _users(user_ids=[user_id]).first()
-    if user is None:
-        return []
-    return _plan_user(user, state or WITHDRAWN, reason)
-
-
 def _plan_user(user: User, state: dict, reason: str = "", refresh: bool = False) -> list[Planned]:
     shared = shares_externally(user)
     desired = state if shared else WITHDRAWN

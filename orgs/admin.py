@@ -147,6 +147,20 @@ class OrgScopedAdmin(OrgScopedPermissions, admin.ModelAdmin):
         return obj
 
 
+class ViewOnly:
+    """A mixin, before the model admin's classes: rows shown in the admin and written only by the
+    product, never added, changed or deleted there."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
 class SuperusersOnlyAdmin(OrgScopedAdmin):
     """Objects of no organization (groups, the periodic task schedules): superusers' alone. For an
     organization admin they do not exist, as another organization's objects do not."""

@@ -16,7 +16,7 @@ from django.utils.html import format_html, format_html_join
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.safestring import SafeString, mark_safe
 
-from orgs.admin import DELETE, VIEW, OrgScopedAdmin
+from orgs.admin import DELETE, VIEW, OrgScopedAdmin, ViewOnly
 from presence import explain, history, selectors, services
 from presence.engine import device_state
 from presence.models import (
@@ -36,19 +36,10 @@ RECENT_CHANGES_SHOWN = 20
 PresenceAction = Callable[[admin.ModelAdmin, HttpRequest, QuerySet[PresenceState]], HttpResponse | None]
 
 
-class ReadOnlyAdmin(OrgScopedAdmin):
+class ReadOnlyAdmin(ViewOnly, OrgScopedAdmin):
     """Computed or device-reported data: shown to admins, changed only through the product."""
 
     org_admin_actions = frozenset({VIEW})
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_delete_permission(self, request, obj=None) -> bool:
-        return False
 
     def has_operate_permission(self, request: HttpRequest) -> bool:
         """May run the admin's presence actions: whoever may see the rows (a superuser, or the

@@ -23,10 +23,11 @@ from http import HTTPStatus
 
 from django.conf import settings
 from django.core.exceptions import DisallowedHost
+from django.core.handlers.wsgi import WSGIRequest
 from django.core.signals import setting_changed
 from django.db import close_old_connections
 from django.dispatch import receiver
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.http import HttpResponse, JsonResponse
 from django.utils.module_loading import import_string
 
 from presence.fastpath import quick_signals
@@ -42,22 +43,17 @@ _HEADER_MIDDLEWARE = (
 )
 
 
-class _Envelope(HttpRequest):
-    """Django's own reading of a request's host and scheme (`get_host`, `is_secure`), on the WSGI
-    environ alone: those read nothing but META and the settings, and a whole WSGIRequest would
-    cost a heartbeat more than its own work."""
-
-    def __init__(self, environ: dict) -> None:  # no HttpRequest.__init__: nothing else is read
-        self.META = environ
-
-    def _get_scheme(self) -> str:
-        return self.META.get("wsgi.url_scheme", "http")
+def _envelope(where: dict[str, str]) -> WSGIRequest:
+    """Django's own request, for its reading of a host and a scheme (`get_host`, `is_secure`):
+    only what those read of the WSGI environ, and no body. Built once per distinct host and
+    scheme (`_judged`), never per heartbeat."""
+    return WSGIRequest({"REQUEST_METHOD": "POST", "wsgi.input": io.BytesIO(), **where})
 
 
 def security_headers(secure: bool) -> list[tuple[str, str]]:
     """The headers Django's security middleware (those of MIDDLEWARE) add to a JSON answer to a
     plain or a secure request: built by the middleware themselves, from the same settings."""
-    request = _Envelope({"wsgi.url_scheme": "https" if secure else "http"})
+    request = _envelope({"wsgi.url_scheme": "https" if secure else "http"})
     response = HttpResponse(content_type="application/json")
     plain = set(response.headers)
     for path in reversed(settings.MIDDLEWARE):  # answers go back through them last to first
@@ -66,7 +62,7 @@ def security_headers(secure: bool) -> list[tuple[str, str]]:
     return [(name, value) for name, value in response.items() if name not in plain]
 
 
-# What of the request Django reads to judge its host and its scheme (`_Envelope`), besides the
+# What of the request Django reads to judge its host and its scheme (`_envelope`), besides the
 # proxy's header of SECURE_PROXY_SSL_HEADER.
 _WHERE = (
     "HTTP_HOST",
@@ -82,7 +78,7 @@ _WHERE = (
 def _judged(where: tuple[str | None, ...], proxy_header: str | None) -> tuple[bool, bool]:
     # Few distinct hosts reach a server: Django's verdict on each is kept rather than redone.
     keys = (*_WHERE, proxy_header) if proxy_header else _WHERE
-    request = _Envelope({key: value for key, value in zip(keys, where, strict=False) if value is not None})
+    request = _envelope({key: value for key, value in zip(keys, where, strict=False) if value is not None})
     try:
         request.get_host()
     except DisallowedHost:

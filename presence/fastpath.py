@@ -51,7 +51,8 @@ def quick_signals(
     if len(signals) == 1 and signals[0].type == SignalType.HEARTBEAT:
         outcome = services.steady_heartbeat(fields["id"], device_id, signals[0].seq)
         if outcome is not None:
-            return wire.Answer(202, wire.decision_answer(outcome[2], outcome[0], outcome[1]))
+            applied, ignored, decision = outcome
+            return wire.Answer(202, wire.decision_answer(decision, applied, ignored))
         rate_counted = True
     try:
         result = services.ingest_signals(cached_user(fields), device_id, signals, rate_counted=rate_counted)

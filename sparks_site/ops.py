@@ -105,8 +105,9 @@ SWEEP_WATCH = SweepWatch()
 
 
 def check_sweep(timeout: float) -> dict[str, Any]:
-    """The expiry sweep (beat's task, or the in-process sweeper) completed within
-    `READINESS_SWEEP_STALE_SECONDS`: one Redis GET (or a variable, on the embedded default)."""
+    """The expiry sweep (beat's task, on a worker or in the embedded default's in-process beat)
+    completed within `READINESS_SWEEP_STALE_SECONDS`: one Redis GET (or a variable, on the
+    embedded default)."""
     window = settings.READINESS_SWEEP_STALE_SECONDS
     last = last_sweep(timeout)
     now = time.time()

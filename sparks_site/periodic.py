@@ -22,12 +22,13 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from celery import Task
+from celery.result import AsyncResult
 from celery.schedules import schedule as interval_schedule
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
@@ -126,7 +127,18 @@ def _delay_seconds(options: Mapping[str, Any]) -> float:
 class DeferringTask(Task):
     """Celery's task, except that in-process a countdown (or ETA) is waited for, not skipped."""
 
-    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None, link_error=None, **options):
+    def apply_async(
+        self,
+        args: Sequence[Any] | None = None,
+        kwargs: Mapping[str, Any] | None = None,
+        task_id: str | None = None,
+        producer: Any = None,
+        link: Any = None,
+        link_error: Any = None,
+        **options: Any,
+    ) -> AsyncResult | None:
+        """Celery's `apply_async`; in-process, a task with a countdown or an ETA is kept in
+        `deferred` until it is due (None then: there is no result to wait for)."""
         if self.app.conf.task_always_eager:
             delay = _delay_seconds(options)
             if delay > 0:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 from django.core.cache import cache
@@ -61,6 +61,21 @@ def _no_deferred_tasks() -> None:
 def _fast_password_hashing(settings) -> None:
     # Real hashing costs ~0.3 s a user; what tests check of passwords does not depend on it.
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+@pytest.fixture
+def keep_the_test_transaction() -> Iterator[None]:
+    """Django's WSGI handler closes old connections around each request, which would end the test's
+    transaction; its test client turns that off the same way. For requests made through the WSGI
+    application itself (`tests.wsgi_calls`)."""
+    from django.core.signals import request_finished, request_started
+    from django.db import close_old_connections
+
+    request_started.disconnect(close_old_connections)
+    request_finished.disconnect(close_old_connections)
+    yield
+    request_started.connect(close_old_connections)
+    request_finished.connect(close_old_connections)
 
 
 @pytest.fixture

@@ -9,8 +9,6 @@ in-process beat and countdowns did.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,11 +28,10 @@ from presence import services
 from tests.databases import database_url
 from tests.factories import ExternalAccountFactory, MatrixHomeserverFactory
 from tests.integrations.fake_microsoft import FakeMicrosoft, Fault
-from tests.integrations.synapse import free_port
+from tests.real_processes import runserver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 # Beat's intervals, short for the test (a deployment's defaults are 5 s, 2 s, 10 s and 60 s).
 INTERVALS = {
     "PRESENCE_SWEEP_INTERVAL_SECONDS": "1",
@@ -74,21 +71,8 @@ def embedded_server(fake_microsoft_server: FakeMicrosoft, tmp_path, transactiona
         INTEGRATIONS_CA_BUNDLE=str(fake_microsoft_server.cert_path),
         **INTERVALS,
     )
-    port = free_port()
-    log_path = tmp_path / "runserver.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-            cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        _wait_until(
-            lambda: f"Listening on TCP address 127.0.0.1:{port}" in log_path.read_text(), 60, log_path.read_text
-        )
-        yield EmbeddedServer(f"http://127.0.0.1:{port}", log_path)
-    finally:
-        server.terminate()
-        server.wait(10)
+    with runserver(env, tmp_path / "runserver.log") as server:
+        yield EmbeddedServer(server.base_url, server.log_path)
 
 
 @pytest.fixture

@@ -11,14 +11,11 @@ the fake; every check polls until a deadline, none sleeps a fixed time.
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TypeVar
 
 import pytest
 import redis
@@ -34,12 +31,10 @@ from tests.databases import process_environment
 from tests.factories import MatrixHomeserverFactory
 from tests.integrations.fake_microsoft import FakeMicrosoft, Fault
 from tests.integrations.synapse import MatrixUser, Synapse
+from tests.real_processes import CeleryProcesses, eventually
 
 # Transactional: the worker and beat read what this process writes, so it must be committed.
 pytestmark = [pytest.mark.synapse, pytest.mark.django_db(transaction=True)]
-
-PROJECT_DIR = Path(__file__).resolve().parents[2]
-T = TypeVar("T")
 
 # What the worker and beat run with, besides the test database, Redis and the secrets: server-side
 # dispatch on, and intervals of a second so that a test sees beat's periodic work within seconds.
@@ -47,7 +42,6 @@ PROCESS_SETTINGS = {
     "CELERY_TASK_ALWAYS_EAGER": "0",
     "PRESENCE_USE_AGGREGATOR": "true",
     "PRESENCE_SERVER_DISPATCH": "true",
-    "PRESENCE_IN_PROCESS_SWEEP": "0",
     "INTEGRATIONS_DISPATCH_COALESCE_SECONDS": "0.2",
     "MATRIX_PRESENCE_REFRESH_SECONDS": "1",
     "MICROSOFT_IMPORT_INTERVAL_SECONDS": "1",
@@ -56,45 +50,14 @@ PROCESS_SETTINGS = {
     "LOG_FORMAT": "text",
     "LOG_LEVEL": "INFO",
 }
-DEADLINE_SECONDS = 15.0
 REPORT = "Writing the quarterly report"
-
-
-def eventually(what: str, check: Callable[[], T], timeout: float = DEADLINE_SECONDS, interval: float = 0.1) -> T:
-    """Poll `check` until it returns something true, and return that; fail after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s (last: {result!r})")
-        time.sleep(interval)
 
 
 # --- The worker and beat ------------------------------------------------------------------------
 
 
-class Processes:
+class Processes(CeleryProcesses):
     """`celery worker` and `celery beat`, each logging to a file of its own."""
-
-    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
-        self.workdir = workdir
-        self.env = env
-        self.processes: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, *arguments: str) -> subprocess.Popen:
-        with (self.workdir / f"{name}.log").open("a") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "sparks_site", name, "--loglevel=INFO", *arguments],
-                cwd=PROJECT_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        self.processes[name] = process
-        return process
-
-    def log(self, name: str) -> str:
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
 
     def running(self, name: str, says: str) -> bool:
         if self.processes[name].poll() is not None:

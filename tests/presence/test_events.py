@@ -13,26 +13,11 @@ from presence import events, hotstate, services
 from presence.models import PresenceState
 from presence.tasks import sweep_expired_presence
 from presence.vocabulary import Status
-from tests.presence.live_helpers import GroupListener
 
 # Publishing happens when the transaction commits: these tests need real commits.
 pytestmark = pytest.mark.django_db(transaction=True)
 
 QUIET_SECONDS = 0.5
-
-
-@pytest.fixture
-def listen():
-    listeners: list[GroupListener] = []
-
-    def make(organization_id: int) -> GroupListener:
-        listener = GroupListener(organization_id)
-        listeners.append(listener)
-        return listener
-
-    yield make
-    for listener in listeners:
-        listener.close()
 
 
 @pytest.fixture

@@ -2,58 +2,18 @@
 
 from __future__ import annotations
 
-import io
-import json
-import sys
-
 import pytest
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections, connection
+from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
 from presence import services
 from presence.fastlane import HeartbeatLane
 from presence.models import Device
-from sparks_site.wsgi import application, django_application
+from sparks_site.wsgi import django_application
+from tests.wsgi_calls import wsgi_call as call
 
-pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture(autouse=True)
-def _keep_the_test_transactions_connection():
-    """Django's handler closes old connections around each request, which would end the test's
-    transaction; its test client turns that off the same way."""
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
-
-
-def call(
-    path: str, body: dict | None, token: str | None, method: str = "POST", app=application, **extra: str
-) -> tuple[str, dict, dict]:
-    raw = json.dumps(body).encode() if body is not None else b""
-    environ = {
-        "REQUEST_METHOD": method,
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "HTTP_HOST": "127.0.0.1",
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(raw)),
-        "wsgi.input": io.BytesIO(raw),
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": sys.stderr,
-    }
-    environ.update(extra)
-    if token:
-        environ["HTTP_AUTHORIZATION"] = f"Token {token}"
-    started: list = []
-    content = b"".join(app(environ, lambda status, headers, *_: started.extend((status, dict(headers)))))
-    return started[0], started[1], json.loads(content) if content else {}
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("keep_the_test_transaction")]
 
 
 @pytest.fixture
@@ -92,6 +52,25 @@ def test_the_lanes_answer_carries_the_headers_django_would_give_it(token, device
     quick[1].pop("Content-Length"), full[1].pop("Content-Length")  # the bodies' own
     assert quick[1] == full[1]
     assert ("Strict-Transport-Security" in quick[1]) is (scheme == "https")
+
+
+def test_behind_a_proxy_the_lane_reads_the_scheme_from_the_proxys_header_as_django_does(settings, token, device):
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    lane = HeartbeatLane(django_application)  # reads the settings once, as at startup
+    path = f"/api/v1/devices/{device}/signals"
+
+    with CaptureQueriesContext(connection) as queries:
+        secure = call(
+            path, {"signals": [{"type": "heartbeat", "seq": 2}]}, token, app=lane, HTTP_X_FORWARDED_PROTO="https"
+        )
+        plain = call(
+            path, {"signals": [{"type": "heartbeat", "seq": 3}]}, token, app=lane, HTTP_X_FORWARDED_PROTO="http"
+        )
+
+    assert queries.captured_queries == []  # both answered in the lane
+    assert (secure[0], plain[0]) == ("202 Accepted", "202 Accepted")
+    assert "Strict-Transport-Security" in secure[1]
+    assert "Strict-Transport-Security" not in plain[1]
 
 
 @pytest.mark.parametrize("host", ["evil.example", "127.0.0.1.evil.example:8000", ""])

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from presence import hotstate
 from presence.models import ManualStatus, PresenceState
+from tests.wsgi_calls import status_code, wsgi_call
 
 pytestmark = pytest.mark.django_db
 
@@ -238,54 +239,12 @@ def user_limit_due(user) -> float:
     return float(hotstate.store().read(user.pk)["ru"])
 
 
-def lane_post(path: str, body: dict, token: str) -> int:
-    """A request through the WSGI application as served: the heartbeat lane, then Django."""
-    import io
-    import json
-    import sys
-
-    from sparks_site.wsgi import application
-
-    raw = json.dumps(body).encode()
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "HTTP_HOST": "127.0.0.1",
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(raw)),
-        "HTTP_AUTHORIZATION": f"Token {token}",
-        "wsgi.input": io.BytesIO(raw),
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": sys.stderr,
-    }
-    started: list[str] = []
-    b"".join(application(environ, lambda status, headers, *_: started.append(status)))
-    return int(started[0].split()[0])
-
-
-@pytest.fixture
-def lane_transaction_kept():
-    """Django's handler closes old connections around each request, which would end the test's
-    transaction; its test client turns that off the same way."""
-    from django.core.signals import request_finished, request_started
-    from django.db import close_old_connections
-
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
-
-
 @pytest.mark.parametrize("door", ["lane", "quick view", "DRF view"])
 @pytest.mark.parametrize(
     "signal", [{"type": "heartbeat", "seq": 1}, {"type": "activity", "value": "idle", "seq": 1}], ids=["beat", "change"]
 )
 def test_a_flood_for_made_up_devices_costs_the_user_one_charge_per_request(
-    alice, alice_api, settings, lane_transaction_kept, door, signal
+    alice, alice_api, settings, keep_the_test_transaction, door, signal
 ):
     settings.PRESENCE_RATE_LIMIT_USER = (1000, 60.0)  # one request every 60 ms, never reached here
     interval = 60.0 / 1000
@@ -304,7 +263,7 @@ def test_a_flood_for_made_up_devices_costs_the_user_one_charge_per_request(
         for number in range(flood):
             path, body = f"/api/v1/devices/{made_up_device(number)}/signals", {"signals": [signal]}
             if door == "lane":
-                answers.append(lane_post(path, body, token))
+                answers.append(status_code(wsgi_call(path, body, token)[0]))
             else:
                 answers.append(
                     (alice_api if door == "quick view" else session).post(path, body, format="json").status_code

@@ -33,7 +33,6 @@ from presence.models import (
 from presence.services import Signal
 from presence.vocabulary import SignalType, Status
 from tests.factories import UserFactory
-from tests.presence.live_helpers import GroupListener
 
 # Changes are published when their transaction commits: the tests that listen need real commits.
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -41,20 +40,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 QUIET_SECONDS = 0.5
 WRITES = ("INSERT", "UPDATE", "DELETE")
-
-
-@pytest.fixture
-def listen():
-    listeners: list[GroupListener] = []
-
-    def make(organization_id: int) -> GroupListener:
-        listener = GroupListener(organization_id)
-        listeners.append(listener)
-        return listener
-
-    yield make
-    for listener in listeners:
-        listener.close()
 
 
 def iso(moment: datetime) -> str:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,42 +22,30 @@ from django_celery_beat.schedulers import DatabaseScheduler
 from sparks_site.beat import LOCK_NAME, BeatLock, SingleBeatScheduler
 from sparks_site.celery import app as celery_app
 from tests.databases import process_environment
-from tests.sparks_site.test_faults_redis_worker import PrivateRedis, _wait_until
+from tests.real_processes import CeleryProcesses, PrivateRedis, eventually
 
 # Beat closes database connections as it sets up, which a test transaction would not survive.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PROJECT_DIR = Path(__file__).resolve().parents[2]
 TTL_SECONDS = 4
 SENT = "Sending due task"
 
 
-class Beats:
+class Beats(CeleryProcesses):
     """`celery beat` processes, each logging to a file of its own."""
 
     def __init__(self, workdir: Path, redis_url: str) -> None:
-        self.workdir = workdir
-        self.env = process_environment(
+        env = process_environment(
             redis_url,
             LOG_FORMAT="text",
             CELERY_TASK_ALWAYS_EAGER="0",
             PRESENCE_SWEEP_INTERVAL_SECONDS="1",
             BEAT_LOCK_TTL_SECONDS=str(TTL_SECONDS),
         )
-        self.processes: dict[str, subprocess.Popen] = {}
+        super().__init__(workdir, env)
 
     def start(self, name: str) -> subprocess.Popen:
-        with (self.workdir / f"{name}.log").open("a") as log:
-            process = subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "sparks_site", "beat", "--loglevel=INFO"],
-                cwd=PROJECT_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        self.processes[name] = process
-        return process
-
-    def log(self, name: str) -> str:
-        path = self.workdir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
+        return super().start(name, command="beat")
 
     def sent(self, name: str) -> int:
         return self.log(name).count(SENT)
@@ -88,9 +75,9 @@ def beats(tmp_path) -> Iterator[Beats]:
 
 def test_a_second_beat_waits_and_takes_over_when_the_first_dies(beats):
     first = beats.start("first")
-    _wait_until(lambda: beats.sent("first") >= 2, 40, "the first beat sends the schedule")
+    eventually("the first beat sends the schedule", lambda: beats.sent("first") >= 2, 40)
     beats.start("second")
-    _wait_until(lambda: "Another beat holds the lock" in beats.log("second"), 40, "the second beat waits")
+    eventually("the second beat waits", lambda: "Another beat holds the lock" in beats.log("second"), 40)
 
     # While the first lives, the second sends nothing; the first keeps the schedule (its lock
     # renewed past the TTL).
@@ -102,7 +89,7 @@ def test_a_second_beat_waits_and_takes_over_when_the_first_dies(beats):
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     killed = time.monotonic()
-    _wait_until(lambda: beats.sent("second") > 0, TTL_SECONDS + 10, "the second beat takes over")
+    eventually("the second beat takes over", lambda: beats.sent("second") > 0, TTL_SECONDS + 10)
     taken_over = time.monotonic() - killed
     assert taken_over <= TTL_SECONDS + 2.5
     assert "Beat holds the lock" in beats.log("second")
@@ -110,15 +97,15 @@ def test_a_second_beat_waits_and_takes_over_when_the_first_dies(beats):
 
 def test_a_beat_that_stops_hands_the_lock_over_at_once(beats):
     first = beats.start("first")
-    _wait_until(lambda: beats.sent("first") >= 1, 40, "the first beat sends the schedule")
+    eventually("the first beat sends the schedule", lambda: beats.sent("first") >= 1, 40)
     beats.start("second")
-    _wait_until(lambda: "Another beat holds the lock" in beats.log("second"), 40, "the second beat waits")
+    eventually("the second beat waits", lambda: "Another beat holds the lock" in beats.log("second"), 40)
 
     first.terminate()
     first.wait(20)
     assert "Beat released the lock" in beats.log("first")
     stopped = time.monotonic()
-    _wait_until(lambda: beats.sent("second") > 0, TTL_SECONDS + 10, "the second beat takes over")
+    eventually("the second beat takes over", lambda: beats.sent("second") > 0, TTL_SECONDS + 10)
 
     # Well before the lock would have expired on its own.
     assert time.monotonic() - stopped < TTL_SECONDS - 1

@@ -12,15 +12,12 @@ the preferences.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -42,6 +39,7 @@ from presence.vocabulary import ActivityValue, NetworkValue, VisibilityValue
 from tests.databases import process_environment
 from tests.factories import MatrixHomeserverFactory
 from tests.presence.live_helpers import GroupListener, token_of
+from tests.real_processes import PrivateRedis, eventually, free_port
 
 pytestmark = [
     pytest.mark.django_db(transaction=True),
@@ -68,65 +66,6 @@ SERVER_SETTINGS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _wait_until(check: Callable[[], object], timeout: float, what: str, interval: float = 0.2):
-    """Poll `check` until it returns something true; its last value otherwise fails the test."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout} s (last: {result!r})")
-        time.sleep(interval)
-
-
-# --- The processes ------------------------------------------------------------------------------
-
-
-class PrivateRedis:
-    """A redis-server of the test's own that keeps nothing on disk: killed, it loses everything."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.port = _free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.workdir = workdir
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        log = (self.workdir / "redis.log").open("a")
-        self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-             "--dir", str(self.workdir)],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-        )  # fmt: skip
-        log.close()
-        client = redis.Redis.from_url(self.url)
-
-        def answers() -> bool:
-            if self.process.poll() is not None:
-                raise AssertionError(f"redis-server exited:\n{(self.workdir / 'redis.log').read_text()}")
-            with contextlib.suppress(redis.exceptions.ConnectionError):
-                return client.ping()
-            return False
-
-        _wait_until(answers, 15, "redis-server answers", interval=0.05)
-        client.close()
-
-    def kill(self) -> None:
-        """SIGKILL: no shutdown, no save; every key is gone."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
-        self.process = None
-
-
 class Deployment:
     """The production web server, a Celery worker and beat on the test database and a private Redis."""
 
@@ -148,7 +87,7 @@ class Deployment:
         return path.read_text(errors="replace") if path.exists() else ""
 
     def start_server(self) -> None:
-        port = _free_port()
+        port = free_port()
         process = self._spawn("web", processes.web_command(Path(sys.executable).parent, "127.0.0.1", port, workers=1))
         self.base_url = f"http://127.0.0.1:{port}"
 
@@ -160,7 +99,7 @@ class Deployment:
             except httpx.HTTPError:
                 return False
 
-        _wait_until(up, 20, "the web server answers")
+        eventually("the web server answers", up, 20)
 
     def start_worker(self) -> None:
         name = "worker"
@@ -176,7 +115,7 @@ class Deployment:
                 raise AssertionError(f"the Celery worker exited:\n{self.log(name)}")
             return self.log(name).count(" ready.") > before
 
-        _wait_until(ready, 30, "the Celery worker is ready")
+        eventually("the Celery worker is ready", ready, 30)
 
     def stop_worker(self) -> None:
         self._stop("worker")
@@ -462,10 +401,10 @@ def test_presence_converges_within_a_heartbeat_after_redis_restarts_and_no_prefe
     assert clients[bob].put("/api/v1/me/calendar", json={"blocks": [block]}).status_code == 200
     assert read_presence(clients[bob])["status"] == "busy"  # the calendar, while bob lets it count
     heartbeat_all(devices)
-    _wait_until(
+    eventually(
+        "the devices' states are written behind to PostgreSQL",
         lambda: all(stored_device_state(d) == reported_state(d) for d in devices),
         20,
-        "the devices' states are written behind to PostgreSQL",
     )
 
     # Steady heartbeats from here on. They are kept in Redis only: the database copy of the
@@ -478,7 +417,7 @@ def test_presence_converges_within_a_heartbeat_after_redis_restarts_and_no_prefe
         recent = timezone.now() - timedelta(seconds=DEVICE_TIMEOUT_SECONDS)
         return not Device.objects.filter(user__in=users, last_seen_at__gt=recent).exists()
 
-    _wait_until(copies_behind, DEVICE_TIMEOUT_SECONDS + 20, "the database copies fall behind", interval=1)
+    eventually("the database copies fall behind", copies_behind, DEVICE_TIMEOUT_SECONDS + 20, interval=1)
 
     # Preferences and a manual status: written to PostgreSQL before they are answered.
     response = clients[bob].patch("/api/v1/me/privacy", json={"use_calendar_busy": False, "priority": "manual_first"})
@@ -509,10 +448,10 @@ def test_presence_converges_within_a_heartbeat_after_redis_restarts_and_no_prefe
     # deployment: it runs every few seconds, a device heartbeats every 30), and rebuilds the hot
     # state of everyone the database holds as not offline.
     hot = redis.Redis.from_url(private_redis.url, decode_responses=True)
-    _wait_until(
+    eventually(
+        "the sweep rebuilds the hot state",
         lambda: all(hot.hget(f"sparks:presence:u:{user.pk}", "loaded") == "1" for user in users),
         30,
-        "the sweep rebuilds the hot state",
     )
     # The device state the database holds for erin: the hidden window if it was written behind
     # before the crash, else the one before it (the weak point of writing behind).
@@ -557,7 +496,7 @@ def test_presence_converges_within_a_heartbeat_after_redis_restarts_and_no_prefe
         heartbeat_all(devices)  # the devices go on; nobody times out meanwhile
         return all(stored_presence(user) == after[user] for user in (alice, bob, dave, erin))
 
-    _wait_until(stored_right, 20, "the decisions are in PostgreSQL", interval=0.5)
+    eventually("the decisions are in PostgreSQL", stored_right, 20, interval=0.5)
     assert all(stored_device_state(d) == reported_state(d) for d in devices)
     # Nobody was ever told (or shown in the history) that any of them went offline.
     assert not PresenceHistory.objects.filter(user__in=users, status="offline", at__gte=back_at).exists()
@@ -586,7 +525,7 @@ def test_reads_stay_right_while_the_worker_is_down_and_expiry_writes_and_dispatc
     def published(user: User, presence: str) -> bool:
         return fake_matrix.presence_of(on_matrix[user]) == presence
 
-    _wait_until(lambda: all(published(user, MATRIX_ONLINE) for user in (alice, bob, erin)), 30, "published online")
+    eventually("published online", lambda: all(published(user, MATRIX_ONLINE) for user in (alice, bob, erin)), 30)
 
     deployment.stop_worker()
     listener = GroupListener(organization.id)
@@ -627,7 +566,7 @@ def test_reads_stay_right_while_the_worker_is_down_and_expiry_writes_and_dispatc
                 return message
             return None
 
-        message = _wait_until(erin_offline_told, 30, "the organization is told erin is offline", interval=0)
+        message = eventually("the organization is told erin is offline", erin_offline_told, 30, interval=0)
         assert message["type"] == "presence.change"
     finally:
         listener.close()
@@ -644,5 +583,5 @@ def test_reads_stay_right_while_the_worker_is_down_and_expiry_writes_and_dispatc
             and published(erin, MATRIX_OFFLINE)
         )
 
-    _wait_until(caught_up, 30, "writes behind and dispatch caught up", interval=0.5)
+    eventually("writes behind and dispatch caught up", caught_up, 30, interval=0.5)
     assert stored_presence(alice) == expected(alice, [laptop[bob]])

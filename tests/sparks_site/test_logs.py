@@ -6,7 +6,6 @@ import io
 import json
 import logging
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from django.test import Client
 
 from presence import tasks
 from sparks_site.logs import JsonFormatter
+from tests.real_processes import eventually, runserver
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 
@@ -113,7 +113,6 @@ def test_logs_are_json_unless_debug(debug, expected):
 def test_make_run_logs_one_line_per_request(tmp_path):
     """`make run`'s server (daphne's runserver, DEBUG, text lines) writes one line per request: a
     200, a 401 and a 404 each appear once, as the project's request line."""
-    port = free_port()
     env = {key: value for key, value in os.environ.items() if key not in ("LOG_FORMAT", "REDIS_URL")}
     env.update(
         DEBUG="1",
@@ -123,24 +122,14 @@ def test_make_run_logs_one_line_per_request(tmp_path):
         CELERY_BROKER_URL="memory://",
         PYTHONUNBUFFERED="1",
     )
-    log_path = tmp_path / "runserver.log"
-    with log_path.open("w") as log:
-        server = subprocess.Popen(
-            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
-            cwd=BASE_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-    try:
-        wait_for(lambda: f"Listening on TCP address 127.0.0.1:{port}" in log_path.read_text(), server, log_path)
+    with runserver(env, tmp_path / "runserver.log") as server:
         paths = {"/api/v1/config": 200, "/api/v1/me/presence": 401, "/no-such-page": 404}
         for path, status in paths.items():
-            assert httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10).status_code == status
-        wait_for(lambda: "/no-such-page" in log_path.read_text(), server, log_path)
+            assert httpx.get(f"{server.base_url}{path}", timeout=10).status_code == status
+        eventually("the last request is logged", lambda: "/no-such-page" in server.log(), 30, about=server.log)
         time.sleep(0.5)  # anything else the server was going to write about these requests
-    finally:
-        server.terminate()
-        server.wait(10)
 
-    lines = log_path.read_text().splitlines()
+    lines = server.log().splitlines()
     for path, status in paths.items():
         mentions = [line for line in lines if path in line]
         assert len(mentions) == 1, "\n".join(lines)
@@ -148,20 +137,6 @@ def test_make_run_logs_one_line_per_request(tmp_path):
 
 
 # --- Helpers ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def wait_for(condition, process: subprocess.Popen, log_path: Path, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise AssertionError(f"the server did not get there:\n{log_path.read_text()}")
-        time.sleep(0.1)
 
 
 def read_lines(action) -> list[dict]:

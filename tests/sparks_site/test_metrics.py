@@ -6,8 +6,6 @@ process's own and other tests move it too.
 
 from __future__ import annotations
 
-import io
-import json
 import os
 import subprocess
 import sys
@@ -16,16 +14,14 @@ from pathlib import Path
 import pytest
 from asgiref.sync import async_to_sync
 from channels.testing import WebsocketCommunicator
-from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
 from django.test import Client
 from prometheus_client.parser import text_string_to_metric_families
 
 from presence import services
 from sparks_site import metrics
 from sparks_site.asgi import application as asgi_application
-from sparks_site.wsgi import application as wsgi_application
 from tests.presence.live_helpers import token_of
+from tests.wsgi_calls import wsgi_call
 
 METRICS_TOKEN = "metrics-scrape-token-for-tests"
 SIGNALS = "sparks_presence_signals_total"
@@ -141,47 +137,16 @@ def test_signals_of_an_unknown_device_are_not_counted(alice_api):
     assert moved(before, signals_of(scrape())) == {}
 
 
-@pytest.fixture
-def _keep_the_test_transactions_connection():
-    """The WSGI handler closes old connections around a request, which would end the test's
-    transaction; Django's test client turns that off the same way."""
-    request_started.disconnect(close_old_connections)
-    request_finished.disconnect(close_old_connections)
-    yield
-    request_started.connect(close_old_connections)
-    request_finished.connect(close_old_connections)
-
-
-def wsgi_post(path: str, body: dict, token: str) -> str:
-    raw = json.dumps(body).encode()
-    environ = {
-        "REQUEST_METHOD": "POST",
-        "PATH_INFO": path,
-        "QUERY_STRING": "",
-        "SERVER_NAME": "127.0.0.1",
-        "SERVER_PORT": "8000",
-        "HTTP_HOST": "127.0.0.1",
-        "CONTENT_TYPE": "application/json",
-        "CONTENT_LENGTH": str(len(raw)),
-        "HTTP_AUTHORIZATION": f"Token {token}",
-        "wsgi.input": io.BytesIO(raw),
-        "wsgi.url_scheme": "http",
-        "wsgi.errors": sys.stderr,
-    }
-    started: list[str] = []
-    b"".join(wsgi_application(environ, lambda status, headers, *_: started.append(status)))
-    return started[0]
-
-
 @pytest.mark.django_db
-@pytest.mark.usefixtures("_keep_the_test_transactions_connection")
+@pytest.mark.usefixtures("keep_the_test_transaction")
 def test_a_heartbeat_answered_by_the_wsgi_lane_is_counted_once(alice, alice_api):
     device = register(alice_api)
     token = token_of(alice)
-    assert wsgi_post(f"/api/v1/devices/{device}/signals", {"signals": [{"type": "heartbeat", "seq": 1}]}, token)
+    first, _, _ = wsgi_call(f"/api/v1/devices/{device}/signals", {"signals": [{"type": "heartbeat", "seq": 1}]}, token)
+    assert first == "202 Accepted"
     before = signals_of(scrape())
 
-    status = wsgi_post(f"/api/v1/devices/{device}/signals", {"signals": [{"type": "heartbeat", "seq": 2}]}, token)
+    status, _, _ = wsgi_call(f"/api/v1/devices/{device}/signals", {"signals": [{"type": "heartbeat", "seq": 2}]}, token)
 
     assert status == "202 Accepted"
     assert moved(before, signals_of(scrape())) == {"heartbeat": 1}

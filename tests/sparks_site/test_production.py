@@ -41,7 +41,7 @@ from websockets.sync.client import connect
 
 from deploy import serve
 from tests.databases import database_url
-from tests.sparks_site.test_faults_redis_worker import PrivateRedis, _free_port, _wait_until
+from tests.real_processes import PrivateRedis, eventually, free_port
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
 NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
@@ -153,7 +153,7 @@ def production(tmp_path, own_database) -> Iterator[Production]:
     redis_server = PrivateRedis(tmp_path)
     redis_server.start()
     cert, key = _self_signed(tmp_path)
-    port = _free_port()
+    port = free_port()
     env = {
         **_clean_environment(),
         "DATABASE_URL": own_database,
@@ -181,7 +181,7 @@ def production(tmp_path, own_database) -> Iterator[Production]:
             except httpx.HTTPError:
                 return False
 
-        _wait_until(ready, STARTUP_SECONDS, "serve-prod answers /readyz", interval=0.3)
+        eventually("serve-prod answers /readyz", ready, STARTUP_SECONDS, interval=0.3)
         yield stack
     except BaseException:
         print(f"--- serve-prod ---\n{log.read_text(errors='replace')[-8000:]}")
@@ -297,7 +297,7 @@ def test_the_whole_product_answers_on_one_port(production: Production):
         except Empty:
             return False
 
-    _wait_until(sse_saw_ada_busy, 10, "the SSE stream receives Ada's change")
+    eventually("the SSE stream receives Ada's change", sse_saw_ada_busy, 10)
 
 
 def test_the_deployment_check_gives_no_warning_with_the_production_settings(tmp_path):

@@ -1,0 +1,143 @@
+"""Helpers for the tests that start real processes (servers, Celery, a Redis of their own): a free
+port, polling until a deadline, Celery processes logging to files, a private redis-server,
+`manage.py runserver`."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import redis
+
+PROJECT_DIR = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on (now)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def eventually(
+    what: str,
+    check: Callable[[], T],
+    timeout: float = 15.0,
+    interval: float = 0.1,
+    about: Callable[[], str] | None = None,
+) -> T:
+    """Poll `check` until it returns something true, and return that; after `timeout` seconds fail,
+    saying `what` did not happen, with `check`'s last value and `about()` (a log, say)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            context = f"\n{about()}" if about is not None else ""
+            raise AssertionError(f"{what}: not within {timeout} s (last: {result!r}){context}")
+        time.sleep(interval)
+
+
+class CeleryProcesses:
+    """`celery -A sparks_site …` processes run with `env`, each logging to a file of its own in `workdir`."""
+
+    def __init__(self, workdir: Path, env: dict[str, str]) -> None:
+        self.workdir = workdir
+        self.env = env
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, *arguments: str, command: str | None = None) -> subprocess.Popen:
+        """`celery <command> <arguments>` (the command is `name` unless given), logging to `<name>.log`."""
+        with (self.workdir / f"{name}.log").open("a") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "sparks_site", command or name, "--loglevel=INFO", *arguments],
+                cwd=PROJECT_DIR, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        self.processes[name] = process
+        return process
+
+    def log(self, name: str) -> str:
+        path = self.workdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+
+class PrivateRedis:
+    """A redis-server of the test's own that keeps nothing on disk: killed, it loses everything."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.workdir = workdir
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = (self.workdir / "redis.log").open("a")
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.workdir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        log.close()
+        client = redis.Redis.from_url(self.url)
+
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"redis-server exited:\n{(self.workdir / 'redis.log').read_text()}")
+            with contextlib.suppress(redis.exceptions.ConnectionError):
+                return client.ping()
+            return False
+
+        eventually("redis-server answers", answers, 15, interval=0.05)
+        client.close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no save; every key is gone."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+        self.process = None
+
+
+@dataclass(frozen=True)
+class RunningServer:
+    base_url: str
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text()
+
+
+@contextlib.contextmanager
+def runserver(env: dict[str, str], log_path: Path, timeout: float = 60) -> Iterator[RunningServer]:
+    """`make run`'s server (`manage.py runserver`, daphne's, without the reloader) with `env` on a
+    free port of 127.0.0.1, writing to `log_path`; there once it listens, stopped on leaving."""
+    port = free_port()
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [sys.executable, "manage.py", "runserver", "--noreload", f"127.0.0.1:{port}"],
+            cwd=PROJECT_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    running = RunningServer(f"http://127.0.0.1:{port}", log_path)
+
+    def listening() -> bool:
+        if server.poll() is not None:
+            raise AssertionError(f"the server exited:\n{running.log()}")
+        return f"Listening on TCP address 127.0.0.1:{port}" in running.log()
+
+    try:
+        eventually("the server listens", listening, timeout, about=running.log)
+        yield running
+    finally:
+        server.terminate()
+        server.wait(10)
