@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils import timezone
 
-from presence import hotstate
+from presence import hot
 from presence.models import DeviceHistory, PresenceHistory
 from presence.vocabulary import ActivityValue, NetworkValue, VisibilityValue
 
@@ -54,8 +54,8 @@ def record(changes: Sequence[PresenceChange]) -> None:
     at = timezone.now().timestamp()
     entries = [_entry(change, at) for change in changes]
     try:
-        store = hotstate.store()
-        if isinstance(store, hotstate.RedisHotStore):
+        store = hot.store()
+        if isinstance(store, hot.RedisHotStore):
             store.client.rpush(store.history_key, *(json.dumps(e, separators=(",", ":")) for e in entries))
         else:
             _insert(entries)
@@ -67,7 +67,7 @@ def buffered_entry(change: PresenceChange) -> str | None:
     """The change's entry for the Redis buffer, for a writer that appends it in the same step as
     the change itself (one round trip less on a device's status change); None on the in-process
     store, where `record` inserts it."""
-    if not isinstance(hotstate.store(), hotstate.RedisHotStore):
+    if not isinstance(hot.store(), hot.RedisHotStore):
         return None
     return json.dumps(_entry(change, timezone.now().timestamp()), separators=(",", ":"))
 
@@ -100,7 +100,7 @@ def _insert(entries: list[dict[str, object]]) -> int:
             status_msg=str(entry["msg"])[:280],
             reason=entry["reason"],
             source=str(entry["source"])[:40],
-            at=hotstate.from_epoch(float(entry["at"])),
+            at=hot.from_epoch(float(entry["at"])),
         )
         for entry in entries
         if str(entry["user"]) in existing
@@ -116,8 +116,8 @@ def flush() -> int:
     halfway loses nothing (the next one inserts the rest, the unique entry ids skip what was
     already in). One flusher at a time: a second one finds the lock taken and leaves the work
     to the first."""
-    store = hotstate.store()
-    if not isinstance(store, hotstate.RedisHotStore):
+    store = hot.store()
+    if not isinstance(store, hot.RedisHotStore):
         return 0
     client, key = store.client, store.history_key
     lock = client.lock(store.prefix + LOCK_SUFFIX, timeout=FLUSH_LOCK_SECONDS)

@@ -18,7 +18,8 @@ from django.db import transaction
 from django.utils import timezone
 
 from orgs.models import User
-from presence import events, history, hotstate, ratelimits, selectors
+from presence import events, history, ratelimits, selectors
+from presence import hot as hotstate  # `hot` is a local name throughout this module
 from presence.engine import Decision, aggregate
 from presence.models import (
     DEVICE_ID_MAX_LENGTH,
@@ -190,16 +191,17 @@ def _ingest_signals(user: User, device_id: str, signals: Sequence[Signal], rate_
         # Compare-and-set on the user's version: of two requests that read the same state, one
         # writes and the other reads again, so each change of status is pushed exactly once.
         if not store.commit_steady(
-            user.pk,
-            updated,
-            hot.version,
-            device.seq,
-            decision.encode(),
-            decision.valid_until,
-            mark_dirty=flush_due and not persist,
-            persist=persist and settings.PRESENCE_WRITE_BEHIND,
-            history_entry=entry,
-            announcement=announcement,
+            hotstate.SteadyCommit(
+                user_id=user.pk,
+                device=updated,
+                expected_version=hot.version,
+                expected_seq=device.seq,
+                decision=decision,
+                mark_dirty=flush_due and not persist,
+                persist=persist and settings.PRESENCE_WRITE_BEHIND,
+                history_entry=entry,
+                announcement=announcement,
+            )
         ):
             continue
         if persist and not settings.PRESENCE_WRITE_BEHIND:

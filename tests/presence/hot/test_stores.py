@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from django.conf import settings
 
-from presence.hotstate import HotDecision, HotDevice, HotUser, LocalHotStore, RedisHotStore, UserCommit
+from presence.hot import HotDecision, HotDevice, HotUser, LocalHotStore, RedisHotStore, SteadyCommit, UserCommit
 from presence.ratelimits import DEVICE_SCOPE, USER_SCOPE, Limit, RateLimited
 
 
 @pytest.fixture(params=["redis", "memory"])
 def store(request):
-    hot = RedisHotStore(settings.REDIS_URL, prefix="test:hotstate:") if request.param == "redis" else LocalHotStore()
+    hot = RedisHotStore(settings.REDIS_URL, prefix="test:hot:") if request.param == "redis" else LocalHotStore()
     hot.reset()
     yield hot
     hot.reset()
@@ -22,6 +24,12 @@ def device(seq: int, last_seen: float = 1000.0, **changes) -> HotDevice:
 
 
 DECISION = HotDecision("available", "available", None, 1000.0, True, "device_active", 1060.0)
+LATER = replace(DECISION, valid_until=1090.0)
+
+
+def steady(device: HotDevice, **changes) -> SteadyCommit:
+    """User 7's device after a signal, on version 0 and the device's seq 1, decided `LATER`."""
+    return replace(SteadyCommit(7, device, 0, 1, LATER, mark_dirty=False), **changes)
 
 
 def prime(store) -> None:
@@ -44,10 +52,10 @@ def test_a_user_is_read_back_as_written(store):
 def test_a_steady_commit_lands_when_nothing_moved_and_moves_the_version_on(store):
     prime(store)
 
-    assert store.commit_steady(7, device(seq=2, last_seen=1030.0), 0, 1, DECISION.encode(), 1090.0, True)
+    assert store.commit_steady(steady(device(seq=2, last_seen=1030.0), mark_dirty=True))
 
     user = HotUser.parse(store.read(7))
-    assert (user.devices["dev1"].seq, user.version) == (2, 1)
+    assert (user.devices["dev1"].seq, user.version, user.decision) == (2, 1, LATER)
     assert store.due(1089.0, 10) == []
     assert store.due(1090.0, 10) == [7]
     assert store.pop_dirty(10) == [(7, "dev1")]
@@ -58,7 +66,7 @@ def test_a_steady_commit_is_refused_after_a_recompute(store):
     prime(store)
     assert store.commit_users([UserCommit(7, 0, {"dec": DECISION.encode()}, 1060.0)]) == [True]
 
-    assert not store.commit_steady(7, device(seq=2), 0, 1, DECISION.encode(), 1090.0, False)
+    assert not store.commit_steady(steady(device(seq=2)))
     assert HotUser.parse(store.read(7)).devices["dev1"].seq == 1
 
 
@@ -66,7 +74,7 @@ def test_a_steady_commit_is_refused_when_the_device_moved_on(store):
     prime(store)
     store.commit_device(7, device(seq=5), 1)
 
-    assert not store.commit_steady(7, device(seq=2), 0, 1, DECISION.encode(), 1090.0, False)
+    assert not store.commit_steady(steady(device(seq=2)))
     assert HotUser.parse(store.read(7)).devices["dev1"].seq == 5
 
 
@@ -129,7 +137,7 @@ def test_decisions_of_many_users_are_read_at_once(store):
 def ready_user(store, last_seen: float = 1000.0, network: str = "online") -> None:
     """User 7 as a recompute leaves it: a context (device timeout 120 s), a decision, one device."""
     from presence.engine import PresenceInputs
-    from presence.hotstate import encode_context
+    from presence.hot import encode_context
 
     context = encode_context(PresenceInputs(), organization_id=None)
     store.commit_users([UserCommit(7, -1, {"loaded": "1", "ctx": context, "dec": DECISION.encode()}, 1060.0)])
@@ -262,8 +270,8 @@ def test_a_charged_read_reads_the_user_or_refuses_without_counting(store):
 
 
 def test_every_process_shares_the_limits_through_redis():
-    first = RedisHotStore(settings.REDIS_URL, prefix="test:hotstate:")
-    second = RedisHotStore(settings.REDIS_URL, prefix="test:hotstate:")
+    first = RedisHotStore(settings.REDIS_URL, prefix="test:hot:")
+    second = RedisHotStore(settings.REDIS_URL, prefix="test:hot:")
     first.reset()
     try:
         for _ in range(3):
@@ -296,7 +304,7 @@ def test_a_context_keeps_whether_the_microsoft_import_was_sparks_own_presence():
     from datetime import UTC, datetime
 
     from presence.engine import MicrosoftInput, PresenceInputs
-    from presence.hotstate import HotContext, encode_context
+    from presence.hot import HotContext, encode_context
 
     imported = MicrosoftInput("DoNotDisturb", "DoNotDisturb", datetime(2026, 11, 25, 9, 0, tzinfo=UTC), echo=True)
     context = encode_context(PresenceInputs(microsoft=imported), organization_id=None)
