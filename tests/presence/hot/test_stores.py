@@ -62,6 +62,50 @@ def test_a_steady_commit_lands_when_nothing_moved_and_moves_the_version_on(store
     assert store.pop_dirty(10) == []
 
 
+def test_a_steady_commit_marks_the_user_for_the_database_writer(store):
+    prime(store)
+
+    assert store.commit_steady(steady(device(seq=2), persist=True))
+
+    assert [user_id for user_id, _ in store.pending_persist(10)] == [7]
+
+
+def test_a_steady_commit_without_a_schedule_unschedules_the_user(store):
+    prime(store)
+
+    assert store.commit_steady(steady(device(seq=2), decision=replace(LATER, valid_until=None)))
+
+    assert store.due(float("inf"), 10) == []
+
+
+def test_only_redis_takes_a_history_entry_and_an_announcement_with_a_steady_commit(store):
+    """Redis appends and publishes in the commit's own step; process memory buffers nothing (the
+    caller inserts and publishes) and refuses them rather than drop them."""
+    import redis
+
+    prime(store)
+    commit = steady(device(seq=2), history_entry='{"id":"1"}', announcement=("test:hot:org", b"delta"))
+    if not store.buffers_history:
+        for refused in (replace(commit, announcement=None), replace(commit, history_entry=None)):
+            with pytest.raises(ValueError):
+                store.commit_steady(refused)
+        assert HotUser.parse(store.read(7)).devices["dev1"].seq == 1
+        return
+    listener = redis.Redis.from_url(settings.REDIS_URL).pubsub()
+    listener.subscribe("test:hot:org")
+    try:
+        assert listener.get_message(timeout=5)["type"] == "subscribe"
+        assert store.commit_steady(commit)
+
+        message = listener.get_message(timeout=5)
+    finally:
+        listener.close()
+    assert (message["type"], message["data"]) == ("message", b"delta")
+    drained = []
+    assert store.drain_history(lambda batch: drained.extend(batch) or len(batch), 10, 1, 30) == 1
+    assert drained == ['{"id":"1"}']
+
+
 def test_a_steady_commit_is_refused_after_a_recompute(store):
     prime(store)
     assert store.commit_users([UserCommit(7, 0, {"dec": DECISION.encode()}, 1060.0)]) == [True]
@@ -132,6 +176,67 @@ def test_decisions_of_many_users_are_read_at_once(store):
     prime(store)
 
     assert store.read_decisions([7, 8]) == {7: DECISION.encode()}
+
+
+# --- The history buffer (`presence.history`) ---------------------------------------------------
+
+
+def test_the_buffer_is_drained_in_order_in_batches_and_trimmed(store):
+    if not store.buffers_history:
+        with pytest.raises(ValueError):
+            store.append_history(["a"])
+        assert store.drain_history(len, 10, 10, 30) == 0
+        return
+    store.append_history(["a", "b", "c"])
+    store.append_history(["d", "e"])
+    batches = []
+
+    def insert(batch: list[str]) -> int:
+        batches.append(batch)
+        return len(batch) * 10
+
+    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 40
+    assert batches == [["a", "b"], ["c", "d"]]
+    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 10
+    assert batches[2:] == [["e"]]
+    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 0
+
+
+def test_one_drain_at_a_time():
+    store = RedisHotStore(settings.REDIS_URL, prefix="test:hot:")
+    store.reset()
+    store.append_history(["a"])
+    inner = []
+
+    def insert(batch: list[str]) -> int:
+        inner.append(store.drain_history(len, 10, 10, 30))  # another flusher meanwhile
+        return len(batch)
+
+    try:
+        assert store.drain_history(insert, 10, 10, 30) == 1
+        assert inner == [0]
+        store.append_history(["b"])
+        assert store.drain_history(len, 10, 10, 30) == 1  # the lock was released
+    finally:
+        store.reset()
+
+
+def test_entries_stay_buffered_when_their_insert_fails():
+    store = RedisHotStore(settings.REDIS_URL, prefix="test:hot:")
+    store.reset()
+    store.append_history(["a", "b"])
+
+    def failing(batch: list[str]) -> int:
+        raise RuntimeError("the database is away")
+
+    try:
+        with pytest.raises(RuntimeError):
+            store.drain_history(failing, 10, 10, 30)
+        drained = []
+        assert store.drain_history(lambda batch: drained.extend(batch) or len(batch), 10, 10, 30) == 2
+        assert drained == ["a", "b"]
+    finally:
+        store.reset()
 
 
 def ready_user(store, last_seen: float = 1000.0, network: str = "online") -> None:
