@@ -25,7 +25,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "sparks_site.settings")
 # The hot-state decoders read a few settings (lazily, no django.setup()); settings need a key.
 os.environ.setdefault("SECRET_KEY", "benchmark-only-secret-key-not-for-production")
 
-from presence import hotstate
+from presence import hot
 from presence.engine import (
     CalendarBlockInput,
     DeviceInput,
@@ -36,6 +36,7 @@ from presence.engine import (
     aggregate,
     visible,
 )
+from presence.hot import layout
 from presence.vocabulary import ActivityValue, Status, VisibilityValue
 
 TARGET_US = 20.0
@@ -100,12 +101,12 @@ def mixes() -> dict[str, PresenceInputs]:
 
 def hot_hash(inputs: PresenceInputs) -> dict[str, str]:
     """The user's hot hash as `services.recompute` leaves it in the store."""
-    raw: dict[str, str] = {"ver": "3", "loaded": "1"}
+    raw: dict[str, str] = {layout.FIELD_VERSION: "3", layout.FIELD_LOADED: layout.LOADED}
     for seq, d in enumerate(inputs.devices):
-        hot = hotstate.HotDevice(
+        device = hot.HotDevice(
             device_id=d.device_id,
             last_seen=d.last_seen.timestamp(),
-            last_active=hotstate.to_epoch(d.last_active),
+            last_active=hot.to_epoch(d.last_active),
             activity=d.activity.value,
             visibility=d.visibility.value,
             in_call=d.in_call,
@@ -115,21 +116,21 @@ def hot_hash(inputs: PresenceInputs) -> dict[str, str]:
             label=d.label,
             flushed_at=d.last_seen.timestamp(),
         )
-        raw.update(hotstate.device_fields(hot))
-    raw["ctx"] = hotstate.encode_context(inputs, 1)
-    raw["dec"] = hotstate.HotDecision.of(aggregate(inputs, NOW)).encode()
+        raw.update(hot.device_fields(device))
+    raw[layout.FIELD_CONTEXT] = hot.encode_context(inputs, 1)
+    raw[layout.FIELD_DECISION] = hot.HotDecision.of(aggregate(inputs, NOW)).encode()
     return raw
 
 
 def heartbeat_cpu(raw: dict[str, str]) -> None:
     """The CPU work of `services.ingest_signals` on the hot path, minus its two Redis calls."""
-    hot = hotstate.HotUser.parse(raw)
-    device = next(iter(hot.devices.values()))
+    user = hot.HotUser.parse(raw)
+    device = next(iter(user.devices.values()))
     updated = device.with_changes(seq=device.seq + 1, last_seen=NOW.timestamp(), network="online")
-    context = hotstate.HotContext.decode(hot.context)
-    devices = [updated if d.device_id == device.device_id else d for d in hot.devices.values()]
-    decision = hotstate.HotDecision.of(aggregate(context.with_devices(devices), NOW))
-    visible(decision) != visible(hot.decision)  # noqa: B015  (as the hot path compares)
+    context = hot.HotContext.decode(user.context)
+    devices = [updated if d.device_id == device.device_id else d for d in user.devices.values()]
+    decision = hot.HotDecision.of(aggregate(context.with_devices(devices), NOW))
+    visible(decision) != visible(user.decision)  # noqa: B015  (as the hot path compares)
     decision.encode()
     updated.encode()
 

@@ -7,7 +7,7 @@
 
 On PostgreSQL (its own database, `sparks_presence_bench`, created and dropped) and Redis (db 12,
 flushed at start and end). The database rows come from `bulk_create`; the hot store is written
-directly with one Redis pipeline, using `presence.hotstate`'s encoders, in the shape
+directly with one Redis pipeline, using `presence.hot`'s encoders, in the shape
 `services.recompute` leaves it: per user the hash (`d:`/`q:` per device, `ctx`, `dec`, `ver`,
 `loaded`), the user in the `due` sorted set at its decision's `valid_until`, and the store's epoch
 key (as in a deployment that has been running: without it the sweep takes its rebuild-after-a-
@@ -70,8 +70,9 @@ def run(args) -> int:
     from django.utils import timezone
 
     from orgs.models import Membership, Organization, User
-    from presence import hotstate, selectors, services
+    from presence import hot, selectors, services
     from presence.engine import aggregate
+    from presence.hot import layout
     from presence.models import Device, PresenceState
 
     users_n, per_user = args.users, args.devices_per_user
@@ -98,9 +99,9 @@ def run(args) -> int:
     for org in orgs:
         sample = next(u for i, u in enumerate(users) if i % len(orgs) == orgs.index(org))
         inputs, org_id = selectors.presence_context_for(sample, now)
-        context_by_org[org.pk] = (inputs, hotstate.encode_context(inputs, org_id))
+        context_by_org[org.pk] = (inputs, hot.encode_context(inputs, org_id))
 
-    store = hotstate.store()
+    store = hot.store()
     client = store.client
     devices, states = [], []
     pipe = client.pipeline(transaction=False)
@@ -127,10 +128,15 @@ def run(args) -> int:
         inputs, ctx = context_by_org[org_id]
         # The decision as the user's last heartbeat stored it, at that heartbeat's time.
         decision = aggregate(replace(inputs, devices=tuple(d.engine_input() for d in hot_devices)), seen)
-        hot_decision = hotstate.HotDecision.of(decision)
-        fields = {"ver": "0", "loaded": "1", "ctx": ctx, "dec": hot_decision.encode()}
+        hot_decision = hot.HotDecision.of(decision)
+        fields = {
+            layout.FIELD_VERSION: "0",
+            layout.FIELD_LOADED: layout.LOADED,
+            layout.FIELD_CONTEXT: ctx,
+            layout.FIELD_DECISION: hot_decision.encode(),
+        }
         for device in hot_devices:
-            fields.update(hotstate.device_fields(device))
+            fields.update(hot.device_fields(device))
         pipe.hset(store.user_key(user.pk), mapping=fields)
         if hot_decision.valid_until is not None:
             pipe.zadd(store.due_key, {str(user.pk): hot_decision.valid_until})
@@ -189,11 +195,11 @@ def run(args) -> int:
     # --- verification ----------------------------------------------------------------------
     offline_db = PresenceState.objects.filter(user_id__in=stale_ids, status="offline").count()
     decisions = store.read_decisions(stale_ids)
-    offline_hot = sum(1 for d in decisions.values() if hotstate.HotDecision.decode(d).status == "offline")
+    offline_hot = sum(1 for d in decisions.values() if hot.HotDecision.decode(d).status == "offline")
     versions = {}
     pipe = client.pipeline(transaction=False)
     for user in users:
-        pipe.hget(store.user_key(user.pk), "ver")
+        pipe.hget(store.user_key(user.pk), layout.FIELD_VERSION)
     for user, ver in zip(users, pipe.execute(), strict=True):
         versions[user.pk] = ver
     stale_set = set(stale_ids)
@@ -256,10 +262,11 @@ _sample_ids: set[int] = set()
 
 def check_replica(fresh_user, fresh_seen, stale_user, stale_seen) -> None:
     """Rebuild two users with `services.recompute` and compare with what was written directly."""
-    from presence import hotstate, services
+    from presence import hot, services
+    from presence.hot import layout
     from presence.models import PresenceState
 
-    store = hotstate.store()
+    store = hot.store()
     for user, seen in ((fresh_user, fresh_seen), (stale_user, stale_seen)):
         written = store.read(user.pk)
         row = PresenceState.objects.get(user=user)
@@ -277,7 +284,7 @@ def check_replica(fresh_user, fresh_seen, stale_user, stale_seen) -> None:
             raise SystemExit(f"the direct hot-store write differs from recompute's for user {user.pk}: {diff}")
         if after.computed_at != row.computed_at:
             raise SystemExit(f"recompute rewrote the presence row of user {user.pk}: the bulk rows differ")
-        decision = hotstate.HotDecision.decode(rebuilt["dec"])
+        decision = hot.HotDecision.decode(rebuilt[layout.FIELD_DECISION])
         if score != decision.valid_until:
             raise SystemExit(f"due score {score} != valid_until {decision.valid_until}")
         _sample_ids.add(user.pk)

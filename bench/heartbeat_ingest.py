@@ -321,13 +321,15 @@ class Sparks:
         import psycopg
         import redis
 
+        from presence.hot import layout
+
         client = redis.Redis.from_url(_stack.redis_url(REDIS_DB), decode_responses=True)
         started = time.monotonic()
         while True:
-            pending = client.zcard("sparks:presence:persist")
+            pending = client.zcard(layout.KEY_PREFIX + layout.PERSIST_KEY)
             decisions = {}
-            for key in client.scan_iter("sparks:presence:u:*"):
-                dec = client.hget(key, "dec")
+            for key in client.scan_iter(f"{layout.KEY_PREFIX}{layout.USER_KEY_PREFIX}*"):
+                dec = client.hget(key, layout.FIELD_DECISION)
                 if dec:
                     decisions[int(key.rsplit(":", 1)[1])] = json.loads(dec)
             with psycopg.connect(_stack.database_url(DB_NAME), autocommit=True) as conn:

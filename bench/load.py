@@ -76,11 +76,13 @@ import _stack
 
 sys.path.insert(0, str(_stack.ROOT))
 from deploy import processes  # what `make serve-prod` runs
+from presence.hot import layout
 
 DB_NAME = "sparks_presence_bench_load"
 REDIS_DB = 10
 VENV_BIN = Path(sys.executable).parent
-PERSIST_KEY = "sparks:presence:persist"
+PERSIST_KEY = layout.KEY_PREFIX + layout.PERSIST_KEY
+PERSIST_SEQ_KEY = layout.KEY_PREFIX + layout.PERSIST_SEQ_KEY
 MANUAL_STATUSES = ("available", "busy", "away", "dnd", "offline")
 MESSAGES = ("", "", "Workshop", "Back at 3", "Heads down")
 
@@ -245,7 +247,7 @@ class Servers:
         import redis
 
         client = redis.Redis.from_url(_stack.redis_url(REDIS_DB))
-        client.zadd(PERSIST_KEY, {str(user_id): client.incr(PERSIST_KEY + ":seq")})
+        client.zadd(PERSIST_KEY, {str(user_id): client.incr(PERSIST_SEQ_KEY)})
         deadline = time.monotonic() + timeout
         while client.zcard(PERSIST_KEY):
             if time.monotonic() > deadline:

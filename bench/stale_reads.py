@@ -87,17 +87,17 @@ def old_fresh_presence_of(users, now=None):
     from django.utils import timezone
 
     from presence import decisions as decisions_
-    from presence import hotstate, services
+    from presence import hot, services
     from presence.models import PresenceState
 
     now = now or timezone.now()
     users = list(users)
-    decisions = hotstate.store().read_decisions([u.pk for u in users])
+    decisions = hot.store().read_decisions([u.pk for u in users])
     states = {}
     for user in users:
         encoded = decisions.get(user.pk)
         if encoded is not None:
-            decision = hotstate.HotDecision.decode(encoded)
+            decision = hot.HotDecision.decode(encoded)
             fresh = not decision.is_stale(now.timestamp())
             states[user.pk] = decisions_.unsaved_row(user.pk, decision) if fresh else old_recompute_from_hot(user, now)
             continue
@@ -117,24 +117,27 @@ def old_recompute_from_hot(user, now=None, source="expiry"):
     from django.db import transaction
     from django.utils import timezone
 
-    from presence import decisions, events, hotstate, services
+    from presence import decisions, events, hot, services
     from presence.engine import aggregate, visible
+    from presence.hot import layout
     from presence.models import PresenceState
 
-    store = hotstate.store()
+    store = hot.store()
     with transaction.atomic():
         state = PresenceState.objects.select_for_update().filter(user_id=user.pk).first()
         now = now or timezone.now()
         for _ in range(10):
-            hot = hotstate.HotUser.parse(store.read(user.pk))
-            context = hotstate.HotContext.decode(hot.context) if state is not None and hot.ready else None
+            hot_user = hot.HotUser.parse(store.read(user.pk))
+            context = hot.HotContext.decode(hot_user.context) if state is not None and hot_user.ready else None
             if context is None or not context.current:
                 return services.recompute(user, now, source=source)
-            encoded = hotstate.HotDecision.of(aggregate(context.with_devices(list(hot.devices.values())), now))
-            commit = hotstate.UserCommit(user.pk, hot.version, {"dec": encoded.encode()}, encoded.valid_until)
+            encoded = hot.HotDecision.of(aggregate(context.with_devices(list(hot_user.devices.values())), now))
+            commit = hot.UserCommit(
+                user.pk, hot_user.version, {layout.FIELD_DECISION: encoded.encode()}, encoded.valid_until
+            )
             if store.commit_users([commit])[0]:
                 break
-        visible_change = visible(hot.decision) != visible(encoded)
+        visible_change = visible(hot_user.decision) != visible(encoded)
         if visible_change or visible(state) != visible(encoded):
             decisions.copy_to_row(state, encoded, now)
             state.save(update_fields=decisions.STATE_FIELDS)
@@ -201,17 +204,18 @@ class Organization:
         self.base_inputs, _ = selectors.presence_context_for(self.members[0], now)  # the organization's defaults
         self.expected = {str(u.public_id): "offline" if u.pk in self.silent else "available" for u in self.members}
 
-    def stage(self, hot: bool = True) -> None:
+    def stage(self, keep_hot: bool = True) -> None:
         """Every colleague's decision stale as of now, in the hot store and the database, exactly as
-        the hot path and the write-behind would have left it; without `hot`, as a restarted Redis
+        the hot path and the write-behind would have left it; without `keep_hot`, as a restarted Redis
         leaves it (the database only)."""
-        from presence import decisions, hotstate, selectors
+        from presence import decisions, hot, selectors
         from presence.engine import ManualInput, aggregate
+        from presence.hot import layout
         from presence.models import Device, ManualStatus, PresenceHistory, PresenceState
         from presence.vocabulary import Status
 
         now = _now()
-        store = hotstate.store()
+        store = hot.store()
         silent_seen, live_seen = now - timedelta(seconds=SILENT_SECONDS), now - timedelta(seconds=10)
         manual_until = now - timedelta(seconds=5)
         by_user = {}
@@ -230,17 +234,17 @@ class Organization:
             hot_device = selectors.hot_device_of(device)
             # The decision as the device's last signal left it, at that signal's time.
             decision = aggregate(replace(inputs, devices=(hot_device.engine_input(),)), device.last_seen_at)
-            encoded = hotstate.HotDecision.of(decision)
+            encoded = hot.HotDecision.of(decision)
             fields = {
-                "ver": "0",
-                "loaded": "1",
-                "ctx": hotstate.encode_context(inputs, self.org.pk),
-                "dec": encoded.encode(),
-                **hotstate.device_fields(hot_device),
+                layout.FIELD_VERSION: "0",
+                layout.FIELD_LOADED: layout.LOADED,
+                layout.FIELD_CONTEXT: hot.encode_context(inputs, self.org.pk),
+                layout.FIELD_DECISION: encoded.encode(),
+                **hot.device_fields(hot_device),
             }
             key = store.user_key(state.user_id)
             pipe.delete(key)
-            if hot:
+            if keep_hot:
                 pipe.hset(key, mapping=fields).zadd(store.due_key, {str(state.user_id): encoded.valid_until})
             else:
                 pipe.zrem(store.due_key, str(state.user_id))
@@ -255,12 +259,12 @@ class Organization:
 
     def footprint(self) -> tuple:
         """What a read must not change: the presence rows and the hot decisions."""
-        from presence import hotstate
+        from presence import hot
         from presence.models import PresenceState
 
         ids = [u.pk for u in self.members]
         rows = tuple(PresenceState.objects.filter(user_id__in=ids).order_by("user_id").values_list())
-        decisions = hotstate.store().read_decisions(ids)
+        decisions = hot.store().read_decisions(ids)
         return rows, tuple(sorted(decisions.items()))
 
 
@@ -327,7 +331,7 @@ def run(args) -> int:
             for n in range(args.requests + 1):  # the first round warms up (token, imports): not counted
                 names = list(paths) if n % 2 else list(reversed(paths))
                 for name in names + (["swept"] if scenario == "hot" else []):
-                    org.stage(hot=scenario == "hot")
+                    org.stage(keep_hot=scenario == "hot")
                     if name == "swept":
                         ok = sweep(org) and ok  # the baseline: the same page once the sweep stored everything
                     staged = org.footprint()

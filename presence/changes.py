@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from presence.hotstate import HotDecision, from_epoch
+from presence.hot import HotDecision, from_epoch
 
 
 @dataclass(frozen=True, slots=True)

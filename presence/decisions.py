@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from presence import hotstate
+from presence import hot
 from presence.engine import visible
 from presence.models import PresenceState
 
@@ -30,20 +30,20 @@ STATE_FIELDS = [
 ]
 
 
-def of_row(row: PresenceState) -> hotstate.HotDecision:
+def of_row(row: PresenceState) -> hot.HotDecision:
     """The decision a database row holds."""
-    return hotstate.HotDecision(
+    return hot.HotDecision(
         status=row.status,
         activity=row.activity,
         status_msg=row.status_msg or None,
-        last_active=hotstate.to_epoch(row.last_active_at),
+        last_active=hot.to_epoch(row.last_active_at),
         currently_active=row.currently_active,
         reason=row.reason,
-        valid_until=hotstate.to_epoch(row.valid_until),
+        valid_until=hot.to_epoch(row.valid_until),
     )
 
 
-def copy_to_row(row: PresenceState, decision: hotstate.HotDecision, now: datetime | None) -> None:
+def copy_to_row(row: PresenceState, decision: hot.HotDecision, now: datetime | None) -> None:
     """Make `row` hold `decision`, decided at `now`; its `changed_at` moves only when what
     colleagues see changed (not for a new reason behind the same status)."""
     if visible(row) != visible(decision):
@@ -51,14 +51,14 @@ def copy_to_row(row: PresenceState, decision: hotstate.HotDecision, now: datetim
     row.status = decision.status
     row.activity = decision.activity
     row.status_msg = decision.status_msg or ""
-    row.last_active_at = hotstate.from_epoch(decision.last_active)
+    row.last_active_at = hot.from_epoch(decision.last_active)
     row.currently_active = decision.currently_active
     row.reason = decision.reason
-    row.valid_until = hotstate.from_epoch(decision.valid_until)
+    row.valid_until = hot.from_epoch(decision.valid_until)
     row.computed_at = now
 
 
-def unsaved_row(user_id: int, decision: hotstate.HotDecision) -> PresenceState:
+def unsaved_row(user_id: int, decision: hot.HotDecision) -> PresenceState:
     """A decision in the shape readers use (not saved: the database has the last stored change)."""
     row = PresenceState(user_id=user_id)
     copy_to_row(row, decision, None)  # no times of storing: it is not stored

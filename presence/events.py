@@ -1,8 +1,8 @@
 """Publishing visible presence changes to whoever listens (colleagues' sockets, subscribers).
 
 Called by the funnel every decision leaves through (`presence.services.funnel`), once the
-decision is stored, and only when what colleagues see changed. A failed publish never fails the change itself: the decision is stored, and
-readers get it on their next read.
+decision is stored, and only when what colleagues see changed. A failed publish never fails the
+change itself: the decision is stored, and readers get it on their next read.
 
 Apps above presence hear of changes by subscribing (`subscribe`, from their AppConfig.ready()):
 the integrations' dispatch to Matrix and Microsoft Teams does, so presence needs to know nothing

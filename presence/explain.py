@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from orgs.models import User
-from presence import engine, hotstate, selectors
+from presence import engine, hot, selectors
 from presence.engine import Decision, DeviceInput, PolicyInput, PresenceInputs
 from presence.microsoft import graph_import_contribution
 from presence.vocabulary import (
@@ -50,9 +50,9 @@ def explain_user(user: User, now: datetime) -> dict[str, Any]:
 def devices_as_seen(user: User) -> tuple[DeviceInput, ...]:
     """The user's devices as `services.recompute` hands them to the engine: the hot store's copy
     once it holds the user, else the database rows (which the next recompute loads into it)."""
-    hot = hotstate.HotUser.parse(hotstate.store().read(user.pk))
-    if hot.loaded:
-        return tuple(device.engine_input() for device in hot.devices.values())
+    hot_user = hot.HotUser.parse(hot.store().read(user.pk))
+    if hot_user.loaded:
+        return tuple(device.engine_input() for device in hot_user.devices.values())
     return tuple(selectors.device_input(row) for row in selectors.devices_of(user))
 
 

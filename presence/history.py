@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.utils import timezone
 
-from presence import hotstate
+from presence import hot
 from presence.models import DeviceHistory, PresenceHistory
 from presence.vocabulary import ActivityValue, NetworkValue, VisibilityValue
 
@@ -34,9 +34,8 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-LOCK_SUFFIX = "history:lock"
-# Longer than a flush of `FLUSH_MAX_BATCHES` can take; if it ever runs out, the entries' unique
-# ids still keep a second flusher from inserting anything twice.
+# How long `flush` holds the lock: longer than a flush of `FLUSH_MAX_BATCHES` can take; if it ever
+# runs out, the entries' unique ids still keep a second flusher from inserting anything twice.
 FLUSH_LOCK_SECONDS = 120
 FLUSH_BATCH_SIZE = 1000
 FLUSH_MAX_BATCHES = 50
@@ -54,9 +53,9 @@ def record(changes: Sequence[PresenceChange]) -> None:
     at = timezone.now().timestamp()
     entries = [_entry(change, at) for change in changes]
     try:
-        store = hotstate.store()
-        if isinstance(store, hotstate.RedisHotStore):
-            store.client.rpush(store.history_key, *(json.dumps(e, separators=(",", ":")) for e in entries))
+        store = hot.store()
+        if store.buffers_history:
+            store.append_history([json.dumps(e, separators=(",", ":")) for e in entries])
         else:
             _insert(entries)
     except Exception:
@@ -67,7 +66,7 @@ def buffered_entry(change: PresenceChange) -> str | None:
     """The change's entry for the Redis buffer, for a writer that appends it in the same step as
     the change itself (one round trip less on a device's status change); None on the in-process
     store, where `record` inserts it."""
-    if not isinstance(hotstate.store(), hotstate.RedisHotStore):
+    if not hot.store().buffers_history:
         return None
     return json.dumps(_entry(change, timezone.now().timestamp()), separators=(",", ":"))
 
@@ -100,7 +99,7 @@ def _insert(entries: list[dict[str, object]]) -> int:
             status_msg=str(entry["msg"])[:280],
             reason=entry["reason"],
             source=str(entry["source"])[:40],
-            at=hotstate.from_epoch(float(entry["at"])),
+            at=hot.from_epoch(float(entry["at"])),
         )
         for entry in entries
         if str(entry["user"]) in existing
@@ -115,30 +114,12 @@ def flush() -> int:
     Entries are read, inserted, and only then trimmed from the buffer, so a flusher that dies
     halfway loses nothing (the next one inserts the rest, the unique entry ids skip what was
     already in). One flusher at a time: a second one finds the lock taken and leaves the work
-    to the first."""
-    store = hotstate.store()
-    if not isinstance(store, hotstate.RedisHotStore):
-        return 0
-    client, key = store.client, store.history_key
-    lock = client.lock(store.prefix + LOCK_SUFFIX, timeout=FLUSH_LOCK_SECONDS)
-    if not lock.acquire(blocking=False):
-        return 0
-    written = 0
-    try:
-        for _ in range(FLUSH_MAX_BATCHES):
-            raw = client.lrange(key, 0, FLUSH_BATCH_SIZE - 1)
-            if not raw:
-                break
-            written += _insert([entry for entry in map(_parse, raw) if entry is not None])
-            client.ltrim(key, len(raw), -1)
-            if len(raw) < FLUSH_BATCH_SIZE:
-                break
-    finally:
-        try:
-            lock.release()
-        except Exception:  # expired meanwhile: another flusher may hold it now, which is fine
-            logger.warning("The presence history flush outlived its lock")
-    return written
+    to the first (`HotStore.drain_history`)."""
+    return hot.store().drain_history(_insert_buffered, FLUSH_BATCH_SIZE, FLUSH_MAX_BATCHES, FLUSH_LOCK_SECONDS)
+
+
+def _insert_buffered(raw: list[str]) -> int:
+    return _insert([entry for entry in map(_parse, raw) if entry is not None])
 
 
 def _parse(raw: str) -> dict[str, object] | None:

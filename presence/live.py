@@ -16,7 +16,7 @@ from django.db import connections
 from django.utils import timezone
 
 from orgs.models import User
-from presence import hotstate, ratelimits, selectors, services, wire
+from presence import hot, ratelimits, selectors, services, wire
 from presence.ratelimits import RateLimited
 from presence.serializers import PeerSerializer, PeerSubscriptionSerializer
 from presence.vocabulary import SignalType
@@ -221,7 +221,7 @@ async def quick_signals_reply(user: User, message: dict[str, Any]) -> tuple[dict
     device_id, seq = found
     limits = ratelimits.signal_limits(device_id)
     try:
-        beat = await hotstate.heartbeat_async(user.pk, device_id, seq, timezone.now().timestamp(), limits)
+        beat = await hot.store().heartbeat_async(user.pk, device_id, seq, timezone.now().timestamp(), limits)
     except RateLimited as refused:
         return rate_limited_message(refused, request_id_of(message)), True
     if beat is None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from orgs.models import User
-from presence import engine, hotstate, selectors
+from presence import engine, hot, selectors
 from presence.vocabulary import ActivityValue, DeviceState, NetworkValue, VisibilityValue
 
 
@@ -23,18 +23,18 @@ def devices_overview(user: User, now: datetime) -> list[DeviceOverview]:
     """This user's devices, newest liveness first: the hot store's copy where there is one (the
     database's last-seen times lag behind heartbeats by up to PRESENCE_DEVICE_FLUSH_SECONDS)."""
     policy = selectors.policy_input(selectors.policy_of(selectors.organization_of(user)))
-    hot = hotstate.HotUser.parse(hotstate.store().read(user.pk)).devices
+    hot_devices = hot.HotUser.parse(hot.store().read(user.pk)).devices
     rows = []
     for device in selectors.devices_of(user):
-        seen = hot.get(device.device_id)
+        seen = hot_devices.get(device.device_id)
         if seen is None:
             device_input = selectors.device_input(device)
         else:
             device_input = engine.DeviceInput(
                 device_id=device.device_id,
                 label=device.label,
-                last_seen=hotstate.from_epoch(seen.last_seen),
-                last_active=hotstate.from_epoch(seen.last_active),
+                last_seen=hot.from_epoch(seen.last_seen),
+                last_active=hot.from_epoch(seen.last_active),
                 activity=ActivityValue(seen.activity),
                 visibility=VisibilityValue(seen.visibility),
                 in_call=seen.in_call,

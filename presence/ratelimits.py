@@ -13,7 +13,7 @@ time is at most `period - interval` ahead of now, so a client that was quiet may
 
 The state is a few fields of the user's hot hash (Redis, shared by every process, or process
 memory for the embedded default), checked inside the hot store's own step for a signal: a
-heartbeat costs no round trip more than without limits (`presence.hotstate`).
+heartbeat costs no round trip more than without limits (`presence.hot`).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from django.conf import settings
 DEVICE_SCOPE = "device"
 USER_SCOPE = "user"
 CHANGES_SCOPE = "changes"
-# The fields of the limits in the user's hot hash (`presence.hotstate`): "rd:<device id>", "ru"
+# The fields of the limits in the user's hot hash (`presence.hot`): "rd:<device id>", "ru"
 # (signals of all devices), "rc" (changes). None is a prefix of the presence state's fields.
 DEVICE_LIMIT_PREFIX = "rd:"
 

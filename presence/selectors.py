@@ -14,7 +14,7 @@ from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from orgs.models import Membership, Organization, PresencePolicy, User
-from presence import decisions, hotstate
+from presence import decisions, hot
 from presence.engine import (
     CalendarBlockInput,
     Decision,
@@ -226,13 +226,13 @@ def fresh_presence_of(users: Iterable[User], now: datetime | None = None) -> dic
     """
     now = now or timezone.now()
     users = list(users)
-    hot_decisions = hotstate.store().read_decisions([u.pk for u in users])
+    hot_decisions = hot.store().read_decisions([u.pk for u in users])
     states: dict[int, PresenceState] = {}
     stale: list[User] = []
     for user in users:
         encoded = hot_decisions.get(user.pk)
         if encoded is not None:
-            decision = hotstate.HotDecision.decode(encoded)
+            decision = hot.HotDecision.decode(encoded)
             if decision.is_stale(now.timestamp()):
                 stale.append(user)
             else:
@@ -247,7 +247,7 @@ def fresh_presence_of(users: Iterable[User], now: datetime | None = None) -> dic
             states[user.pk] = stored
     if stale:
         for user_id, decision in _decide_now(stale, now).items():
-            states[user_id] = decisions.unsaved_row(user_id, hotstate.HotDecision.of(decision))
+            states[user_id] = decisions.unsaved_row(user_id, hot.HotDecision.of(decision))
     return {user.pk: states[user.pk] for user in users}
 
 
@@ -262,14 +262,14 @@ def _decide_now(users: list[User], now: datetime) -> dict[int, Decision]:
     database query), else the database's slow inputs, read in bulk for all of these users, with
     the hot store's devices when it holds them or else the database's copy."""
     user_ids = [user.pk for user in users]
-    hot_users = dict(zip(user_ids, map(hotstate.HotUser.parse, hotstate.store().read_many(user_ids)), strict=True))
+    hot_users = dict(zip(user_ids, map(hot.HotUser.parse, hot.store().read_many(user_ids)), strict=True))
     decided: dict[int, Decision] = {}
     from_database: list[User] = []
     for user in users:
-        hot = hot_users[user.pk]
-        context = hotstate.HotContext.decode(hot.context) if hot.ready else None
+        hot_user = hot_users[user.pk]
+        context = hot.HotContext.decode(hot_user.context) if hot_user.ready else None
         if context is not None and context.current:
-            decided[user.pk] = aggregate(context.with_devices(list(hot.devices.values())), now)
+            decided[user.pk] = aggregate(context.with_devices(list(hot_user.devices.values())), now)
         else:
             from_database.append(user)
     if not from_database:
@@ -282,9 +282,9 @@ def _decide_now(users: list[User], now: datetime) -> dict[int, Decision]:
             rows[row.user_id].append(row)
     for user in from_database:
         inputs, _ = contexts[user.pk]
-        hot = hot_users[user.pk]
-        if hot.loaded:
-            devices = list(hot.devices.values())
+        hot_user = hot_users[user.pk]
+        if hot_user.loaded:
+            devices = list(hot_user.devices.values())
         else:
             stored = _stored_state(user)
             status = stored.status if stored is not None else Status.OFFLINE
@@ -293,12 +293,12 @@ def _decide_now(users: list[User], now: datetime) -> dict[int, Decision]:
     return decided
 
 
-def hot_device_of(row: Device, flushed_at: float | None = None) -> hotstate.HotDevice:
+def hot_device_of(row: Device, flushed_at: float | None = None) -> hot.HotDevice:
     """A device's database copy in the hot store's shape."""
-    return hotstate.HotDevice(
+    return hot.HotDevice(
         device_id=row.device_id,
         last_seen=row.last_seen_at.timestamp(),
-        last_active=hotstate.to_epoch(row.last_active_at),
+        last_active=hot.to_epoch(row.last_active_at),
         activity=row.activity,
         visibility=row.visibility,
         in_call=row.in_call,
@@ -317,7 +317,7 @@ _FLUSH_LAG = timedelta(seconds=60)
 
 def devices_on_rebuild(
     rows: Iterable[Device], stored_status: str, device_timeout: timedelta, now: datetime
-) -> list[hotstate.HotDevice]:
+) -> list[hot.HotDevice]:
     """A user's devices from their database copy, as a hot state the store does not have is
     rebuilt from them (first use, or a restarted Redis that lost it).
 

@@ -26,7 +26,7 @@ from presence.services import Signal
 from presence.vocabulary import SIGNAL_VALUES, SignalType
 
 if TYPE_CHECKING:
-    from presence.hotstate import HotDecision
+    from presence.hot import HotDecision
     from presence.models import PresenceState
 
 MAX_SIGNALS_PER_REQUEST = 100

@@ -28,7 +28,7 @@ from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from orgs.models import Membership, User
-from presence import hotstate, services
+from presence import hot, services
 from presence import urls as presence_urls
 from presence.models import (
     CalendarBlock,
@@ -156,7 +156,7 @@ def _rows_of(user: User) -> dict:
         "microsoft_presence": rows(MicrosoftPresence),
         "presence_history": rows(PresenceHistory),
         "device_history": rows(DeviceHistory),
-        "hot_state": hotstate.store().read(user.pk),
+        "hot_state": hot.store().read(user.pk),
         "user": list(User.objects.filter(pk=user.pk).values()),
         "membership": list(Membership.objects.filter(user=user).values()),
         "tokens": rows(Token),

@@ -14,8 +14,9 @@ from django.utils import timezone
 
 import presence.services.funnel as funnel
 from orgs.models import User
-from presence import decisions, hotstate, selectors
+from presence import decisions, hot, selectors
 from presence.engine import aggregate
+from presence.hot import layout
 from presence.models import Device, PresenceState
 
 logger = logging.getLogger(__name__)
@@ -36,9 +37,9 @@ def recompute(
     check makes whichever of the two wrote second read again. The row is written only when it
     does not show the new decision already.
     """
-    store = hotstate.store()
+    store = hot.store()
     forget = set(forget_devices)
-    removed = tuple(prefix + device_id for device_id in forget for prefix in hotstate.DEVICE_FIELD_PREFIXES)
+    removed = tuple(prefix + device_id for device_id in forget for prefix in hot.DEVICE_FIELD_PREFIXES)
     with transaction.atomic():
         _, created = PresenceState.objects.get_or_create(
             user=user, defaults={"changed_at": timezone.now(), "computed_at": timezone.now()}
@@ -46,13 +47,13 @@ def recompute(
         row = PresenceState.objects.select_for_update().get(user=user)
         now = now or timezone.now()
         inputs, organization_id = selectors.presence_context_for(user, now)
-        context = hotstate.encode_context(inputs, organization_id)
-        rebuilt: list[hotstate.HotDevice] | None = None
+        context = hot.encode_context(inputs, organization_id)
+        rebuilt: list[hot.HotDevice] | None = None
         for attempt in range(_ATTEMPTS + 1):
-            hot = hotstate.HotUser.parse(store.read(user.pk))
-            fields = {"ctx": context}
-            if hot.loaded:
-                devices = [d for d in hot.devices.values() if d.device_id not in forget]
+            hot_user = hot.HotUser.parse(store.read(user.pk))
+            fields = {layout.FIELD_CONTEXT: context}
+            if hot_user.loaded:
+                devices = [d for d in hot_user.devices.values() if d.device_id not in forget]
             else:
                 # First use, or the hot store lost its data: rebuild the devices from the database.
                 if rebuilt is None:
@@ -60,12 +61,12 @@ def recompute(
                     rebuilt = selectors.devices_on_rebuild(rows, row.status, inputs.policy.device_timeout, now)
                 devices = rebuilt
                 for device in devices:
-                    fields.update(hotstate.device_fields(device))
-                fields["loaded"] = "1"
-            decision = hotstate.HotDecision.of(
+                    fields.update(hot.device_fields(device))
+                fields[layout.FIELD_LOADED] = layout.LOADED
+            decision = hot.HotDecision.of(
                 aggregate(replace(inputs, devices=tuple(d.engine_input() for d in devices)), now)
             )
-            expected_version: int | None = hot.version
+            expected_version: int | None = hot_user.version
             if attempt == _ATTEMPTS:
                 # The new inputs must land all the same: write them with a decision that is
                 # already due, so that the next heartbeat or reader decides again from them and
@@ -73,7 +74,7 @@ def recompute(
                 logger.warning("Presence of user %s kept changing while recomputed; forcing the new inputs", user.pk)
                 decision = replace(decision, valid_until=now.timestamp())
                 expected_version = None
-            before = None if created else hot.decision or decisions.of_row(row)
+            before = None if created else hot_user.decision or decisions.of_row(row)
             item = funnel.Commit(
                 user.pk,
                 user.public_id,

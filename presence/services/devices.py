@@ -10,7 +10,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from orgs.models import User
-from presence import history, hotstate, selectors
+from presence import history, hot, selectors
 from presence.models import DEVICE_ID_MAX_LENGTH, Device
 from presence.services.decide import recompute
 from presence.vocabulary import ActivityValue, NetworkValue, VisibilityValue
@@ -72,7 +72,7 @@ def register_device(user: User, installation_id: str, label: str | None = None) 
             if label is not None:
                 device.label = label
             device.save()
-        hotstate.store().commit_device(user.pk, selectors.hot_device_of(device, flushed_at=now.timestamp()), None)
+        hot.store().commit_device(user.pk, selectors.hot_device_of(device, flushed_at=now.timestamp()), None)
         history.record_devices([history.device_entry(user.pk, device_id, device.label, "live", now)])
     recompute(user, source="device:sign_in")
     return device, created

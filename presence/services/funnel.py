@@ -23,9 +23,10 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from presence import decisions, events, history, hotstate
+from presence import decisions, events, history, hot
 from presence.changes import PresenceChange
 from presence.engine import visible
+from presence.hot import layout
 from presence.models import PresenceState
 from presence.services.persist import persist_users
 
@@ -34,7 +35,7 @@ from presence.services.persist import persist_users
 class SignalWrite:
     """What a device's signals write beside the decision (the steady hot path)."""
 
-    device: hotstate.HotDevice
+    device: hot.HotDevice
     expected_seq: int  # the device's seq as read: a signal applied meanwhile makes the write fail
     mark_dirty: bool  # the device's times are due for their database copy
     persist: bool  # the device's reported state or the decision changed: to the database
@@ -47,8 +48,8 @@ class Commit:
     user_id: int
     public_id: object
     organization_id: int | None
-    before: hotstate.HotDecision | None  # None: nothing was shown yet
-    after: hotstate.HotDecision
+    before: hot.HotDecision | None  # None: nothing was shown yet
+    after: hot.HotDecision
     source: str  # what caused it, for the history: `signal:activity`, `manual_status`, `sweep`, ...
     expected_version: int | None  # the user's hot version as read; None: write whatever it is now
     signals: SignalWrite | None = None
@@ -71,7 +72,7 @@ def commit(batch: Sequence[Commit]) -> list[bool]:
     which), bring the given rows in step and publish the visible changes."""
     stored = [_write_signals(item) if item.signals is not None else None for item in batch]
     recomputed = [item for item, done in zip(batch, stored, strict=True) if done is None]
-    results = iter(hotstate.store().commit_users([_user_commit(item) for item in recomputed]))
+    results = iter(hot.store().commit_users([_user_commit(item) for item in recomputed]))
     stored = [next(results) if done is None else done for done in stored]
     now = timezone.now()
     behind = [
@@ -102,9 +103,9 @@ def _row_behind(row: PresenceState, item: Commit) -> bool:
     return item.visible_change or visible(row) != visible(item.after) or row.reason != item.after.reason
 
 
-def _user_commit(item: Commit) -> hotstate.UserCommit:
-    fields = {**item.fields, "dec": item.after.encode()}
-    return hotstate.UserCommit(item.user_id, item.expected_version, fields, item.after.valid_until, item.remove)
+def _user_commit(item: Commit) -> hot.UserCommit:
+    fields = {**item.fields, layout.FIELD_DECISION: item.after.encode()}
+    return hot.UserCommit(item.user_id, item.expected_version, fields, item.after.valid_until, item.remove)
 
 
 def _write_signals(item: Commit) -> bool:
@@ -115,18 +116,18 @@ def _write_signals(item: Commit) -> bool:
     entry = history.buffered_entry(change) if change is not None else None
     # Written through, a change is announced once the database has it, as every other change is.
     announcement = events.announcement(change) if entry and settings.PRESENCE_WRITE_BEHIND else None
-    if not hotstate.store().commit_steady(
+    steady = hot.SteadyCommit(
         item.user_id,
         write.device,
         item.expected_version,
         write.expected_seq,
-        item.after.encode(),
-        item.after.valid_until,
+        item.after,
         mark_dirty=write.mark_dirty and not write.persist,
         persist=write.persist and settings.PRESENCE_WRITE_BEHIND,
         history_entry=entry,
         announcement=announcement,
-    ):
+    )
+    if not hot.store().commit_steady(steady):
         return False
     if write.persist and not settings.PRESENCE_WRITE_BEHIND:
         persist_users([item.user_id])

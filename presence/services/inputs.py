@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from orgs.models import User
-from presence import decisions, events, hotstate, ratelimits
+from presence import decisions, events, hot, ratelimits
 from presence.changes import PresenceChange
 from presence.models import CalendarBlock, ManualStatus, MicrosoftPresence, PresencePreferences, PresenceState
 from presence.services.decide import recompute
@@ -22,7 +22,7 @@ def count_input_change(user: User) -> None:
     """Count a change of the user's inputs (manual status, calendar, presence settings, devices)
     against PRESENCE_RATE_LIMIT_STATUS; `RateLimited` when over it. Asked by the API and the
     settings page for the user's own requests; what an admin or the server changes is not counted."""
-    hotstate.store().charge(user.pk, ratelimits.change_limits(), timezone.now().timestamp())
+    hot.store().charge(user.pk, ratelimits.change_limits(), timezone.now().timestamp())
 
 
 def set_manual_status(user: User, status: Status, message: str = "", until: datetime | None = None) -> PresenceState:

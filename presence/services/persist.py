@@ -10,7 +10,7 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
-from presence import decisions, history, hotstate
+from presence import decisions, history, hot
 from presence.models import Device, DeviceHistory, PresenceState
 
 _DEVICE_FIELDS = [
@@ -29,7 +29,7 @@ def persist_pending(batch_size: int = 500, max_batches: int = 100) -> int:
     """Write behind: the devices and decisions the hot path changed, to the database (for the
     admin, the history and a rebuild after a Redis restart). A user changed many times since
     the last run is written once, with the latest. Returns the number of users written."""
-    store = hotstate.store()
+    store = hot.store()
     written = 0
     for _ in range(max_batches):
         marks = store.pending_persist(batch_size)
@@ -48,12 +48,12 @@ def persist_users(user_ids: list[int]) -> None:
     hot store under the rows' locks, so a writer that read earlier cannot store older data over
     newer; the devices are locked before the presence rows, in the order every other writer
     takes them."""
-    store = hotstate.store()
+    store = hot.store()
     user_ids = sorted(set(user_ids))
     now = timezone.now()
     with transaction.atomic():
         rows = list(Device.objects.select_for_update().filter(user_id__in=user_ids).order_by("pk"))
-        hot_users = dict(zip(user_ids, map(hotstate.HotUser.parse, store.read_many(user_ids)), strict=True))
+        hot_users = dict(zip(user_ids, map(hot.HotUser.parse, store.read_many(user_ids)), strict=True))
         devices, changes = [], []
         for row in rows:
             device = hot_users[row.user_id].devices.get(row.device_id)
@@ -68,28 +68,28 @@ def persist_users(user_ids: list[int]) -> None:
             state.user_id: state
             for state in PresenceState.objects.select_for_update().filter(user_id__in=user_ids).order_by("user_id")
         }
-        hot_users = dict(zip(user_ids, map(hotstate.HotUser.parse, store.read_many(user_ids)), strict=True))
+        hot_users = dict(zip(user_ids, map(hot.HotUser.parse, store.read_many(user_ids)), strict=True))
         updated = []
-        for user_id, hot in hot_users.items():
+        for user_id, hot_user in hot_users.items():
             state = states.get(user_id)
-            if hot.decision is None or state is None or decisions.of_row(state) == hot.decision:
+            if hot_user.decision is None or state is None or decisions.of_row(state) == hot_user.decision:
                 continue
-            decisions.copy_to_row(state, hot.decision, now)
+            decisions.copy_to_row(state, hot_user.decision, now)
             updated.append(state)
         PresenceState.objects.bulk_update(updated, decisions.STATE_FIELDS)
 
 
-def persist_device(user_id: int, device: hotstate.HotDevice) -> int:
+def persist_device(user_id: int, device: hot.HotDevice) -> int:
     """The database copy of a device; a copy already at a newer seq is left as it is."""
     rows = Device.objects.filter(user_id=user_id, device_id=device.device_id, last_seq__lt=device.seq)
     return rows.update(**_device_values(device))
 
 
-def _device_values(device: hotstate.HotDevice) -> dict[str, object]:
+def _device_values(device: hot.HotDevice) -> dict[str, object]:
     """A hot device as the values of its database row's `_DEVICE_FIELDS`."""
     return {
-        "last_seen_at": hotstate.from_epoch(device.last_seen),
-        "last_active_at": hotstate.from_epoch(device.last_active),
+        "last_seen_at": hot.from_epoch(device.last_seen),
+        "last_active_at": hot.from_epoch(device.last_active),
         "activity": device.activity,
         "visibility": device.visibility,
         "in_call": device.in_call,
@@ -99,7 +99,7 @@ def _device_values(device: hotstate.HotDevice) -> dict[str, object]:
     }
 
 
-def device_change_entries(row: Device, device: hotstate.HotDevice) -> list[DeviceHistory]:
+def device_change_entries(row: Device, device: hot.HotDevice) -> list[DeviceHistory]:
     """The device-history entry, if any, when the device's reported state differs from its
     database copy, timed at the device's last signal (written behind, the write may come a
     little later)."""
@@ -107,10 +107,10 @@ def device_change_entries(row: Device, device: hotstate.HotDevice) -> list[Devic
     after = history.reported_state(*device.persistent_state())
     if before == after:
         return []
-    return [history.device_entry(row.user_id, row.device_id, row.label, after, hotstate.from_epoch(device.last_seen))]
+    return [history.device_entry(row.user_id, row.device_id, row.label, after, hot.from_epoch(device.last_seen))]
 
 
-def _copy_device(row: Device, device: hotstate.HotDevice) -> None:
+def _copy_device(row: Device, device: hot.HotDevice) -> None:
     for name, value in _device_values(device).items():
         setattr(row, name, value)
 
@@ -119,12 +119,12 @@ def flush_device_activity(batch_size: int = 1000) -> int:
     """Write the hot path's last-seen and last-active times of devices to the database, for the
     admin and for rebuilding after a Redis restart. Heartbeats mark a device for this at most
     every PRESENCE_DEVICE_FLUSH_SECONDS."""
-    store = hotstate.store()
+    store = hot.store()
     flushed = 0
     while True:
         marked = store.pop_dirty(batch_size)
         for user_id, device_id in marked:
-            device = hotstate.HotUser.parse(store.read(user_id)).devices.get(device_id)
+            device = hot.HotUser.parse(store.read(user_id)).devices.get(device_id)
             if device is not None:
                 flushed += persist_device(user_id, device)
         if len(marked) < batch_size:

@@ -21,7 +21,7 @@ from django.utils import timezone
 
 import presence.services.funnel as funnel
 from orgs.models import User
-from presence import decisions, history, hotstate, ratelimits, selectors
+from presence import decisions, history, hot, ratelimits, selectors
 from presence.engine import aggregate, visible
 from presence.models import Device, PresenceState
 from presence.services.decide import recompute
@@ -61,25 +61,26 @@ def ingest_signals(
 
 def _ingest(user: User, device_id: str, signals: Sequence[Signal], rate_counted: bool) -> SignalOutcome:
     now = timezone.now()
-    store = hotstate.store()
+    store = hot.store()
     for attempt in range(3):
         if attempt or rate_counted:
             raw = store.read(user.pk)
         else:  # the request's limits are checked in the same step as the first read
             raw = store.read_charged(user.pk, device_id, ratelimits.signal_limits(device_id), now.timestamp())
-        hot = hotstate.HotUser.parse(raw)
-        device = hot.devices.get(device_id)
-        if device is None or not hot.ready:
+        hot_user = hot.HotUser.parse(raw)
+        device = hot_user.devices.get(device_id)
+        if device is None or not hot_user.ready:
             break
-        context = hotstate.HotContext.decode(hot.context)
+        context = hot.HotContext.decode(hot_user.context)
         if not context.current:
             break
         updated, applied, ignored = apply_signals(device, signals, now.timestamp())
         if not applied:
             return SignalOutcome(applied=0, ignored=ignored, presence=selectors.current_presence(user, now))
-        devices = [updated if d.device_id == device_id else d for d in hot.devices.values()]
-        decision = hotstate.HotDecision.of(aggregate(context.with_devices(devices), now))
-        persist = visible(decision) != visible(hot.decision) or updated.persistent_state() != device.persistent_state()
+        devices = [updated if d.device_id == device_id else d for d in hot_user.devices.values()]
+        decision = hot.HotDecision.of(aggregate(context.with_devices(devices), now))
+        changed = visible(decision) != visible(hot_user.decision)
+        persist = changed or updated.persistent_state() != device.persistent_state()
         # The database copy of the device's times is renewed with any write of it.
         flush_due = persist or now.timestamp() - updated.flushed_at >= settings.PRESENCE_DEVICE_FLUSH_SECONDS
         if flush_due:
@@ -88,10 +89,10 @@ def _ingest(user: User, device_id: str, signals: Sequence[Signal], rate_counted:
             user.pk,
             user.public_id,
             context.organization_id,
-            hot.decision,
+            hot_user.decision,
             decision,
             _source_of(signals),
-            hot.version,
+            hot_user.version,
             signals=funnel.SignalWrite(updated, device.seq, mark_dirty=flush_due, persist=persist),
         )
         # Compare-and-set on the user's version: of two requests that read the same state, one
@@ -106,13 +107,13 @@ def _source_of(signals: Sequence[Signal]) -> str:
     return "signal:" + ",".join(dict.fromkeys(str(signal.type) for signal in signals))
 
 
-def steady_heartbeat(user_id: int, device_id: str, seq: int) -> tuple[int, int, hotstate.HotDecision] | None:
+def steady_heartbeat(user_id: int, device_id: str, seq: int) -> tuple[int, int, hot.HotDecision] | None:
     """A lone heartbeat of a live device, recorded in one step of the hot store: (applied,
     ignored, the decision it leaves). None when it needs `ingest_signals` (the device is unknown
     or had timed out, the user's hot state is incomplete or outdated), the request already counted
     against the rate limits; `RateLimited` when they refuse it."""
     limits = ratelimits.signal_limits(device_id)
-    beat = hotstate.store().heartbeat(user_id, device_id, seq, timezone.now().timestamp(), limits)
+    beat = hot.store().heartbeat(user_id, device_id, seq, timezone.now().timestamp(), limits)
     if beat is None:
         return None
     metrics.count_heartbeat()
@@ -120,19 +121,19 @@ def steady_heartbeat(user_id: int, device_id: str, seq: int) -> tuple[int, int, 
 
 
 def _ingest_slowly(user: User, device_id: str, signals: Sequence[Signal], now: datetime) -> SignalOutcome:
-    store = hotstate.store()
+    store = hot.store()
     with transaction.atomic():
         row = Device.objects.select_for_update().filter(user=user, device_id=device_id).first()
         if row is None:
             raise DeviceNotFound(device_id)
         for attempt in range(5):
-            hot = hotstate.HotUser.parse(store.read(user.pk))
-            base = hot.devices.get(device_id) if hot.loaded else None
+            hot_user = hot.HotUser.parse(store.read(user.pk))
+            base = hot_user.devices.get(device_id) if hot_user.loaded else None
             updated, applied, ignored = apply_signals(base or selectors.hot_device_of(row), signals, now.timestamp())
             if not applied:
                 break
             updated = updated.with_changes(flushed_at=now.timestamp())
-            if not hot.loaded:
+            if not hot_user.loaded:
                 break  # recompute rebuilds the hot devices from the rows, this one included
             # Heartbeats on the hot path do not take the row lock: compare-and-set on the seq,
             # and after a few lost races write anyway (the row lock orders the slow paths).
@@ -147,9 +148,7 @@ def _ingest_slowly(user: User, device_id: str, signals: Sequence[Signal], now: d
     return SignalOutcome(applied=applied, ignored=ignored, presence=recompute(user, now, source=_source_of(signals)))
 
 
-def apply_signals(
-    device: hotstate.HotDevice, signals: Sequence[Signal], now: float
-) -> tuple[hotstate.HotDevice, int, int]:
+def apply_signals(device: hot.HotDevice, signals: Sequence[Signal], now: float) -> tuple[hot.HotDevice, int, int]:
     """The device after `signals`, in seq order; those not newer than its seq are ignored."""
     applied = ignored = 0
     changes: dict[str, object] = {}

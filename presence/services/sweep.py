@@ -10,7 +10,7 @@ from django.utils import timezone
 
 import presence.services.funnel as funnel
 from orgs.models import User
-from presence import hotstate
+from presence import hot
 from presence.engine import aggregate
 from presence.models import PresenceState
 from presence.services.decide import recompute
@@ -29,12 +29,12 @@ def sweep_expired(now: datetime | None = None, batch_size: int = 500) -> int:
     which rebuilds their hot state and schedule.
     """
     now = now or timezone.now()
-    store = hotstate.store()
+    store = hot.store()
     swept = 0
     if store.check_epoch():
         maybe_live = PresenceState.objects.exclude(status=Status.OFFLINE, valid_until=None)
         for user in User.objects.filter(pk__in=maybe_live.values("user_id")).iterator(chunk_size=batch_size):
-            if not hotstate.HotUser.parse(store.read(user.pk)).loaded:
+            if not hot.HotUser.parse(store.read(user.pk)).loaded:
                 recompute(user, now, source="sweep")
                 swept += 1
     while True:
@@ -48,7 +48,7 @@ def _sweep_batch(user_ids: list[int], now: datetime) -> int:
     quiet: list[funnel.Commit] = []
     changed: list[int] = []
     slow: list[int] = []
-    for user_id, raw in zip(user_ids, hotstate.store().read_many(user_ids), strict=True):
+    for user_id, raw in zip(user_ids, hot.store().read_many(user_ids), strict=True):
         item = _decide_from_hot(user_id, raw, now)
         if item is None:
             slow.append(user_id)
@@ -65,7 +65,7 @@ def _sweep_batch(user_ids: list[int], now: datetime) -> int:
         if user_id in users:
             recompute(users[user_id], now, source="sweep")
         else:
-            hotstate.store().forget_user(user_id)  # deleted since it was scheduled
+            hot.store().forget_user(user_id)  # deleted since it was scheduled
             forgotten += 1
     return len(user_ids) - forgotten
 
@@ -84,7 +84,7 @@ def _commit_changed(user_ids: list[int], now: datetime) -> list[int]:
         public_ids = dict(User.objects.filter(pk__in=list(rows)).values_list("pk", "public_id"))
         batch: list[funnel.Commit] = []
         # Read again under the lock: a heartbeat may have landed since the first read.
-        for user_id, raw in zip(user_ids, hotstate.store().read_many(user_ids), strict=True):
+        for user_id, raw in zip(user_ids, hot.store().read_many(user_ids), strict=True):
             item = _decide_from_hot(user_id, raw, now, public_ids.get(user_id), rows.get(user_id))
             if item is None or item.row is None or item.public_id is None:
                 leftovers.append(user_id)
@@ -99,13 +99,13 @@ def _decide_from_hot(
 ) -> funnel.Commit | None:
     """A user's decision from the hot state alone, as a commit of it; None when that state is not
     complete (the user is then recomputed from the database)."""
-    hot = hotstate.HotUser.parse(raw)
-    if not hot.ready:
+    hot_user = hot.HotUser.parse(raw)
+    if not hot_user.ready:
         return None
-    context = hotstate.HotContext.decode(hot.context)
+    context = hot.HotContext.decode(hot_user.context)
     if not context.current:
         return None
-    decision = hotstate.HotDecision.of(aggregate(context.with_devices(list(hot.devices.values())), now))
+    decision = hot.HotDecision.of(aggregate(context.with_devices(list(hot_user.devices.values())), now))
     return funnel.Commit(
-        user_id, public_id, context.organization_id, hot.decision, decision, "sweep", hot.version, row=row
+        user_id, public_id, context.organization_id, hot_user.decision, decision, "sweep", hot_user.version, row=row
     )

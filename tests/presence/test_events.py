@@ -9,7 +9,7 @@ import time_machine
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from presence import events, hotstate, services
+from presence import events, hot, services
 from presence.models import PresenceState
 from presence.tasks import sweep_expired_presence
 from presence.vocabulary import Status
@@ -48,7 +48,7 @@ def test_an_announcement_in_the_hot_stores_step_is_the_groups_own_message(listen
     events.publish(change)
     sent = listener.receive()
     channel, payload = events.announcement(change)
-    hotstate.store().client.publish(channel, payload)
+    hot.store().client.publish(channel, payload)
     announced = listener.receive()
 
     assert sent is not None
@@ -65,7 +65,7 @@ def test_an_announcement_follows_the_prefix_the_layer_is_configured_with(setting
     change = events.PresenceChange(organization.id, str(bob.public_id), "busy", "busy", None, True, None)
 
     channel, payload = events.announcement(change)
-    hotstate.store().client.publish(channel, payload)
+    hot.store().client.publish(channel, payload)
 
     assert channel == f"{prefix or 'asgi'}__group__presence.org.{organization.id}"
     announced = listener.receive()

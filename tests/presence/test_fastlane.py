@@ -83,14 +83,14 @@ def test_a_foreign_host_is_refused_by_the_lane_as_by_django(token, device, host)
     assert lane == django
     assert lane[0].startswith("400")
     assert lane[2] == {"error": "bad_request", "detail": "Bad request."}
-    assert hotstate_seq(device) == 1  # nothing of it was applied
+    assert hot_seq(device) == 1  # nothing of it was applied
 
 
-def hotstate_seq(device: str) -> int:
-    from presence import hotstate
+def hot_seq(device: str) -> int:
+    from presence import hot
 
     user_id = Device.objects.get(device_id=device).user_id
-    return hotstate.HotUser.parse(hotstate.store().read(user_id)).devices[device].seq
+    return hot.HotUser.parse(hot.store().read(user_id)).devices[device].seq
 
 
 def test_with_https_redirects_on_plain_http_goes_to_django_for_its_redirect(settings, token, device):

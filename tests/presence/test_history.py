@@ -12,7 +12,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from presence import events, history, hotstate, services
+from presence import events, history, hot, services
 from presence.models import DeviceHistory, PresenceHistory
 from presence.services import Signal
 from presence.tasks import prune_presence_history
@@ -79,8 +79,8 @@ def test_a_policy_change_records_the_recompute_it_causes(
 
 def test_the_embedded_default_writes_entries_at_once(alice, settings):
     settings.REDIS_URL = ""
-    assert isinstance(hotstate.store(), hotstate.LocalHotStore)
-    hotstate.store().reset()
+    assert isinstance(hot.store(), hot.LocalHotStore)
+    hot.store().reset()
     device, _ = services.register_device(alice, "alice-laptop")
 
     services.ingest_signals(alice, device.device_id, [Signal(SignalType.CALL, "start", 1)])
@@ -90,8 +90,8 @@ def test_the_embedded_default_writes_entries_at_once(alice, settings):
 
 def test_a_second_flusher_leaves_the_buffer_to_the_one_holding_the_lock(alice, laptop):
     services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "hidden", 2)])
-    store = hotstate.store()
-    lock = store.client.lock(store.prefix + history.LOCK_SUFFIX, timeout=30)
+    store = hot.store()
+    lock = store.client.lock(store.history_lock_key, timeout=30)
     assert lock.acquire(blocking=False)
     try:
         assert history.flush() == 0
@@ -105,7 +105,7 @@ def test_a_second_flusher_leaves_the_buffer_to_the_one_holding_the_lock(alice, l
 
 def test_entries_inserted_by_a_flusher_that_died_before_trimming_are_not_inserted_twice(alice, laptop):
     services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "hidden", 2)])
-    store = hotstate.store()
+    store = hot.store()
     buffered = store.client.lrange(store.history_key, 0, -1)
     history._insert([entry for entry in map(history._parse, buffered) if entry is not None])  # then it died
 

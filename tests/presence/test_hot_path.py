@@ -14,7 +14,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from orgs.models import User
-from presence import hotstate, selectors, services
+from presence import hot, selectors, services
 from presence.models import Device, PresencePreferences, PresenceState
 from presence.services import Signal
 from presence.vocabulary import SignalType, Status
@@ -97,12 +97,12 @@ def test_a_user_changed_many_times_is_written_once_with_the_latest(alice, laptop
 
 def test_a_user_changed_again_while_written_stays_marked_for_the_next_run(alice, laptop):
     services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "hidden", 2)])
-    marks = hotstate.store().pending_persist(10)
+    marks = hot.store().pending_persist(10)
     services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "visible", 3)])
 
-    hotstate.store().clear_persisted(marks)  # a writer that read before the second change
+    hot.store().clear_persisted(marks)  # a writer that read before the second change
 
-    assert [user_id for user_id, _ in hotstate.store().pending_persist(10)] == [alice.pk]
+    assert [user_id for user_id, _ in hot.store().pending_persist(10)] == [alice.pk]
     services.persist_pending()
     assert Device.objects.get(device_id=laptop).last_seq == 3
 
@@ -209,7 +209,7 @@ def test_heartbeats_and_a_manual_change_at_once_end_in_the_engines_decision(alic
 
 
 def test_a_manual_change_that_loses_every_race_to_heartbeats_still_decides(alice, laptop, monkeypatch):
-    store = hotstate.store()
+    store = hot.store()
     read = store.read
     beats = iter(range(100, 200))
 
@@ -232,7 +232,7 @@ def test_a_manual_change_that_loses_every_race_to_heartbeats_still_decides(alice
 
 def lose_hot_state() -> None:
     """What a restart of a Redis that keeps nothing on disk leaves: no hot state at all."""
-    hotstate.store().reset()
+    hot.store().reset()
 
 
 def test_preferences_and_manual_status_survive_a_redis_restart(alice, laptop):
@@ -352,13 +352,13 @@ def test_a_deleted_user_leaves_the_sweep_schedule(alice, laptop):
     with time_machine.travel(timezone.now() + timedelta(minutes=5), tick=False):
         assert services.sweep_expired() == 0
 
-    assert user_id not in hotstate.store().due(float("inf"), 100)
+    assert user_id not in hot.store().due(float("inf"), 100)
 
 
 def test_the_embedded_default_runs_the_same_path_in_process_memory(alice, settings):
     settings.REDIS_URL = ""
-    assert isinstance(hotstate.store(), hotstate.LocalHotStore)
-    hotstate.store().reset()
+    assert isinstance(hot.store(), hot.LocalHotStore)
+    hot.store().reset()
 
     device, _ = services.register_device(alice, "alice-laptop")
     services.ingest_signals(alice, device.device_id, heartbeat(1))
@@ -443,21 +443,19 @@ def test_the_event_loop_heartbeat_survives_forgotten_scripts_and_a_dropped_conne
     (the socket's client is told, and retries), and the next batch opens a new one."""
     import redis.exceptions
 
-    assert isinstance(hotstate.store(), hotstate.RedisHotStore)
+    store = hot.store()
+    assert isinstance(store, hot.RedisHotStore)
 
     async def beats() -> list:
-        from django.conf import settings
-
         now = timezone.now().timestamp
-        outcomes = [await hotstate.heartbeat_async(alice.pk, laptop, 2, now(), ())]
-        hotstate.store().client.script_flush()
-        outcomes.append(await hotstate.heartbeat_async(alice.pk, laptop, 3, now(), ()))
-        loop_client = hotstate._heartbeat_pipeline(settings.REDIS_URL).client
-        hotstate.store().client.client_kill_filter(_id=await loop_client.client_id())
+        outcomes = [await store.heartbeat_async(alice.pk, laptop, 2, now(), ())]
+        store.client.script_flush()
+        outcomes.append(await store.heartbeat_async(alice.pk, laptop, 3, now(), ()))
+        store.client.client_kill_filter(_id=await store.loop_pipeline().client.client_id())
         with pytest.raises(redis.exceptions.ConnectionError):
-            await hotstate.heartbeat_async(alice.pk, laptop, 4, now(), ())
-        outcomes.append(await hotstate.heartbeat_async(alice.pk, laptop, 4, now(), ()))
-        outcomes.append(await hotstate.heartbeat_async(alice.pk, laptop, 4, now(), ()))  # a repeated seq
+            await store.heartbeat_async(alice.pk, laptop, 4, now(), ())
+        outcomes.append(await store.heartbeat_async(alice.pk, laptop, 4, now(), ()))
+        outcomes.append(await store.heartbeat_async(alice.pk, laptop, 4, now(), ()))  # a repeated seq
         return outcomes
 
     outcomes = asyncio.run(beats())

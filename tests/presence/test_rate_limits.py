@@ -10,7 +10,7 @@ import pytest
 import time_machine
 from django.utils import timezone
 
-from presence import hotstate
+from presence import hot
 from presence.models import ManualStatus, PresenceState
 from tests.wsgi_calls import status_code, wsgi_call
 
@@ -32,7 +32,7 @@ def register(client, installation_id: str) -> str:
 
 
 def hot_seq(user, device: str) -> int:
-    return hotstate.HotUser.parse(hotstate.store().read(user.pk)).devices[device].seq
+    return hot.HotUser.parse(hot.store().read(user.pk)).devices[device].seq
 
 
 @pytest.fixture
@@ -85,7 +85,7 @@ def test_a_state_change_over_the_limit_changes_nothing(alice, alice_api, laptop,
     assert refused.status_code == 429
     assert alice_api.get("/api/v1/me/presence").json()["status"] == "available"
     assert PresenceState.objects.get(user=alice).status == "available"
-    device = hotstate.HotUser.parse(hotstate.store().read(alice.pk)).devices[laptop]
+    device = hot.HotUser.parse(hot.store().read(alice.pk)).devices[laptop]
     assert (device.in_call, device.seq) == (False, 3)
 
 
@@ -236,7 +236,7 @@ def made_up_device(number: int) -> str:
 
 def user_limit_due(user) -> float:
     """When the user's next signal request is due at the sustained rate (the user limit's field)."""
-    return float(hotstate.store().read(user.pk)["ru"])
+    return float(hot.store().read(user.pk)["ru"])
 
 
 @pytest.mark.parametrize("door", ["lane", "quick view", "DRF view"])
@@ -271,4 +271,4 @@ def test_a_flood_for_made_up_devices_costs_the_user_one_charge_per_request(
 
     assert answers == [404] * flood
     assert user_limit_due(alice) == pytest.approx(now.timestamp() + flood * interval, abs=1e-3)
-    assert not any(field.startswith("rd:") for field in hotstate.store().read(alice.pk))  # no made-up device's limit
+    assert not any(field.startswith("rd:") for field in hot.store().read(alice.pk))  # no made-up device's limit

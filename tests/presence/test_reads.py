@@ -20,7 +20,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
 from orgs.models import PresencePolicy, User
-from presence import hotstate, live, selectors, services
+from presence import hot, live, selectors, services
 from presence.models import (
     CalendarBlock,
     Device,
@@ -57,7 +57,7 @@ def footprint(*users: User) -> dict:
     included) and place in the sweep's schedule, and the history. The write-behind runs first,
     so what the database is still to receive from the hot store is counted too."""
     services.persist_pending()  # also writes the history's buffer to the database
-    store = hotstate.store()
+    store = hot.store()
     return {
         "rows": list(PresenceState.objects.filter(user__in=users).order_by("user_id").values()),
         "hot": [store.read(user.pk) for user in users],
@@ -199,7 +199,7 @@ def test_stale_colleagues_are_decided_from_the_database_in_as_many_queries_for_t
             response = member_api.put("/api/v1/me/status" if n % 2 else "/api/v1/me/calendar", body, format="json")
             assert response.status_code == 200, response.content
         services.persist_pending()
-    hotstate.store().reset()  # a Redis restart
+    hot.store().reset()  # a Redis restart
 
     # 90 s on: every device is still live; the manual statuses have ended, the blocks begun.
     with time_machine.travel(T0 + timedelta(seconds=90), tick=False):
@@ -258,7 +258,7 @@ def test_after_a_redis_restart_a_read_answers_what_the_sweep_then_stores(alice, 
         with time_machine.travel(T0 + timedelta(seconds=offset), tick=False):
             services.ingest_signals(bob, device.device_id, [Signal(SignalType.HEARTBEAT, None, seq)])
             services.persist_pending()  # the write-behind, every few seconds under beat
-    hotstate.store().reset()  # a Redis restart
+    hot.store().reset()  # a Redis restart
     restart = T0 + timedelta(seconds=200)
     assert Device.objects.get(pk=device.device_id).last_seen_at + timeout < restart
     assert PresenceState.objects.get(user=bob).valid_until <= restart
@@ -283,8 +283,8 @@ def test_after_a_redis_restart_a_read_answers_what_the_sweep_then_stores(alice, 
 def test_the_embedded_default_reads_without_storing_too(alice, bob, settings):
     settings.REDIS_URL = ""
     settings.PRESENCE_WRITE_BEHIND = False
-    assert isinstance(hotstate.store(), hotstate.LocalHotStore)
-    hotstate.store().reset()
+    assert isinstance(hot.store(), hot.LocalHotStore)
+    hot.store().reset()
     with time_machine.travel(T0, tick=False):
         services.register_device(bob, "bob-laptop")
 

@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from django.test import AsyncClient
 
 from orgs.models import Membership, User
-from presence import events, hotstate, sse
+from presence import events, hot, sse
 from tests.presence.live_helpers import register_device, settle, token_of
 
 # Changes are published when their transaction commits: these tests need real commits.
@@ -186,7 +186,7 @@ def test_closing_the_stream_leaves_the_organizations_group(alice, organization):
     client = token_client(alice)
 
     channel = events.group_channel(organization.id)
-    redis = hotstate.store().client
+    redis = hot.store().client
 
     def subscribers() -> int:
         return dict(redis.pubsub_numsub(channel))[channel]

@@ -19,7 +19,7 @@ from django.test import Client
 from django.utils import timezone
 
 from orgs.models import Membership, User
-from presence import consumers, hotstate, live, services
+from presence import consumers, hot, live, services
 from sparks_site.asgi import application
 from tests.presence.live_helpers import register_device, settle, token_of
 
@@ -648,7 +648,7 @@ def test_a_steady_heartbeat_over_the_socket_needs_no_thread_and_no_database(monk
 
     assert (applied["type"], applied["id"], applied["signals_applied"], applied["signals_ignored"]) == ("ack", 1, 1, 0)
     assert (ignored["type"], ignored["id"], ignored["signals_applied"], ignored["signals_ignored"]) == ("ack", 2, 0, 1)
-    assert hotstate.HotUser.parse(hotstate.store().read(bob.pk)).devices[bob_device].seq == 1
+    assert hot.HotUser.parse(hot.store().read(bob.pk)).devices[bob_device].seq == 1
 
 
 def test_the_quick_ack_is_the_ack_of_the_full_path(bob, bob_device, full_path_calls):
@@ -784,7 +784,7 @@ def test_a_message_over_the_devices_limit_is_answered_with_an_error_and_the_sock
         assert message["type"] == "error"
         assert (message["id"], message["error"]) == (request_id, "rate_limited")
         assert 29 <= message["retry_after"] <= 30
-    device = hotstate.HotUser.parse(hotstate.store().read(bob.pk)).devices[bob_device]
+    device = hot.HotUser.parse(hot.store().read(bob.pk)).devices[bob_device]
     assert (device.seq, device.activity) == (5, "active")  # neither refused message was applied
 
 
@@ -809,5 +809,5 @@ def test_a_flood_for_made_up_devices_costs_the_user_one_charge_per_message(bob, 
     answers = async_to_sync(scenario)()
 
     assert [(answer["type"], answer["error"]) for answer in answers] == [("error", "not_found")] * flood
-    due = float(hotstate.store().read(bob.pk)["ru"])
+    due = float(hot.store().read(bob.pk)["ru"])
     assert due == pytest.approx(now.timestamp() + flood * 60.0 / 1000, abs=1e-3)

@@ -34,6 +34,7 @@ from integrations.mapping import MATRIX_BUSY, MATRIX_BUSY_FEATURE, MATRIX_OFFLIN
 from orgs.models import User
 from presence import selectors
 from presence.engine import DeviceInput, aggregate
+from presence.hot import layout
 from presence.models import Device, ManualStatus, PresenceHistory, PresencePreferences, PresenceState
 from presence.vocabulary import ActivityValue, NetworkValue, VisibilityValue
 from tests.databases import process_environment
@@ -375,6 +376,11 @@ def heartbeat_all(devices: list[FakeDevice]) -> None:
         assert response.status_code == 202, response.text
 
 
+def user_key(user: User) -> str:
+    """The user's hash in the deployment's hot store."""
+    return f"{layout.KEY_PREFIX}{layout.USER_KEY_PREFIX}{user.pk}"
+
+
 def assert_unavailable(response: httpx.Response) -> None:
     assert response.status_code == 503, response.text
     assert response.json()["error"] == "redis_unavailable"
@@ -450,7 +456,7 @@ def test_presence_converges_within_a_heartbeat_after_redis_restarts_and_no_prefe
     hot = redis.Redis.from_url(private_redis.url, decode_responses=True)
     eventually(
         "the sweep rebuilds the hot state",
-        lambda: all(hot.hget(f"sparks:presence:u:{user.pk}", "loaded") == "1" for user in users),
+        lambda: all(hot.hget(user_key(user), layout.FIELD_LOADED) == layout.LOADED for user in users),
         30,
     )
     # The device state the database holds for erin: the hidden window if it was written behind

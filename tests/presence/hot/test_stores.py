@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from django.conf import settings
 
-from presence.hotstate import HotDecision, HotDevice, HotUser, LocalHotStore, RedisHotStore, UserCommit
+from presence.hot import HotDecision, HotDevice, HotUser, LocalHotStore, RedisHotStore, SteadyCommit, UserCommit
 from presence.ratelimits import DEVICE_SCOPE, USER_SCOPE, Limit, RateLimited
 
 
 @pytest.fixture(params=["redis", "memory"])
 def store(request):
-    hot = RedisHotStore(settings.REDIS_URL, prefix="test:hotstate:") if request.param == "redis" else LocalHotStore()
+    hot = RedisHotStore(settings.REDIS_URL, prefix="test:hot:") if request.param == "redis" else LocalHotStore()
     hot.reset()
     yield hot
     hot.reset()
@@ -22,6 +24,12 @@ def device(seq: int, last_seen: float = 1000.0, **changes) -> HotDevice:
 
 
 DECISION = HotDecision("available", "available", None, 1000.0, True, "device_active", 1060.0)
+LATER = replace(DECISION, valid_until=1090.0)
+
+
+def steady(device: HotDevice, **changes) -> SteadyCommit:
+    """User 7's device after a signal, on version 0 and the device's seq 1, decided `LATER`."""
+    return replace(SteadyCommit(7, device, 0, 1, LATER, mark_dirty=False), **changes)
 
 
 def prime(store) -> None:
@@ -44,21 +52,65 @@ def test_a_user_is_read_back_as_written(store):
 def test_a_steady_commit_lands_when_nothing_moved_and_moves_the_version_on(store):
     prime(store)
 
-    assert store.commit_steady(7, device(seq=2, last_seen=1030.0), 0, 1, DECISION.encode(), 1090.0, True)
+    assert store.commit_steady(steady(device(seq=2, last_seen=1030.0), mark_dirty=True))
 
     user = HotUser.parse(store.read(7))
-    assert (user.devices["dev1"].seq, user.version) == (2, 1)
+    assert (user.devices["dev1"].seq, user.version, user.decision) == (2, 1, LATER)
     assert store.due(1089.0, 10) == []
     assert store.due(1090.0, 10) == [7]
     assert store.pop_dirty(10) == [(7, "dev1")]
     assert store.pop_dirty(10) == []
 
 
+def test_a_steady_commit_marks_the_user_for_the_database_writer(store):
+    prime(store)
+
+    assert store.commit_steady(steady(device(seq=2), persist=True))
+
+    assert [user_id for user_id, _ in store.pending_persist(10)] == [7]
+
+
+def test_a_steady_commit_without_a_schedule_unschedules_the_user(store):
+    prime(store)
+
+    assert store.commit_steady(steady(device(seq=2), decision=replace(LATER, valid_until=None)))
+
+    assert store.due(float("inf"), 10) == []
+
+
+def test_only_redis_takes_a_history_entry_and_an_announcement_with_a_steady_commit(store):
+    """Redis appends and publishes in the commit's own step; process memory buffers nothing (the
+    caller inserts and publishes) and refuses them rather than drop them."""
+    import redis
+
+    prime(store)
+    commit = steady(device(seq=2), history_entry='{"id":"1"}', announcement=("test:hot:org", b"delta"))
+    if not store.buffers_history:
+        for refused in (replace(commit, announcement=None), replace(commit, history_entry=None)):
+            with pytest.raises(ValueError):
+                store.commit_steady(refused)
+        assert HotUser.parse(store.read(7)).devices["dev1"].seq == 1
+        return
+    listener = redis.Redis.from_url(settings.REDIS_URL).pubsub()
+    listener.subscribe("test:hot:org")
+    try:
+        assert listener.get_message(timeout=5)["type"] == "subscribe"
+        assert store.commit_steady(commit)
+
+        message = listener.get_message(timeout=5)
+    finally:
+        listener.close()
+    assert (message["type"], message["data"]) == ("message", b"delta")
+    drained = []
+    assert store.drain_history(lambda batch: drained.extend(batch) or len(batch), 10, 1, 30) == 1
+    assert drained == ['{"id":"1"}']
+
+
 def test_a_steady_commit_is_refused_after_a_recompute(store):
     prime(store)
     assert store.commit_users([UserCommit(7, 0, {"dec": DECISION.encode()}, 1060.0)]) == [True]
 
-    assert not store.commit_steady(7, device(seq=2), 0, 1, DECISION.encode(), 1090.0, False)
+    assert not store.commit_steady(steady(device(seq=2)))
     assert HotUser.parse(store.read(7)).devices["dev1"].seq == 1
 
 
@@ -66,7 +118,7 @@ def test_a_steady_commit_is_refused_when_the_device_moved_on(store):
     prime(store)
     store.commit_device(7, device(seq=5), 1)
 
-    assert not store.commit_steady(7, device(seq=2), 0, 1, DECISION.encode(), 1090.0, False)
+    assert not store.commit_steady(steady(device(seq=2)))
     assert HotUser.parse(store.read(7)).devices["dev1"].seq == 5
 
 
@@ -126,10 +178,71 @@ def test_decisions_of_many_users_are_read_at_once(store):
     assert store.read_decisions([7, 8]) == {7: DECISION.encode()}
 
 
+# --- The history buffer (`presence.history`) ---------------------------------------------------
+
+
+def test_the_buffer_is_drained_in_order_in_batches_and_trimmed(store):
+    if not store.buffers_history:
+        with pytest.raises(ValueError):
+            store.append_history(["a"])
+        assert store.drain_history(len, 10, 10, 30) == 0
+        return
+    store.append_history(["a", "b", "c"])
+    store.append_history(["d", "e"])
+    batches = []
+
+    def insert(batch: list[str]) -> int:
+        batches.append(batch)
+        return len(batch) * 10
+
+    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 40
+    assert batches == [["a", "b"], ["c", "d"]]
+    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 10
+    assert batches[2:] == [["e"]]
+    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 0
+
+
+def test_one_drain_at_a_time():
+    store = RedisHotStore(settings.REDIS_URL, prefix="test:hot:")
+    store.reset()
+    store.append_history(["a"])
+    inner = []
+
+    def insert(batch: list[str]) -> int:
+        inner.append(store.drain_history(len, 10, 10, 30))  # another flusher meanwhile
+        return len(batch)
+
+    try:
+        assert store.drain_history(insert, 10, 10, 30) == 1
+        assert inner == [0]
+        store.append_history(["b"])
+        assert store.drain_history(len, 10, 10, 30) == 1  # the lock was released
+    finally:
+        store.reset()
+
+
+def test_entries_stay_buffered_when_their_insert_fails():
+    store = RedisHotStore(settings.REDIS_URL, prefix="test:hot:")
+    store.reset()
+    store.append_history(["a", "b"])
+
+    def failing(batch: list[str]) -> int:
+        raise RuntimeError("the database is away")
+
+    try:
+        with pytest.raises(RuntimeError):
+            store.drain_history(failing, 10, 10, 30)
+        drained = []
+        assert store.drain_history(lambda batch: drained.extend(batch) or len(batch), 10, 10, 30) == 2
+        assert drained == ["a", "b"]
+    finally:
+        store.reset()
+
+
 def ready_user(store, last_seen: float = 1000.0, network: str = "online") -> None:
     """User 7 as a recompute leaves it: a context (device timeout 120 s), a decision, one device."""
     from presence.engine import PresenceInputs
-    from presence.hotstate import encode_context
+    from presence.hot import encode_context
 
     context = encode_context(PresenceInputs(), organization_id=None)
     store.commit_users([UserCommit(7, -1, {"loaded": "1", "ctx": context, "dec": DECISION.encode()}, 1060.0)])
@@ -262,8 +375,8 @@ def test_a_charged_read_reads_the_user_or_refuses_without_counting(store):
 
 
 def test_every_process_shares_the_limits_through_redis():
-    first = RedisHotStore(settings.REDIS_URL, prefix="test:hotstate:")
-    second = RedisHotStore(settings.REDIS_URL, prefix="test:hotstate:")
+    first = RedisHotStore(settings.REDIS_URL, prefix="test:hot:")
+    second = RedisHotStore(settings.REDIS_URL, prefix="test:hot:")
     first.reset()
     try:
         for _ in range(3):
@@ -296,7 +409,7 @@ def test_a_context_keeps_whether_the_microsoft_import_was_sparks_own_presence():
     from datetime import UTC, datetime
 
     from presence.engine import MicrosoftInput, PresenceInputs
-    from presence.hotstate import HotContext, encode_context
+    from presence.hot import HotContext, encode_context
 
     imported = MicrosoftInput("DoNotDisturb", "DoNotDisturb", datetime(2026, 11, 25, 9, 0, tzinfo=UTC), echo=True)
     context = encode_context(PresenceInputs(microsoft=imported), organization_id=None)
