@@ -206,10 +206,7 @@ class HotContext:
             if manual
             else None,
             calendar=tuple(CalendarBlockInput(from_epoch(s), from_epoch(e)) for s, e in data["cal"]),
-            # A context stored before imports carried `echo` has three items: no echo.
-            microsoft=MicrosoftInput(
-                microsoft[0], microsoft[1], from_epoch(microsoft[2]), len(microsoft) > 3 and microsoft[3]
-            )
+            microsoft=MicrosoftInput(microsoft[0], microsoft[1], from_epoch(microsoft[2]), microsoft[3])
             if microsoft
             else None,
         )
