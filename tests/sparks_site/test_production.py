@@ -323,8 +323,10 @@ def test_when_one_process_exits_the_supervisor_stops_the_others():
         supervisor.stop()
     assert supervisor.children["crashing"].returncode == 3
     assert supervisor.children["server"].returncode == -signal.SIGTERM
-    # Its whole process group went with it (an orphan may linger as a zombie until reaped).
-    assert _live_members_of_group(supervisor.children["server"].pid) == []
+    # Its whole process group went with it (an orphan may linger as a zombie until reaped, and a
+    # killed process takes a moment to become one).
+    group = supervisor.children["server"].pid
+    eventually("the server's process group is gone", lambda: _live_members_of_group(group) == [], 5)
 
 
 def _live_members_of_group(group: int) -> list[int]:
