@@ -59,6 +59,8 @@ import servers
 # own): BENCH_DB_NAME and BENCH_REDIS_DB keep their data apart (BENCH_CHANNEL_PREFIX their pub/sub).
 DB_NAME = os.environ.get("BENCH_DB_NAME", "sparks_presence_bench_http")
 REDIS_DB = int(os.environ.get("BENCH_REDIS_DB", "13"))
+# The baseline copy's own (`servers.in_baseline`), with `prod-baseline`.
+BASELINE_REDIS_DB = int(os.environ.get("BENCH_BASELINE_REDIS_DB", str(REDIS_DB + 1)))
 SYNAPSE_TOOL = _stack.ROOT.parent / "shared" / "tools" / "synapse-local"
 SYNAPSE_HOME = Path(os.environ.get("BENCH_SYNAPSE_HOME", "/tmp/sparks-bench-synapse"))
 VENV_BIN = Path(sys.executable).parent
@@ -245,12 +247,14 @@ class Sparks:
 
     def environment(self) -> dict[str, str]:
         env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB)}
+        env["BENCH_BASELINE_REDIS_URL"] = _stack.redis_url(BASELINE_REDIS_DB)
         if self.args.rate_limits == "off":
             env.update(dict.fromkeys(_stack.UNREACHABLE_RATE_LIMITS, "off"))
         return env
 
     def setup(self) -> None:
         _stack.flush_redis(REDIS_DB)
+        _stack.flush_redis(BASELINE_REDIS_DB)
         _stack.create_database(DB_NAME)
         _stack.setup_django(DB_NAME, REDIS_DB)
         from rest_framework.authtoken.models import Token
@@ -302,17 +306,22 @@ class Sparks:
         _stack.wait_http(base + "/api/v1/config")
         return base
 
-    def start_worker(self) -> None:
+    def start_worker(self, baseline: bool = False) -> None:
         """A Celery worker with beat, on the servers' core: the expiry sweep and the database
-        writes behind the hot path (PRESENCE_PERSIST_INTERVAL_SECONDS) run during the runs."""
+        writes behind the hot path (PRESENCE_PERSIST_INTERVAL_SECONDS) run during the runs. With
+        `baseline`, the baseline copy's own, on its Redis db (`servers.in_baseline`)."""
         env = self.environment()
+        name = "baseline-worker" if baseline else "worker"
         cmd = [
-            *(["taskset", "-c", self.args.server_cpu] if self.args.server_cpu else []),
             str(VENV_BIN / "celery"),
             "-A", "sparks_site", "worker", "--beat", "--pool", "solo", "--loglevel", "WARNING",
-            "--schedule", str(self.workdir / "beat-schedule"),
+            "--schedule", str(self.workdir / f"{name}-beat-schedule"),
         ]  # fmt: skip
-        log = open(self.workdir / "worker.log", "w")  # noqa: SIM115  (closed with the process)
+        if baseline:
+            cmd = servers.in_baseline(cmd)
+        if self.args.server_cpu:
+            cmd = ["taskset", "-c", self.args.server_cpu, *cmd]
+        log = open(self.workdir / f"{name}.log", "w")  # noqa: SIM115  (closed with the process)
         self.procs.append(subprocess.Popen(cmd, cwd=_stack.ROOT, env=env, stdout=log, stderr=log))
 
     def written_behind(self, timeout: float = 20.0) -> tuple[float, int, int]:
@@ -844,6 +853,8 @@ def main() -> int:
             ws.clear()
         sparks.base = rest[rest_names[0]]
         sparks.start_worker()
+        if "prod-baseline" in rest_names + (ws_names if args.websocket else []):
+            sparks.start_worker(baseline=True)
         sparks.prime()
         if synapse is not None:
             synapse.start()

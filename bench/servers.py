@@ -88,18 +88,22 @@ def _baseline_root() -> str:
 
 # The production processes of another copy of the code (BENCH_BASELINE_ROOT, e.g. `git archive main`
 # unpacked), side by side with this one's in the same run: what a change costs, in pairs measured
-# seconds apart rather than in runs hours apart. Same database, Redis and worker (this copy's).
-# Started in that directory: the servers put their working directory first on the import path.
-def _in_baseline(command: list[str]) -> list[str]:
-    return ["sh", "-c", 'cd "$0" && exec "$@"', _baseline_root(), *command]
+# seconds apart rather than in runs hours apart. Same database; a Redis db and a worker of their
+# own (BENCH_BASELINE_REDIS_URL, `in_baseline`), so that each copy's writes behind and sweeps are
+# paid by its own worker whatever either copy's hot-store layout. Started in that directory: the
+# servers put their working directory first on the import path.
+def in_baseline(command: list[str]) -> list[str]:
+    """`command` run in the baseline copy of the code, on the baseline's Redis db."""
+    script = 'cd "$0" && REDIS_URL="${BENCH_BASELINE_REDIS_URL:-$REDIS_URL}" exec "$@"'
+    return ["sh", "-c", script, _baseline_root(), *command]
 
 
 def _prod_web_baseline(bin_dir: Path, host: str, port: int) -> list[str]:
-    return _in_baseline(processes.web_command(bin_dir, host, port))
+    return in_baseline(processes.web_command(bin_dir, host, port))
 
 
 def _prod_live_baseline(bin_dir: Path, host: str, port: int) -> list[str]:
-    return _in_baseline(processes.live_command(bin_dir, host, port))
+    return in_baseline(processes.live_command(bin_dir, host, port))
 
 
 # REST: the signals endpoint. WSGI servers get the heartbeat lane (`sparks_site.wsgi`); ASGI ones
