@@ -250,6 +250,7 @@ class PresencePolicyInline(OrgScopedInline, admin.StackedInline):
         "idle_timeout_seconds",
         "allow_calendar",
         "allow_microsoft",
+        "allow_appear_offline",
         "allow_external_dispatch",
         "default_priority",
     )

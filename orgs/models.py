@@ -77,6 +77,11 @@ class PresencePolicy(models.Model):
     )
     allow_calendar = models.BooleanField(default=True, help_text="Calendar busy blocks may make users busy.")
     allow_microsoft = models.BooleanField(default=True, help_text="Imported Microsoft presence may be used.")
+    allow_appear_offline = models.BooleanField(
+        default=True,
+        help_text='Members may choose to appear offline; when not, a manual "offline" is refused and an existing '
+        "one stops applying.",
+    )
     allow_external_dispatch = models.BooleanField(
         default=True, help_text="Presence may be published to Matrix and Microsoft Teams."
     )

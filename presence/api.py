@@ -232,7 +232,8 @@ class MyStatusView(InputChangeView):
         summary="Set my manual status",
     )
     def put(self, request: Request) -> Response:
-        serializer = ManualStatusSerializer(data=request.data)
+        policy = selectors.policy_of(selectors.organization_of(request.user))
+        serializer = ManualStatusSerializer(data=request.data, context={"policy": policy})
         serializer.is_valid(raise_exception=True)
         data = serializer.validated_data
         state = services.set_manual_status(request.user, Status(data["status"]), data["message"], data["until"])

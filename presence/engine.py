@@ -85,6 +85,8 @@ class PolicyInput:
     microsoft_max_age: timedelta = timedelta(seconds=300)
     allow_calendar: bool = True
     allow_microsoft: bool = True
+    # May users choose to appear offline? When not, a manual "offline" stops applying.
+    allow_appear_offline: bool = True
     default_priority: Priority = Priority.CALENDAR_FIRST
 
 
@@ -187,6 +189,9 @@ def aggregate(inputs: PresenceInputs, now: datetime) -> Decision:
     last_active = latest_activity(devices)
 
     manual = inputs.manual if _manual_in_force(inputs.manual, now) else None
+    appear_offline = manual is not None and manual.status == Status.OFFLINE
+    if appear_offline and not policy.allow_appear_offline:
+        manual = None  # the organization does not allow it: as if none were set
     calendar_allowed = preferences.use_calendar_busy and policy.allow_calendar
     microsoft_allowed = preferences.include_microsoft_presence and policy.allow_microsoft
     in_calendar_block = calendar_allowed and any(b.start <= now < b.end for b in inputs.calendar)
@@ -215,12 +220,21 @@ def aggregate(inputs: PresenceInputs, now: datetime) -> Decision:
             trace=tuple(trace),
         )
 
+    # Rule 0: "appear offline" is a privacy choice: it wins over every other rule (a call, a
+    # calendar block first in the user's order, Microsoft's busy), as in Teams.
+    if manual is not None and appear_offline:
+        trace.append(RuleCheck("appear_offline", True, "the user chose to appear offline"))
+        hidden_at = _appear_offline_cap(manual, last_active)
+        return decide(Status.OFFLINE, Activity.OFFLINE, Reason.APPEAR_OFFLINE, active_at=hidden_at)
+    trace.append(
+        RuleCheck("appear_offline", False, "not allowed by the organization" if appear_offline else "not chosen")
+    )
+
     # Rule 1: liveness.
     live_count = sum(1 for _, state in states if state != DeviceState.OFFLINE)
     if user_state == DeviceState.OFFLINE:
         trace.append(RuleCheck("device_liveness", True, _no_live_device_note(devices, now, policy)))
-        hidden_at = _appear_offline_cap(manual, last_active)
-        return decide(Status.OFFLINE, Activity.OFFLINE, Reason.NO_LIVE_DEVICE, active_at=hidden_at)
+        return decide(Status.OFFLINE, Activity.OFFLINE, Reason.NO_LIVE_DEVICE)
     trace.append(RuleCheck("device_liveness", False, f"{live_count} of {len(devices)} device(s) live"))
 
     # Rule 2: a SPARKS call or meeting.
@@ -255,8 +269,7 @@ def aggregate(inputs: PresenceInputs, now: datetime) -> Decision:
             trace.append(RuleCheck("manual_status", False, "expired" if expired else "none set"))
             return None
         trace.append(RuleCheck("manual_status", True, f"manual status {manual.status.value}"))
-        active_at = _appear_offline_cap(manual, last_active)
-        return decide(manual.status, MANUAL_STATUS_ACTIVITY[manual.status], Reason.MANUAL_STATUS, active_at=active_at)
+        return decide(manual.status, MANUAL_STATUS_ACTIVITY[manual.status], Reason.MANUAL_STATUS)
 
     ordered = (calendar_rule, manual_rule) if priority == Priority.CALENDAR_FIRST else (manual_rule, calendar_rule)
     for rule in ordered:
@@ -287,10 +300,10 @@ def aggregate(inputs: PresenceInputs, now: datetime) -> Decision:
     return decide(Status.AVAILABLE, Activity.AVAILABLE, Reason.DEVICE_ACTIVE)
 
 
-def _appear_offline_cap(manual: ManualInput | None, last_active: datetime | None) -> datetime | None:
+def _appear_offline_cap(manual: ManualInput, last_active: datetime | None) -> datetime | None:
     """ "Appear offline" must not leak activity after the user chose to hide it, also once every
     device is gone (otherwise last_active would jump forward when the last device times out)."""
-    if manual is not None and manual.status == Status.OFFLINE and manual.set_at is not None and last_active is not None:
+    if manual.set_at is not None and last_active is not None:
         return min(last_active, manual.set_at)
     return last_active
 

@@ -29,6 +29,7 @@ from presence.vocabulary import (
 
 # The rules of `engine.aggregate`, in its order (calendar and manual swap with the priority).
 RULE_DESCRIPTIONS: dict[str, str] = {
+    "appear_offline": "The user chose to appear offline → offline, whatever else (if the organization allows it)",
     "device_liveness": "No live device → offline",
     "call_or_meeting": "A device in a SPARKS call or meeting → busy (manual do-not-disturb stays dnd)",
     "calendar_busy": "A calendar busy block now → busy",
@@ -84,6 +85,7 @@ def explain(inputs: PresenceInputs, decision: Decision, now: datetime) -> dict[s
                 "microsoft_max_age_seconds": _seconds(inputs.policy.microsoft_max_age),
                 "allow_calendar": inputs.policy.allow_calendar,
                 "allow_microsoft": inputs.policy.allow_microsoft,
+                "allow_appear_offline": inputs.policy.allow_appear_offline,
                 "default_priority": inputs.policy.default_priority.value,
             },
             "effective_priority": priority.value,
@@ -99,7 +101,15 @@ def rules(decision: Decision, priority: Priority) -> list[dict[str, Any]]:
         if priority == Priority.CALENDAR_FIRST
         else ("manual_status", "calendar_busy")
     )
-    order = ("device_liveness", "call_or_meeting", *middle, "microsoft_presence", "idle_or_hidden", "available")
+    order = (
+        "appear_offline",
+        "device_liveness",
+        "call_or_meeting",
+        *middle,
+        "microsoft_presence",
+        "idle_or_hidden",
+        "available",
+    )
     checks = {check.rule: check for check in decision.trace}
     out = []
     for position, rule in enumerate(order, start=1):
@@ -132,6 +142,10 @@ def _because(inputs: PresenceInputs, decision: Decision, now: datetime) -> str:
         d for d in _newest_first(inputs.devices) if states.get(d.device_id, DeviceState.OFFLINE) != DeviceState.OFFLINE
     ]
     reason = decision.reason
+    if reason == Reason.APPEAR_OFFLINE:
+        manual = inputs.manual
+        until = f" for another {_duration(manual.until - now)}" if manual and manual.until else " (no end set)"
+        return f"you chose to appear offline{until}: colleagues, Matrix and Teams see you offline"
     if reason == Reason.NO_LIVE_DEVICE:
         return _offline_because(inputs.devices, now, policy)
     if reason in (Reason.IN_CALL, Reason.IN_MEETING, Reason.MANUAL_DND_DURING_CALL):

@@ -66,6 +66,7 @@ class ExplainedPolicySerializer(serializers.Serializer):
     microsoft_max_age_seconds = serializers.IntegerField()
     allow_calendar = serializers.BooleanField()
     allow_microsoft = serializers.BooleanField()
+    allow_appear_offline = serializers.BooleanField()
     default_priority = serializers.ChoiceField(choices=[p.value for p in Priority])
 
 

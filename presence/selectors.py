@@ -67,6 +67,7 @@ def policy_input(policy: PresencePolicy) -> PolicyInput:
         microsoft_max_age=timedelta(seconds=settings.PRESENCE_MICROSOFT_MAX_AGE_SECONDS),
         allow_calendar=policy.allow_calendar,
         allow_microsoft=policy.allow_microsoft,
+        allow_appear_offline=policy.allow_appear_offline,
         default_priority=Priority(policy.default_priority),
     )
 

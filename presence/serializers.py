@@ -171,6 +171,14 @@ class ManualStatusSerializer(StrictSerializer):
     # A non-null until and duration_seconds exclude each other (validate).
     contract_rules = {"not": {"required": ["until", "duration_seconds"], "properties": {"until": {"type": "string"}}}}
 
+    def validate_status(self, value: str) -> str:
+        policy = self.context.get("policy")
+        if value == Status.OFFLINE and policy is not None and not policy.allow_appear_offline:
+            raise serializers.ValidationError(
+                "Appearing offline is not allowed by your organization's presence policy."
+            )
+        return value
+
     def validate(self, attrs):
         now = timezone.now()
         until = attrs.get("until")
@@ -289,6 +297,7 @@ class PrivacySerializer(StrictSerializer, serializers.ModelSerializer):
             "use_calendar_busy": policy.allow_calendar,
             "include_microsoft_presence": policy.allow_microsoft,
             "share_externally": policy.allow_external_dispatch,
+            "appear_offline": policy.allow_appear_offline,
         }
 
 

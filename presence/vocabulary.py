@@ -45,6 +45,7 @@ class Priority(StrEnum):
 class Reason(StrEnum):
     """The rule of the engine that decided a status."""
 
+    APPEAR_OFFLINE = "appear_offline"
     NO_LIVE_DEVICE = "no_live_device"
     IN_CALL = "in_call"
     IN_MEETING = "in_meeting"

@@ -248,9 +248,10 @@ def test_a_manual_status_with_a_live_device_gives_that_status(alice_api, status,
     assert response.status_code == 200, response.content
     assert response.json()["status"] == status
     assert response.json()["activity"] == activity
-    assert response.json()["reason"] == "manual_status"
+    reason = "appear_offline" if status == "offline" else "manual_status"
+    assert response.json()["reason"] == reason
     read = presence(alice_api)
-    assert (read["status"], read["activity"], read["reason"]) == (status, activity, "manual_status")
+    assert (read["status"], read["activity"], read["reason"]) == (status, activity, reason)
 
 
 def test_the_stored_presence_names_the_new_rule_even_when_the_status_looks_the_same(alice, alice_api, clock):
@@ -717,6 +718,7 @@ def test_privacy_defaults(alice_api):
             "use_calendar_busy": True,
             "include_microsoft_presence": True,
             "share_externally": True,
+            "appear_offline": True,
         },
     }
 
@@ -730,7 +732,13 @@ def test_privacy_effective_priority_defaults_to_the_organization_policy(alice_ap
 
 
 def test_privacy_organization_allows_mirrors_the_policy(alice_api, organization):
-    set_policy(organization, allow_calendar=False, allow_microsoft=True, allow_external_dispatch=False)
+    set_policy(
+        organization,
+        allow_calendar=False,
+        allow_microsoft=True,
+        allow_external_dispatch=False,
+        allow_appear_offline=False,
+    )
 
     body = alice_api.get("/api/v1/me/privacy").json()
 
@@ -738,6 +746,7 @@ def test_privacy_organization_allows_mirrors_the_policy(alice_api, organization)
         "use_calendar_busy": False,
         "include_microsoft_presence": True,
         "share_externally": False,
+        "appear_offline": False,
     }
 
 
@@ -976,3 +985,30 @@ def test_a_lone_surrogate_echoed_in_an_error_is_a_400_naming_the_field(alice_api
     fields = assert_validation_error(response, field)
     assert "\\ud800" in response.content.decode()
     assert fields[field]
+
+
+def test_appearing_offline_is_refused_naming_the_policy_when_the_organization_forbids_it(alice_api, organization):
+    register(alice_api)
+    before = presence(alice_api)
+    set_policy(organization, allow_appear_offline=False)
+
+    response = put_status(alice_api, status="offline")
+
+    assert response.status_code == 400
+    assert "organization's presence policy" in response.json()["fields"]["status"][0]
+    assert presence(alice_api)["status"] == before["status"] == "available"
+
+
+def test_an_existing_appear_offline_stops_applying_when_the_organization_forbids_it(
+    alice_api, organization, django_capture_on_commit_callbacks
+):
+    register(alice_api)
+    assert put_status(alice_api, status="offline").json()["reason"] == "appear_offline"
+
+    policy = PresencePolicy.objects.get(organization=organization)
+    policy.allow_appear_offline = False
+    with django_capture_on_commit_callbacks(execute=True):
+        policy.save()  # as the admin saves it
+
+    body = presence(alice_api)
+    assert (body["status"], body["reason"]) == ("available", "device_active")

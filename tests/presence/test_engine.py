@@ -181,8 +181,76 @@ MANUAL = {
     Status.BUSY: (Status.BUSY, Activity.BUSY, Reason.MANUAL_STATUS),
     Status.AWAY: (Status.AWAY, Activity.AWAY, Reason.MANUAL_STATUS),
     Status.DND: (Status.DND, Activity.DO_NOT_DISTURB, Reason.MANUAL_STATUS),
-    Status.OFFLINE: (Status.OFFLINE, Activity.OFFLINE, Reason.MANUAL_STATUS),
 }
+APPEAR_OFFLINE = (Status.OFFLINE, Activity.OFFLINE, Reason.APPEAR_OFFLINE)
+
+
+# --- rule 0: "appear offline", a privacy choice that wins over everything -----------------------
+
+NO_APPEAR_OFFLINE = policy(allow_appear_offline=False)
+
+
+@pytest.mark.parametrize(
+    "presence",
+    [
+        pytest.param(inputs(active_device(), manual=manual(Status.OFFLINE)), id="with-an-active-device"),
+        pytest.param(inputs(manual=manual(Status.OFFLINE)), id="with-no-device"),
+        pytest.param(inputs(active_device(in_call=True), manual=manual(Status.OFFLINE)), id="in-a-call"),
+        pytest.param(inputs(active_device(in_meeting=True), manual=manual(Status.OFFLINE)), id="in-a-meeting"),
+        pytest.param(
+            inputs(active_device(), manual=manual(Status.OFFLINE), calendar=(block(-60, 60),), priority=CALENDAR_FIRST),
+            id="in-a-calendar-block-calendar-first",
+        ),
+        pytest.param(
+            inputs(active_device(), manual=manual(Status.OFFLINE), microsoft=microsoft("Busy", "InACall")),
+            id="microsoft-in-a-call",
+        ),
+        pytest.param(
+            inputs(active_device(), manual=manual(Status.OFFLINE), microsoft=microsoft("DoNotDisturb")),
+            id="microsoft-dnd",
+        ),
+    ],
+)
+def test_appearing_offline_shows_offline_whatever_else_holds(presence):
+    decision = aggregate(presence, NOW)
+
+    assert outcome(decision) == APPEAR_OFFLINE
+    assert [check.rule for check in decision.trace] == ["appear_offline"]
+
+
+@pytest.mark.parametrize(
+    ("presence", "expected"),
+    [
+        pytest.param(inputs(active_device(), manual=manual(Status.OFFLINE), policy=NO_APPEAR_OFFLINE), AVAILABLE),
+        pytest.param(
+            inputs(active_device(in_call=True), manual=manual(Status.OFFLINE), policy=NO_APPEAR_OFFLINE), IN_CALL
+        ),
+        pytest.param(inputs(manual=manual(Status.OFFLINE), policy=NO_APPEAR_OFFLINE), OFFLINE),
+    ],
+    ids=["active-device", "in-a-call", "no-device"],
+)
+def test_an_organization_that_forbids_appearing_offline_makes_an_existing_choice_stop_applying(presence, expected):
+    decision = aggregate(presence, NOW)
+
+    assert outcome(decision) == expected
+    assert decision.status_msg is None
+    assert decision.trace[0].note == "not allowed by the organization"
+
+
+def test_appearing_offline_keeps_the_message_and_hides_activity_after_it_was_chosen():
+    presence = inputs(active_device(active_ago=5), manual=manual(Status.OFFLINE, "On leave", set_ago=600))
+
+    decision = aggregate(presence, NOW)
+
+    assert (decision.status_msg, decision.last_active, decision.currently_active) == ("On leave", ago(600), False)
+
+
+def test_appearing_offline_ends_when_its_time_is_up():
+    presence = inputs(active_device(in_call=True), manual=manual(Status.OFFLINE, until_in=60))
+
+    assert outcome(aggregate(presence, NOW)) == APPEAR_OFFLINE
+    assert aggregate(presence, NOW).valid_until <= later(60)
+    assert outcome(aggregate(presence, later(60))) == IN_CALL
 
 
 # --- rule 1: device liveness ----------------------------------------------------------------
@@ -407,7 +475,9 @@ def test_devices_coalesce_busy_over_online_over_unavailable_over_offline(first, 
             inputs(active_device(in_call=True), manual=manual(Status.AWAY)), IN_CALL, id="call-beats-manual-away"
         ),
         pytest.param(
-            inputs(active_device(in_call=True), manual=manual(Status.OFFLINE)), IN_CALL, id="call-beats-appear-offline"
+            inputs(active_device(in_call=True), manual=manual(Status.OFFLINE)),
+            APPEAR_OFFLINE,
+            id="appear-offline-beats-a-call",
         ),
         pytest.param(
             inputs(active_device(in_meeting=True), microsoft=microsoft("DoNotDisturb", "DoNotDisturb")),
@@ -465,7 +535,8 @@ PRIORITY_TABLE = [
     _priority_case(CALENDAR_FIRST, "calendar-busy", "manual-busy", CALENDAR_BUSY),
     _priority_case(CALENDAR_FIRST, "calendar-busy", "manual-away", CALENDAR_BUSY),
     _priority_case(CALENDAR_FIRST, "calendar-busy", "manual-dnd", CALENDAR_BUSY),
-    _priority_case(CALENDAR_FIRST, "calendar-busy", "manual-offline", CALENDAR_BUSY),
+    # "appear offline" wins in either order: a privacy choice, not a status among others.
+    _priority_case(CALENDAR_FIRST, "calendar-busy", "manual-offline", APPEAR_OFFLINE),
     # calendar_first, no block in progress: the manual status, else the devices.
     _priority_case(CALENDAR_FIRST, "calendar-free", "no-manual", AVAILABLE),
     _priority_case(CALENDAR_FIRST, "calendar-free", "manual-expired", AVAILABLE),
@@ -473,7 +544,7 @@ PRIORITY_TABLE = [
     _priority_case(CALENDAR_FIRST, "calendar-free", "manual-busy", MANUAL[Status.BUSY]),
     _priority_case(CALENDAR_FIRST, "calendar-free", "manual-away", MANUAL[Status.AWAY]),
     _priority_case(CALENDAR_FIRST, "calendar-free", "manual-dnd", MANUAL[Status.DND]),
-    _priority_case(CALENDAR_FIRST, "calendar-free", "manual-offline", MANUAL[Status.OFFLINE]),
+    _priority_case(CALENDAR_FIRST, "calendar-free", "manual-offline", APPEAR_OFFLINE),
     # manual_first: a manual status in force beats a busy block.
     _priority_case(MANUAL_FIRST, "calendar-busy", "no-manual", CALENDAR_BUSY),
     _priority_case(MANUAL_FIRST, "calendar-busy", "manual-expired", CALENDAR_BUSY),
@@ -481,7 +552,7 @@ PRIORITY_TABLE = [
     _priority_case(MANUAL_FIRST, "calendar-busy", "manual-busy", MANUAL[Status.BUSY]),
     _priority_case(MANUAL_FIRST, "calendar-busy", "manual-away", MANUAL[Status.AWAY]),
     _priority_case(MANUAL_FIRST, "calendar-busy", "manual-dnd", MANUAL[Status.DND]),
-    _priority_case(MANUAL_FIRST, "calendar-busy", "manual-offline", MANUAL[Status.OFFLINE]),
+    _priority_case(MANUAL_FIRST, "calendar-busy", "manual-offline", APPEAR_OFFLINE),
     # manual_first, no block in progress.
     _priority_case(MANUAL_FIRST, "calendar-free", "no-manual", AVAILABLE),
     _priority_case(MANUAL_FIRST, "calendar-free", "manual-expired", AVAILABLE),
@@ -489,7 +560,7 @@ PRIORITY_TABLE = [
     _priority_case(MANUAL_FIRST, "calendar-free", "manual-busy", MANUAL[Status.BUSY]),
     _priority_case(MANUAL_FIRST, "calendar-free", "manual-away", MANUAL[Status.AWAY]),
     _priority_case(MANUAL_FIRST, "calendar-free", "manual-dnd", MANUAL[Status.DND]),
-    _priority_case(MANUAL_FIRST, "calendar-free", "manual-offline", MANUAL[Status.OFFLINE]),
+    _priority_case(MANUAL_FIRST, "calendar-free", "manual-offline", APPEAR_OFFLINE),
 ]
 OTHER_PRIORITY = {CALENDAR_FIRST: MANUAL_FIRST, MANUAL_FIRST: CALENDAR_FIRST}
 

@@ -99,6 +99,7 @@ def test_the_rules_after_the_deciding_one_are_marked_not_reached(alice_api):
     body = explained(alice_api)
 
     assert [r["rule"] for r in body["rules"]] == [
+        "appear_offline",
         "device_liveness",
         "call_or_meeting",
         "calendar_busy",
@@ -107,7 +108,7 @@ def test_the_rules_after_the_deciding_one_are_marked_not_reached(alice_api):
         "idle_or_hidden",
         "available",
     ]
-    assert [r["evaluated"] for r in body["rules"]] == [True, False, False, False, False, False, False]
+    assert [r["evaluated"] for r in body["rules"]] == [True, True, False, False, False, False, False, False]
     assert rule(body, "available")["note"] == explain.NOT_REACHED
 
 
@@ -168,7 +169,7 @@ def test_calendar_first_makes_a_busy_block_win_over_the_manual_status(alice, ali
         "busy: a calendar busy block ends in 25 min; calendar first, so it wins over the manual status away"
     )
     assert body["inputs"]["effective_priority"] == "calendar_first"
-    assert [r["rule"] for r in body["rules"]][2:4] == ["calendar_busy", "manual_status"]
+    assert [r["rule"] for r in body["rules"]][3:5] == ["calendar_busy", "manual_status"]
     assert deciding_rules(body) == ["calendar_busy"]
     assert rule(body, "manual_status")["evaluated"] is False
     assert body["inputs"]["calendar"]["in_busy_block"] is True
@@ -191,7 +192,7 @@ def test_manual_first_makes_the_manual_status_win_over_a_busy_block(alice, alice
         'away: manual status "Lunch" for another 60 min; manual first, so it wins over the calendar busy block'
     )
     assert body["inputs"]["preferences"]["priority"] == "manual_first"
-    assert [r["rule"] for r in body["rules"]][2:4] == ["manual_status", "calendar_busy"]
+    assert [r["rule"] for r in body["rules"]][3:5] == ["manual_status", "calendar_busy"]
     assert deciding_rules(body) == ["manual_status"]
     assert rule(body, "calendar_busy")["evaluated"] is False
     assert body["inputs"]["manual"] == {
