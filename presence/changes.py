@@ -20,6 +20,8 @@ class PresenceChange:
     # For the history only (not sent to watchers): the rule that decided, and what caused the change.
     reason: str = ""
     source: str = ""
+    # When the shown status is expected to end (ISO 8601), for watchers.
+    status_until: str | None = None
 
     @classmethod
     def of(
@@ -32,7 +34,12 @@ class PresenceChange:
             activity=decision.activity,
             status_msg=decision.status_msg or None,
             currently_active=decision.currently_active,
-            last_active=from_epoch(decision.last_active).isoformat() if decision.last_active is not None else None,
+            last_active=_iso(decision.last_active),
             reason=decision.reason or "",
             source=source,
+            status_until=_iso(decision.status_until),
         )
+
+
+def _iso(seconds: float | None) -> str | None:
+    return from_epoch(seconds).isoformat() if seconds is not None else None

@@ -25,6 +25,7 @@ STATE_FIELDS = [
     "currently_active",
     "reason",
     "valid_until",
+    "status_until",
     "computed_at",
     "changed_at",
 ]
@@ -40,6 +41,7 @@ def of_row(row: PresenceState) -> hot.HotDecision:
         currently_active=row.currently_active,
         reason=row.reason,
         valid_until=hot.to_epoch(row.valid_until),
+        status_until=hot.to_epoch(row.status_until),
     )
 
 
@@ -55,6 +57,7 @@ def copy_to_row(row: PresenceState, decision: hot.HotDecision, now: datetime | N
     row.currently_active = decision.currently_active
     row.reason = decision.reason
     row.valid_until = hot.from_epoch(decision.valid_until)
+    row.status_until = hot.from_epoch(decision.status_until)
     row.computed_at = now
 
 

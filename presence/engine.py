@@ -130,6 +130,10 @@ class Decision:
     valid_until: datetime | None
     device_states: tuple[tuple[str, DeviceState], ...] = ()
     trace: tuple[RuleCheck, ...] = ()
+    # When the shown status is expected to end, as far as the server knows: a manual status's
+    # `until`, the end of the calendar busy time in progress; None when nobody can tell (a call
+    # ends when it ends) or nothing is planned. What colleagues see as "Busy · until 14:30".
+    status_until: datetime | None = None
 
 
 class Shown(Protocol):
@@ -139,12 +143,20 @@ class Shown(Protocol):
     activity: str
     status_msg: str | None
     currently_active: bool
+    status_until: datetime | float | None  # epoch seconds in the hot store's shape
 
 
 def visible(decision: Shown) -> tuple[object, ...]:
     """What colleagues see of a decision, whatever its shape: a new decision whose visible part is
     the same as the old one's is not news (stored, but not published). The one definition."""
-    return (decision.status, decision.activity, decision.status_msg or None, decision.currently_active)
+    until = decision.status_until
+    return (
+        decision.status,
+        decision.activity,
+        decision.status_msg or None,
+        decision.currently_active,
+        until.timestamp() if isinstance(until, datetime) else until,
+    )
 
 
 def device_state(device: DeviceInput, now: datetime, policy: PolicyInput) -> DeviceState:
@@ -203,7 +215,12 @@ def aggregate(inputs: PresenceInputs, now: datetime) -> Decision:
     status_msg = (manual.message or None) if manual else None
 
     def decide(
-        status: Status, activity: Activity, reason: Reason, *, active_at: datetime | None = last_active
+        status: Status,
+        activity: Activity,
+        reason: Reason,
+        *,
+        active_at: datetime | None = last_active,
+        until: datetime | None = None,
     ) -> Decision:
         currently_active = (
             status == Status.AVAILABLE and active_at is not None and now - active_at < CURRENTLY_ACTIVE_WINDOW
@@ -218,6 +235,7 @@ def aggregate(inputs: PresenceInputs, now: datetime) -> Decision:
             valid_until=_next_time_change(inputs, now, calendar_allowed, microsoft_allowed, last_active),
             device_states=states,
             trace=tuple(trace),
+            status_until=until,
         )
 
     # Rule 0: "appear offline" is a privacy choice: it wins over every other rule (a call, a
@@ -225,7 +243,7 @@ def aggregate(inputs: PresenceInputs, now: datetime) -> Decision:
     if manual is not None and appear_offline:
         trace.append(RuleCheck("appear_offline", True, "the user chose to appear offline"))
         hidden_at = _appear_offline_cap(manual, last_active)
-        return decide(Status.OFFLINE, Activity.OFFLINE, Reason.APPEAR_OFFLINE, active_at=hidden_at)
+        return decide(Status.OFFLINE, Activity.OFFLINE, Reason.APPEAR_OFFLINE, active_at=hidden_at, until=manual.until)
     trace.append(
         RuleCheck("appear_offline", False, "not allowed by the organization" if appear_offline else "not chosen")
     )
@@ -244,7 +262,7 @@ def aggregate(inputs: PresenceInputs, now: datetime) -> Decision:
         activity = Activity.IN_CALL if in_call else Activity.IN_MEETING
         if manual is not None and manual.status == Status.DND:
             trace.append(RuleCheck("call_or_meeting", True, "in a call or meeting; manual do-not-disturb kept"))
-            return decide(Status.DND, activity, Reason.MANUAL_DND_DURING_CALL)
+            return decide(Status.DND, activity, Reason.MANUAL_DND_DURING_CALL, until=manual.until)
         trace.append(
             RuleCheck("call_or_meeting", True, "a device is in a call" if in_call else "a device is in a meeting")
         )
@@ -261,7 +279,8 @@ def aggregate(inputs: PresenceInputs, now: datetime) -> Decision:
             trace.append(RuleCheck("calendar_busy", False, "no busy block now"))
             return None
         trace.append(RuleCheck("calendar_busy", True, "a calendar busy block is in progress"))
-        return decide(Status.BUSY, Activity.IN_CALENDAR_EVENT, Reason.CALENDAR_BUSY)
+        busy_until = busy_time_end(inputs.calendar, now)
+        return decide(Status.BUSY, Activity.IN_CALENDAR_EVENT, Reason.CALENDAR_BUSY, until=busy_until)
 
     def manual_rule() -> Decision | None:
         if manual is None:
@@ -269,7 +288,8 @@ def aggregate(inputs: PresenceInputs, now: datetime) -> Decision:
             trace.append(RuleCheck("manual_status", False, "expired" if expired else "none set"))
             return None
         trace.append(RuleCheck("manual_status", True, f"manual status {manual.status.value}"))
-        return decide(manual.status, MANUAL_STATUS_ACTIVITY[manual.status], Reason.MANUAL_STATUS)
+        activity = MANUAL_STATUS_ACTIVITY[manual.status]
+        return decide(manual.status, activity, Reason.MANUAL_STATUS, until=manual.until)
 
     ordered = (calendar_rule, manual_rule) if priority == Priority.CALENDAR_FIRST else (manual_rule, calendar_rule)
     for rule in ordered:
@@ -306,6 +326,20 @@ def _appear_offline_cap(manual: ManualInput, last_active: datetime | None) -> da
     if manual.set_at is not None and last_active is not None:
         return min(last_active, manual.set_at)
     return last_active
+
+
+def busy_time_end(blocks: Iterable[CalendarBlockInput], now: datetime) -> datetime | None:
+    """The end of the calendar busy time in progress at `now`: of the blocks running now, and of
+    every block that overlaps or touches them, carried on (two meetings back to back are busy
+    until the second ends). None when no block is running."""
+    blocks = sorted(blocks, key=lambda block: block.start)
+    end = max((block.end for block in blocks if block.start <= now < block.end), default=None)
+    if end is None:
+        return None
+    for block in blocks:
+        if block.start <= end < block.end:
+            end = block.end
+    return end
 
 
 def _manual_in_force(manual: ManualInput | None, now: datetime) -> bool:

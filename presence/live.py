@@ -80,7 +80,13 @@ def presence_delta(change: dict[str, Any], now: datetime) -> dict[str, Any]:
         "status_msg": change.get("status_msg"),
         "currently_active": change["currently_active"],
         "last_active_ago": last_active_ago_ms(datetime.fromisoformat(last_active) if last_active else None, now),
+        "status_until": _utc_iso(change.get("status_until")),
     }
+
+
+def _utc_iso(moment: str | None) -> str | None:
+    """An ISO 8601 time as the REST API writes it (UTC, `Z`)."""
+    return moment.replace("+00:00", "Z") if moment else None
 
 
 def snapshot_pages(user: User, peers: list[User] | None = None) -> list[dict[str, Any]]:

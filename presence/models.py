@@ -143,6 +143,8 @@ class PresenceState(models.Model):
     # read of such a row decides again in memory (storing nothing), so a missed sweep never makes
     # a read wrong.
     valid_until = models.DateTimeField(null=True, blank=True, db_index=True)
+    # When the shown status is expected to end, as far as the server knows (`engine.Decision`).
+    status_until = models.DateTimeField(null=True, blank=True)
     changed_at = models.DateTimeField(help_text="When the visible status last changed.")
     computed_at = models.DateTimeField()
 

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta
 
 from django.db import models
 from django.utils import timezone
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 from rest_framework.settings import api_settings
 
@@ -314,6 +315,11 @@ class PresenceSerializer(serializers.Serializer):
     last_active_ago = serializers.SerializerMethodField()
     currently_active = serializers.BooleanField()
     reason = serializers.ChoiceField(choices=[r.value for r in Reason])
+    status_until = serializers.DateTimeField(
+        allow_null=True,
+        help_text="When the shown status is expected to end, as far as the server knows (a manual status's "
+        "end, the end of the calendar busy time in progress); null when nobody can tell.",
+    )
 
     def get_status_msg(self, state: PresenceState) -> str | None:
         return state.status_msg or None
@@ -337,6 +343,9 @@ class PeerSerializer(serializers.Serializer):
     status_msg = serializers.SerializerMethodField()
     last_active_ago = serializers.SerializerMethodField()
     currently_active = serializers.SerializerMethodField()
+    status_until = serializers.SerializerMethodField(
+        help_text="When the shown status is expected to end, as far as the server knows; null when nobody can tell."
+    )
 
     def _state(self, user) -> PresenceState:
         return self.context["states"][user.pk]
@@ -355,6 +364,11 @@ class PeerSerializer(serializers.Serializer):
 
     def get_currently_active(self, user) -> bool:
         return self._state(user).currently_active
+
+    @extend_schema_field(serializers.DateTimeField(allow_null=True))
+    def get_status_until(self, user) -> str | None:
+        until = self._state(user).status_until
+        return serializers.DateTimeField().to_representation(until) if until else None
 
 
 MAX_SUBSCRIBED_PEERS = 500

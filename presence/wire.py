@@ -237,6 +237,7 @@ def _answer(
     last_active: datetime | None,
     currently_active: bool,
     reason: str,
+    status_until: datetime | None,
     applied: int,
     ignored: int,
 ) -> dict[str, Any]:
@@ -244,25 +245,35 @@ def _answer(
         "status": status,
         "activity": activity,
         "status_msg": status_msg or None,
-        "last_active": last_active.isoformat().replace("+00:00", "Z") if last_active else None,
+        "last_active": _iso(last_active),
         "last_active_ago": last_active_ago_ms(last_active, timezone.now()),
         "currently_active": currently_active,
         "reason": reason,
+        "status_until": _iso(status_until),
         "signals_applied": applied,
         "signals_ignored": ignored,
     }
 
 
+def _iso(moment: datetime | None) -> str | None:
+    """A time as the API writes it: ISO 8601 in UTC, with `Z`."""
+    return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+
+def _moment(seconds: float | None) -> datetime | None:
+    return datetime.fromtimestamp(seconds, UTC) if seconds is not None else None
+
+
 def decision_answer(decision: HotDecision, applied: int, ignored: int) -> dict[str, Any]:
     """The 202 body from the hot store's decision (a heartbeat answered in one step)."""
-    last_active = datetime.fromtimestamp(decision.last_active, UTC) if decision.last_active is not None else None
     return _answer(
         decision.status,
         decision.activity,
         decision.status_msg,
-        last_active,
+        _moment(decision.last_active),
         decision.currently_active,
         decision.reason,
+        _moment(decision.status_until),
         applied,
         ignored,
     )
@@ -277,6 +288,7 @@ def state_answer(state: PresenceState, applied: int, ignored: int) -> dict[str, 
         state.last_active_at.astimezone(UTC) if state.last_active_at else None,
         state.currently_active,
         state.reason,
+        state.status_until.astimezone(UTC) if state.status_until else None,
         applied,
         ignored,
     )

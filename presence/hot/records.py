@@ -231,6 +231,7 @@ class HotDecision:
     currently_active: bool
     reason: str
     valid_until: float | None
+    status_until: float | None = None
 
     @classmethod
     def of(cls, decision: Decision) -> HotDecision:
@@ -242,6 +243,7 @@ class HotDecision:
             currently_active=decision.currently_active,
             reason=decision.reason.value,
             valid_until=to_epoch(decision.valid_until),
+            status_until=to_epoch(decision.status_until),
         )
 
     def encode(self) -> str:
@@ -255,6 +257,7 @@ class HotDecision:
                 "currently_active": self.currently_active,
                 "reason": self.reason,
                 DECISION_VALID_UNTIL: self.valid_until,
+                "status_until": self.status_until,
             },
             separators=_COMPACT,
         )

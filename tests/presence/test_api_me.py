@@ -185,6 +185,7 @@ def test_presence_of_a_user_without_devices_is_offline_with_no_live_device(alice
         "last_active_ago": None,
         "currently_active": False,
         "reason": "no_live_device",
+        "status_until": None,
     }
 
 
@@ -201,6 +202,7 @@ def test_registering_a_device_makes_the_user_available_and_currently_active(alic
         "last_active_ago": 0,
         "currently_active": True,
         "reason": "device_active",
+        "status_until": None,
     }
 
 

@@ -14,7 +14,9 @@ from presence.models import PresenceState
 
 pytestmark = pytest.mark.django_db
 
-PEER_KEYS = {"user_id", "display_name", "status", "activity", "status_msg", "last_active_ago", "currently_active"}
+PEER_KEYS = {
+    "user_id", "display_name", "status", "activity", "status_msg", "last_active_ago", "currently_active", "status_until"
+}  # fmt: skip
 
 
 def _register_device(client, installation_id: str = "install-1") -> None:
@@ -217,3 +219,35 @@ def test_peers_require_authentication(api_for):
     response = api_for(None).get("/api/v1/peers")
 
     assert response.status_code == 401
+
+
+@time_machine.travel("2026-11-25T09:00:00Z", tick=False)
+def test_colleagues_see_until_when_a_status_lasts(api_for, alice, bob):
+    bob_api = api_for(bob)
+    _register_device(bob_api)
+    response = bob_api.put("/api/v1/me/status", {"status": "busy", "duration_seconds": 5400}, format="json")
+    assert response.json()["status_until"] == "2026-11-25T10:30:00Z"
+
+    [peer] = api_for(alice).get("/api/v1/peers").json()["results"]
+    detail = api_for(alice).get(f"/api/v1/peers/{bob.public_id}").json()
+
+    assert (peer["status"], peer["status_until"]) == ("busy", "2026-11-25T10:30:00Z")
+    assert detail["status_until"] == "2026-11-25T10:30:00Z"
+
+
+@time_machine.travel("2026-11-25T09:00:00Z", tick=False)
+def test_a_calendar_busy_time_shows_its_end_and_a_plain_status_none(api_for, alice, bob):
+    bob_api = api_for(bob)
+    _register_device(bob_api)
+    blocks = [
+        {"start": "2026-11-25T08:30:00Z", "end": "2026-11-25T09:30:00Z"},
+        {"start": "2026-11-25T09:30:00Z", "end": "2026-11-25T10:00:00Z"},
+    ]
+    assert bob_api.put("/api/v1/me/calendar", {"blocks": blocks}, format="json").status_code == 200
+
+    [busy] = api_for(alice).get("/api/v1/peers").json()["results"]
+    assert (busy["status"], busy["status_until"]) == ("busy", "2026-11-25T10:00:00Z")
+
+    assert bob_api.put("/api/v1/me/calendar", {"blocks": []}, format="json").status_code == 200
+    [available] = api_for(alice).get("/api/v1/peers").json()["results"]
+    assert (available["status"], available["status_until"]) == ("available", None)

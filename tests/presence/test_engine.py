@@ -1246,3 +1246,49 @@ def test_importing_the_engine_loads_neither_django_nor_another_app():
 
     assert "presence.engine" in loaded
     assert {name for name in loaded if not _is_stdlib(name) and name.partition(".")[0] != "presence"} == set()
+
+
+# --- until when the shown status lasts ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("presence", "until"),
+    [
+        pytest.param(inputs(active_device()), None, id="available-has-no-end"),
+        pytest.param(inputs(idle_device()), None, id="away-by-idleness-has-no-end"),
+        pytest.param(inputs(), None, id="offline-has-no-end"),
+        pytest.param(inputs(active_device(), manual=manual(Status.BUSY, until_in=1800)), later(1800), id="manual-busy"),
+        pytest.param(inputs(active_device(), manual=manual(Status.BUSY)), None, id="manual-busy-without-an-end"),
+        pytest.param(inputs(manual=manual(Status.OFFLINE, until_in=600)), later(600), id="appear-offline"),
+        pytest.param(inputs(active_device(in_call=True)), None, id="a-call-ends-when-it-ends"),
+        pytest.param(
+            inputs(active_device(in_call=True), manual=manual(Status.DND, until_in=900)),
+            later(900),
+            id="manual-dnd-during-a-call",
+        ),
+        pytest.param(inputs(active_device(), calendar=(block(-600, 600),)), later(600), id="calendar-block"),
+        pytest.param(
+            inputs(active_device(), calendar=(block(-600, 600), block(600, 1800), block(3600, 4000))),
+            later(1800),
+            id="back-to-back-blocks-are-one-busy-time",
+        ),
+        pytest.param(
+            inputs(active_device(), calendar=(block(-600, 300), block(-60, 900), block(200, 1200))),
+            later(1200),
+            id="overlapping-blocks-are-one-busy-time",
+        ),
+        pytest.param(
+            inputs(active_device(), microsoft=microsoft("Busy", "InACall")), None, id="microsoft-busy-has-no-end"
+        ),
+    ],
+)
+def test_the_decision_says_until_when_the_shown_status_lasts(presence, until):
+    assert aggregate(presence, NOW).status_until == until
+
+
+def test_a_new_end_of_the_same_status_is_news_to_colleagues():
+    before = aggregate(inputs(active_device(), manual=manual(Status.BUSY, until_in=1800)), NOW)
+    after = aggregate(inputs(active_device(), manual=manual(Status.BUSY, until_in=3600)), NOW)
+
+    assert (before.status, before.activity) == (after.status, after.activity)
+    assert visible(before) != visible(after)

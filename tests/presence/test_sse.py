@@ -152,6 +152,7 @@ def test_a_colleagues_change_follows_as_a_presence_event_and_another_organizatio
         assert name == "presence"
         assert set(delta) == {
             "type", "user_id", "status", "activity", "status_msg", "currently_active", "last_active_ago",
+            "status_until",
         }  # fmt: skip
         assert (delta["type"], delta["user_id"]) == ("presence", str(bob.public_id))
         assert (delta["status"], delta["status_msg"]) == ("busy", "x")

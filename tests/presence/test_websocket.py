@@ -28,8 +28,12 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 PATH = "/ws/presence/"
 QUIET_SECONDS = 0.5
-PEER_KEYS = {"user_id", "display_name", "status", "activity", "status_msg", "last_active_ago", "currently_active"}
-DELTA_KEYS = {"type", "user_id", "status", "activity", "status_msg", "currently_active", "last_active_ago"}
+PEER_KEYS = {
+    "user_id", "display_name", "status", "activity", "status_msg", "last_active_ago", "currently_active", "status_until"
+}  # fmt: skip
+DELTA_KEYS = {
+    "type", "user_id", "status", "activity", "status_msg", "currently_active", "last_active_ago", "status_until"
+}  # fmt: skip
 
 
 @pytest.fixture
@@ -411,7 +415,7 @@ def test_signals_over_the_socket_are_acknowledged_with_presence_and_colleagues_s
         assert (ack["signals_applied"], ack["signals_ignored"]) == (1, 0)
         assert set(ack) == {
             "type", "id", "status", "activity", "status_msg", "last_active", "last_active_ago",
-            "currently_active", "reason", "signals_applied", "signals_ignored",
+            "currently_active", "reason", "status_until", "signals_applied", "signals_ignored",
         }  # fmt: skip
         assert (delta["status"], delta["activity"]) == ("busy", "in_call")
 
