@@ -28,11 +28,14 @@ run: $(VENV)/.installed-runtime
 
 ## test: lint, then the whole suite against PostgreSQL and Redis on 127.0.0.1 (a fresh test database).
 ## Tasks run in-process for determinism; the worker tests start real Celery workers on Redis.
+## Then the web client's unit tests on Node's own test runner (Node 20 or later, no npm package).
+NODE ?= node
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) SECRET_KEY=test-only-secret-key DEBUG=0 \
 		CELERY_TASK_ALWAYS_EAGER=1 BEAT_IN_PROCESS=0 $(BIN)/pytest $(PYTEST_ARGS)
+	$(NODE) --test tests/js/*.test.mjs
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
