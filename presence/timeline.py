@@ -37,7 +37,12 @@ DEVICE_STATE_LABELS: dict[str, str] = {
     "in_call": "in a call or meeting",
     "offline": "offline",
 }
-NO_DATA_COLOR = "#eceff1"
+# Text, the axis and the "no data" band take the colour of the text around the picture
+# (`currentColor`), so that it reads on the admin's light and dark themes alike; the states keep
+# colours that read on both.
+NO_DATA_COLOR = "currentColor"
+NO_DATA_OPACITY = 0.1
+_AXIS_STROKE = 'stroke="currentColor" stroke-opacity="0.6"'
 NO_LIVE_DEVICE = "no_live_device"
 SIGNED_OUT = "signed_out"
 
@@ -150,7 +155,7 @@ def render(
     height = TOP + len(rows) * (ROW_HEIGHT + ROW_GAP) + AXIS_HEIGHT + LEGEND_HEIGHT * 2
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-        f'viewBox="0 0 {WIDTH} {height}" role="img" font-family="sans-serif" font-size="12">',
+        f'viewBox="0 0 {WIDTH} {height}" role="img" font-family="sans-serif" font-size="12" fill="currentColor">',
         f"<title>{escape(title or 'Presence timeline')}</title>",
     ]
     # State classes are prefixed: the admin's stylesheet hides anything of class "hidden".
@@ -162,11 +167,11 @@ def render(
         )
         parts.append(
             f'<rect x="{LABEL_WIDTH}" y="{y}" width="{plot_width}" height="{ROW_HEIGHT}" fill="{NO_DATA_COLOR}" '
-            f'class="no-data"><title>no data</title></rect>'
+            f'fill-opacity="{NO_DATA_OPACITY}" class="no-data"><title>no data</title></rect>'
         )
         for segment in segments:
             left, right = x_of(segment.start), x_of(segment.end)
-            color = colors.get(segment.state, NO_DATA_COLOR)
+            color = colors.get(segment.state, STATUS_COLORS["offline"])
             name = names.get(segment.state, segment.state)
             note = f"{name} {segment.start:%H:%M:%S} to {segment.end:%H:%M:%S}"
             if segment.note:
@@ -178,11 +183,11 @@ def render(
             )
     axis_y = TOP + len(rows) * (ROW_HEIGHT + ROW_GAP)
     parts.append(
-        f'<line x1="{LABEL_WIDTH}" y1="{axis_y}" x2="{LABEL_WIDTH + plot_width}" y2="{axis_y}" stroke="#607d8b"/>'
+        f'<line x1="{LABEL_WIDTH}" y1="{axis_y}" x2="{LABEL_WIDTH + plot_width}" y2="{axis_y}" {_AXIS_STROKE}/>'
     )
     for tick in _ticks(start, end):
         x = x_of(tick)
-        parts.append(f'<line x1="{x:.2f}" y1="{axis_y}" x2="{x:.2f}" y2="{axis_y + 5}" stroke="#607d8b"/>')
+        parts.append(f'<line x1="{x:.2f}" y1="{axis_y}" x2="{x:.2f}" y2="{axis_y + 5}" {_AXIS_STROKE}/>')
         parts.append(f'<text x="{x:.2f}" y="{axis_y + 18}" text-anchor="middle">{tick:%H:%M}</text>')
     legend_y = axis_y + AXIS_HEIGHT + 4
     parts.extend(_legend("Status", STATUS_COLORS, {k: k for k in STATUS_COLORS}, legend_y))

@@ -112,3 +112,18 @@ def test_an_empty_history_draws_empty_rows_and_the_axis():
     assert bands(ET.tostring(root, encoding="unicode")) == []
     ticks = [t.text for t in root.iter(f"{SVG}text") if t.text and t.text.endswith(":00")]
     assert ticks[:3] == ["18:00", "21:00", "00:00"]
+
+
+def test_the_picture_reads_on_light_and_dark_themes_alike():
+    """The admin has a dark theme: text, axis and the empty band take the colour of the text around
+    the picture, and only the states have colours of their own."""
+    root = ET.fromstring(render(START, END, [StatusChange(at(10), "busy")], []))
+    ns = "{http://www.w3.org/2000/svg}"
+
+    assert root.get("fill") == "currentColor"
+    assert all(text.get("fill") is None for text in root.iter(f"{ns}text"))
+    assert {line.get("stroke") for line in root.iter(f"{ns}line")} == {"currentColor"}
+    [empty] = [rect for rect in root.iter(f"{ns}rect") if rect.get("class") == "no-data"]
+    assert (empty.get("fill"), float(empty.get("fill-opacity"))) == ("currentColor", 0.1)
+    colours = {rect.get("fill") for rect in root.iter(f"{ns}rect") if "band" in (rect.get("class") or "")}
+    assert colours == {STATUS_COLORS["busy"]}
