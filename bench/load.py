@@ -673,10 +673,9 @@ def visible(status, activity, status_msg, currently_active) -> tuple:
 
 
 def decided(decision) -> tuple:
-    """What colleagues see of an engine decision (`presence.engine.visible`), as `visible` reads it."""
-    from presence import engine
-
-    return visible(*engine.visible(decision))
+    """An engine decision's status, activity, message and activity flag, as `visible` reads them
+    from the database and the API."""
+    return visible(decision.status, decision.activity, decision.status_msg, decision.currently_active)
 
 
 def check(observed: tuple, decisions: tuple, with_reason: bool) -> bool:
