@@ -67,6 +67,17 @@ def test_away_is_unavailable_on_matrix(published, synapse):
     assert synapse.presence_of(colleague, on_matrix.user_id)["presence"] == "unavailable"
 
 
+def test_appearing_offline_during_a_call_is_offline_on_matrix(published, synapse):
+    member, on_matrix, colleague = published
+    device, _ = services.register_device(member, "laptop")
+    services.ingest_signals(member, device.device_id, [services.Signal("call", "start", 1)])
+    assert synapse.presence_of(colleague, on_matrix.user_id)["presence"] == "org.matrix.msc3026.busy"
+
+    services.set_manual_status(member, Status.OFFLINE)
+
+    assert synapse.presence_of(colleague, on_matrix.user_id)["presence"] == "offline"
+
+
 def test_turning_sharing_off_sets_the_matrix_presence_offline(published, synapse):
     member, on_matrix, colleague = published
     services.register_device(member, "laptop")

@@ -94,6 +94,19 @@ def test_going_offline_clears_the_teams_session(alice, tenant, sharing, server_d
     assert DispatchState.objects.get(user=alice, target="microsoft").sent["status"] == "offline"
 
 
+def test_appearing_offline_during_a_call_clears_the_teams_session(
+    alice, tenant, sharing, server_dispatch, fake_microsoft
+):
+    account = sharing(alice)
+    device, _ = services.register_device(alice, "laptop")
+    services.ingest_signals(alice, device.device_id, [services.Signal("call", "start", 1)])
+
+    services.set_manual_status(alice, Status.OFFLINE)
+
+    assert _session(fake_microsoft, account, tenant) is None
+    assert DispatchState.objects.get(user=alice, target="microsoft").sent["status"] == "offline"
+
+
 def test_turning_sharing_off_clears_what_was_published(alice, tenant, sharing, server_dispatch, fake_microsoft):
     account = sharing(alice)
     services.register_device(alice, "laptop")
