@@ -407,7 +407,7 @@ OIDC_AUTHENTICATE_CLASS = "orgs.oidc.AuthenticationRequestView"
 OIDC_CALLBACK_CLASS = "orgs.oidc.AuthenticationCallbackView"
 OIDC_EXEMPT_URLS = [re.compile(r"^/api/"), re.compile(r"^/ws/"), re.compile(r"^/admin/")]
 LOGIN_URL = "sign-in"
-LOGIN_REDIRECT_URL = "/settings/privacy/"
+LOGIN_REDIRECT_URL = "/"
 LOGIN_REDIRECT_URL_FAILURE = "/accounts/sign-in/?failed=1"
 LOGOUT_REDIRECT_URL = "/accounts/sign-in/"
 
