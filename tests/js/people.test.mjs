@@ -18,14 +18,15 @@ describe('clearAfter', () => {
     assert.deepEqual(clearAfter('never', '', wednesday), {});
   });
 
-  test('today ends at the next local midnight', () => {
-    assert.deepEqual(clearAfter('today', '', wednesday), { until: new Date(2026, 4, 7) });
+  test('today ends at 23:59:59 local time', () => {
+    assert.deepEqual(clearAfter('today', '', wednesday), { until: new Date(2026, 4, 6, 23, 59, 59) });
   });
 
-  test('this week ends at the next local Monday 00:00, also on a Sunday and on a Monday', () => {
-    assert.deepEqual(clearAfter('week', '', wednesday), { until: new Date(2026, 4, 11) });
-    assert.deepEqual(clearAfter('week', '', new Date(2026, 4, 10, 23, 0)), { until: new Date(2026, 4, 11) });
-    assert.deepEqual(clearAfter('week', '', new Date(2026, 4, 11, 9, 0)), { until: new Date(2026, 4, 18) });
+  test("this week ends on Sunday at 23:59:59 local time, also on a Sunday and on a Monday", () => {
+    const sunday = new Date(2026, 4, 10, 23, 59, 59);
+    assert.deepEqual(clearAfter('week', '', wednesday), { until: sunday });
+    assert.deepEqual(clearAfter('week', '', new Date(2026, 4, 10, 9, 0)), { until: sunday });
+    assert.deepEqual(clearAfter('week', '', new Date(2026, 4, 11, 9, 0)), { until: new Date(2026, 4, 17, 23, 59, 59) });
   });
 
   test('a chosen time is read as local time and must be in the future', () => {

@@ -19,13 +19,16 @@ export const STATUS_LABELS = {
 // still reachable in writing), do not disturb, away, offline; then by name.
 export const STATUS_ORDER = ['available', 'busy', 'dnd', 'away', 'offline'];
 
+// What a busy status is, when the person left no message.
+const ACTIVITY_TEXT = { in_call: 'In a call', in_meeting: 'In a meeting', in_calendar_event: 'In a calendar event' };
+
 // Reasons under which the shown status is the one the person chose (the menu shows it pressed).
 const MANUAL_REASONS = new Set(['manual_status', 'appear_offline', 'manual_dnd_during_call']);
 
 /**
  * The client's `setStatus` options for a "clear after" preset, at `now` in local time:
- * `{durationSeconds}`, `{until}` or `{}` (never). "today" ends at the next local midnight;
- * "week" at the local Monday 00:00 after this Sunday (Monday 00:00 next week, also on a Monday).
+ * `{durationSeconds}`, `{until}` or `{}` (never). "today" ends at 23:59:59 local time today;
+ * "week" at 23:59:59 local time on this week's Sunday (weeks run Monday to Sunday).
  * "custom" is the `datetime-local` value, read as local time. Null: no valid time was chosen.
  * @param {string} preset  30m, 1h, 2h, today, week, never, custom
  * @param {string} [custom]  the datetime-local input's value, e.g. "2026-05-04T17:30"
@@ -35,11 +38,9 @@ export function clearAfter(preset, custom = '', now = new Date()) {
   const durations = { '30m': 1800, '1h': 3600, '2h': 7200 };
   if (preset in durations) return { durationSeconds: durations[preset] };
   if (preset === 'never') return {};
-  if (preset === 'today') return { until: new Date(now.getFullYear(), now.getMonth(), now.getDate() + 1) };
-  if (preset === 'week') {
-    const daysToMonday = ((8 - now.getDay()) % 7) || 7; // getDay(): 0 is Sunday, 1 Monday
-    return { until: new Date(now.getFullYear(), now.getMonth(), now.getDate() + daysToMonday) };
-  }
+  const endOfDay = (days) => new Date(now.getFullYear(), now.getMonth(), now.getDate() + days, 23, 59, 59);
+  if (preset === 'today') return { until: endOfDay(0) };
+  if (preset === 'week') return { until: endOfDay((7 - now.getDay()) % 7) }; // getDay(): 0 is Sunday
   if (preset === 'custom') {
     const until = custom ? new Date(custom) : null; // "YYYY-MM-DDTHH:MM" without offset: local time
     return until && !Number.isNaN(until.getTime()) && until > now ? { until } : null;
@@ -84,12 +85,14 @@ function el(tag, className, text) {
   return node;
 }
 
-/** A status as text and a shape, never by colour alone. */
-function fillStatus(container, status, message, until) {
+/** A status as text and a shape, never by colour alone; its message, or else its activity. */
+function fillStatus(container, { status, status_msg: message, status_until: until, activity }) {
   container.dataset.status = status;
   container.querySelector('.shape').className = `shape ${status}`;
   container.querySelector('.label').textContent = STATUS_LABELS[status] || status;
-  container.querySelector('.message').textContent = message ? `“${message}”` : '';
+  const messageNode = container.querySelector('.message');
+  messageNode.textContent = message ? `“${message}”` : ACTIVITY_TEXT[activity] || '';
+  messageNode.classList.toggle('muted', !message);
   const untilNode = container.querySelector('.until');
   untilNode.textContent = '';
   const text = untilText(until);
@@ -125,21 +128,21 @@ function main(root) {
   window.sparksPresence = client;
 
   function renderMe(me) {
-    fillStatus(mine, me.status, me.status_msg, me.status_until);
+    fillStatus(mine, me);
     const chosen = MANUAL_REASONS.has(me.reason) ? me.status : null;
     for (const button of choices) button.setAttribute('aria-pressed', String(button.dataset.statusChoice === chosen));
   }
 
   function renderPeers() {
-    const peers = sortPeers(client.peers);
+    // My own changes come on the live stream too (they update `me`): the list is of the others.
+    const peers = sortPeers(client.peers.filter((peer) => peer.user_id !== root.dataset.userId));
     const seen = new Set();
     for (const peer of peers) {
       seen.add(peer.user_id);
       let item = items.get(peer.user_id);
       if (!item) items.set(peer.user_id, (item = personItem(peer.user_id)));
       item.querySelector('.name').textContent = peer.display_name || 'Colleague';
-      item.dataset.status = peer.status;
-      fillStatus(item, peer.status, peer.status_msg, peer.status_until);
+      fillStatus(item, peer); // sets data-status
       list.append(item); // appending an element already in the list moves it: the list is now in order
     }
     for (const [userId, item] of items) {
