@@ -20,11 +20,13 @@ $(VENV)/.installed-dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install -q -r requirements-dev.txt
 	touch $@ $(VENV)/.installed-runtime
 
-## run: install, migrate, seed the demo and serve on http://127.0.0.1:$(PORT) (ASGI) with nothing else running
+## run: install, migrate, seed the demo (its colleagues acting out their presence) and serve on
+## http://127.0.0.1:$(PORT) (ASGI) with nothing else running
 run: $(VENV)/.installed-runtime
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py migrate --noinput
 	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py seed_demo
-	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
+	DEBUG=$${DEBUG:-1} $(BIN)/python manage.py demo_presence
+	DEBUG=$${DEBUG:-1} DEMO_COLLEAGUES=$${DEMO_COLLEAGUES:-1} $(BIN)/python manage.py runserver 127.0.0.1:$(PORT)
 
 ## test: lint, then the whole suite against PostgreSQL and Redis on 127.0.0.1 (a fresh test database).
 ## Tasks run in-process for determinism; the worker tests start real Celery workers on Redis.

@@ -5,7 +5,7 @@ from django.urls import path
 from presence import pages
 
 urlpatterns = [
-    path("", pages.home, name="home"),
+    path("", pages.people, name="home"),
     path("settings/privacy/", pages.privacy_settings, name="privacy-settings"),
     path("me/", pages.my_presence, name="my-presence-page"),
 ]

@@ -1,4 +1,5 @@
-"""The server-rendered presence pages: Settings → Privacy → "Presence (server)", and "My presence".
+"""The server-rendered presence pages: the people page (`/`), Settings → Privacy → "Presence
+(server)", and "My presence".
 
 Thin: the privacy form is validated by the API's own serializer and saved by the API's service
 (`services.update_preferences`, which recomputes the user's presence at once), so the page and
@@ -16,10 +17,12 @@ from django.contrib.auth.decorators import login_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
+from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_http_methods
 
 from orgs import oidc
 from presence import overview, selectors, services
+from presence.models import MESSAGE_MAX_LENGTH
 from presence.ratelimits import RateLimited
 from presence.serializers import PrivacySerializer
 from presence.vocabulary import Priority
@@ -61,7 +64,27 @@ _REASON_TEXT = {
     "microsoft_presence": "Your presence imported from Microsoft Teams.",
     "all_devices_idle_or_hidden": "Every device of yours is idle or hidden.",
     "device_active": "A device of yours is active.",
+    "appear_offline": "You chose to appear offline.",
 }
+# The people page's "clear after" presets, as `<select id="clear-after">` offers them; the page's
+# script (`static/presence/people.js`) turns each into `durationSeconds` or `until`.
+_CLEAR_AFTER = [
+    ("30m", "30 minutes"),
+    ("1h", "1 hour"),
+    ("2h", "2 hours"),
+    ("today", "Today"),
+    ("week", "This week"),
+    ("never", "Never"),
+    ("custom", "Choose date and time…"),
+]
+# The people page's status menu, in its order; "offline" is offered as "Appear offline".
+_STATUS_CHOICES = [
+    ("available", "Available"),
+    ("busy", "Busy"),
+    ("away", "Away"),
+    ("dnd", "Do not disturb"),
+    ("offline", "Appear offline"),
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,5 +183,29 @@ def my_presence(request: HttpRequest) -> HttpResponse:
     )
 
 
-def home(request: HttpRequest) -> HttpResponse:
-    return redirect("my-presence-page")
+@login_required
+@ensure_csrf_cookie  # the page's script changes the status with the session: it sends the cookie back
+@require_http_methods(["GET"])
+def people(request: HttpRequest) -> HttpResponse:
+    """The people page: my status and its menu, and my colleagues live. A shell: the reference
+    client (`static/presence/client.js`, driven by `static/presence/people.js`) fills it in."""
+    if not settings.PRESENCE_USE_AGGREGATOR:
+        return render(request, "pages/people.html", {"mode": "classic"})
+    state = selectors.current_presence(request.user, timezone.now())
+    organization = selectors.organization_of(request.user)
+    allow_appear_offline = selectors.policy_of(organization).allow_appear_offline
+    return render(
+        request,
+        "pages/people.html",
+        {
+            "mode": "aggregated",
+            "state": state,
+            "status_label": _STATUS_LABELS.get(state.status, state.status),
+            "organization": organization,
+            "status_choices": [(s, label) for s, label in _STATUS_CHOICES if s != "offline" or allow_appear_offline],
+            "clear_after_choices": _CLEAR_AFTER,
+            "message_max_length": MESSAGE_MAX_LENGTH,
+            # What the page script's `import './client.js'` resolves to (see the template's import map).
+            "client_url_plain": f"{settings.STATIC_URL}presence/client.js",
+        },
+    )

@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from presence import history, services, sweep_clock
+from presence import demo, history, services, sweep_clock
 
 
 @shared_task(name="presence.tasks.sweep_expired_presence", ignore_result=True)
@@ -42,3 +42,9 @@ def flush_device_activity() -> int:
 def prune_presence_history() -> int:
     """Delete history entries older than PRESENCE_HISTORY_RETENTION_DAYS."""
     return history.prune()
+
+
+@shared_task(name="presence.tasks.play_demo_colleagues", ignore_result=True)
+def play_demo_colleagues() -> int:
+    """Keep the demo organization's colleagues present (only scheduled with DEMO_COLLEAGUES)."""
+    return demo.play_demo_colleagues()

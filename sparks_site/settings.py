@@ -329,6 +329,16 @@ CELERY_BEAT_SCHEDULE = {
     },
 }
 
+# The demo organization's colleagues act out a varied presence (presence/demo.py), played again
+# every heartbeat interval so that their devices stay counted. For `make run`, never a deployment.
+DEMO_COLLEAGUES = env.bool("DEMO_COLLEAGUES", default=False)
+if DEMO_COLLEAGUES:
+    CELERY_BEAT_SCHEDULE["presence-demo-colleagues"] = {
+        "task": "presence.tasks.play_demo_colleagues",
+        "schedule": timedelta(seconds=PRESENCE_HEARTBEAT_INTERVAL_SECONDS),
+        "options": {"expires": PRESENCE_HEARTBEAT_INTERVAL_SECONDS},
+    }
+
 # Request bodies above this are refused before parsing (JSON 413 under /api/): the largest valid
 # one, a calendar of 1,000 blocks, is ~70 KB.
 DATA_UPLOAD_MAX_MEMORY_SIZE = env.int("REQUEST_BODY_MAX_BYTES", default=256 * 1024)
@@ -407,7 +417,7 @@ OIDC_AUTHENTICATE_CLASS = "orgs.oidc.AuthenticationRequestView"
 OIDC_CALLBACK_CLASS = "orgs.oidc.AuthenticationCallbackView"
 OIDC_EXEMPT_URLS = [re.compile(r"^/api/"), re.compile(r"^/ws/"), re.compile(r"^/admin/")]
 LOGIN_URL = "sign-in"
-LOGIN_REDIRECT_URL = "/settings/privacy/"
+LOGIN_REDIRECT_URL = "/"
 LOGIN_REDIRECT_URL_FAILURE = "/accounts/sign-in/?failed=1"
 LOGOUT_REDIRECT_URL = "/accounts/sign-in/"
 

@@ -243,7 +243,7 @@ def test_signing_in_at_the_realm_applies_the_organization_and_the_roles_of_its_i
 
     response = sign_in(client, keycloak_realm, "kc-erin")
 
-    assert response["Location"] == "/settings/privacy/"
+    assert response["Location"] == "/"  # the people page, where signing in lands
     user = User.objects.get(oidc_subject="kc-erin")
     assert (organization_of(user), role_of(user), user.is_staff) == ("acme", Membership.Role.ADMIN, True)
     assert client.get("/settings/privacy/").status_code == 200

@@ -18,6 +18,10 @@ DEMO = {
     "demo-admin": ("demo", "admin"),
     "alice": ("demo", "member"),
     "bob": ("demo", "member"),
+    "dave": ("demo", "member"),
+    "erin": ("demo", "member"),
+    "frank": ("demo", "member"),
+    "grace": ("demo", "member"),
     "carol": ("acme", "member"),
 }
 
@@ -74,7 +78,7 @@ def test_seed_demo_twice_is_idempotent():
 
     output = _seed()
 
-    assert _counts() == counts == {"Organization": 2, "PresencePolicy": 2, "User": 4, "Membership": 4, "Token": 4}
+    assert _counts() == counts == {"Organization": 2, "PresencePolicy": 2, "User": 8, "Membership": 8, "Token": 8}
     assert dict(Token.objects.values_list("user__username", "key")) == tokens
     for username in DEMO:
         assert User.objects.get(username=username).check_password(f"{username}-sparks-demo")

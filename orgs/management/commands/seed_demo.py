@@ -13,6 +13,11 @@ DEMO_USERS = (
     ("demo-admin", "demo", "Demo", Membership.Role.ADMIN, "Dana", "Admin"),
     ("alice", "demo", "Demo", Membership.Role.MEMBER, "Alice", "Anders"),
     ("bob", "demo", "Demo", Membership.Role.MEMBER, "Bob", "Berg"),
+    # Colleagues whose presence `manage.py demo_presence` acts out (presence/demo.py).
+    ("dave", "demo", "Demo", Membership.Role.MEMBER, "Dave", "Dunn"),
+    ("erin", "demo", "Demo", Membership.Role.MEMBER, "Erin", "Eze"),
+    ("frank", "demo", "Demo", Membership.Role.MEMBER, "Frank", "Falk"),
+    ("grace", "demo", "Demo", Membership.Role.MEMBER, "Grace", "Gray"),
     ("carol", "acme", "Acme", Membership.Role.MEMBER, "Carol", "Chen"),
 )
 
