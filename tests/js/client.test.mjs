@@ -513,6 +513,21 @@ describe('reconnecting', () => {
     client.stop();
   });
 
+  test('my own change on the live stream is news about me, not a colleague', async () => {
+    const client = await started({ userId: 'me-1' });
+    server.lastSocket.open();
+    server.lastSocket.receive({ type: 'snapshot', peers: [{ user_id: 'u-1', display_name: 'Ann', status: 'busy' }], page: 1, last: true });
+    const peerEvents = client.eventsOf('peer').length;
+
+    server.lastSocket.receive({ type: 'presence', user_id: 'me-1', status: 'dnd', activity: 'do_not_disturb', status_msg: 'Focus', currently_active: false, last_active_ago: 0, status_until: '2026-11-25T10:00:00Z' });
+
+    assert.equal(client.eventsOf('peer').length, peerEvents);
+    assert.deepEqual(client.peers.map((p) => p.user_id), ['u-1']);
+    assert.equal(client.me.status, 'dnd');
+    assert.equal(client.me.status_until, '2026-11-25T10:00:00Z');
+    client.stop();
+  });
+
   test('a socket closed for reading too slowly (4408) reconnects at once', async () => {
     const client = await started();
     server.lastSocket.open();

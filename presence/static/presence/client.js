@@ -75,7 +75,7 @@
  * @property {string} [baseUrl]  the server's origin, e.g. `https://presence.example.com`; default: this page's
  * @property {string} [wsUrl]  the websocket's URL when it is not `baseUrl` + `/ws/presence/`
  * @property {string} [label]  the device's name in the user's device list
- * @property {string} [userId]  my user id: my own changes on the live stream then also update `me`
+ * @property {string} [userId]  my user id: my own changes on the live stream then update `me`, and are no `peer`
  * @property {number} [activityThrottleSeconds]  at most one `active` report per this many seconds (15)
  * @property {number} [idleAfterSeconds]  quiet time before `idle`; default: the server's idle timeout
  * @property {number} [backoffBaseMs]  first reconnection delay (1000)
@@ -994,15 +994,17 @@ export class PresenceClient extends EventTarget {
   }
 
   _onPresence({ type: _type, ...change }) {
+    if (this._opt.userId && change.user_id === this._opt.userId) {
+      // My own change, published to the organization: it is news about me, not a colleague.
+      const { user_id: _u, ...fields } = change;
+      this._updateMe(fields);
+      return;
+    }
     const peer = { ...this._peers.get(change.user_id), ...change };
     if (this._peers.has(change.user_id) || !this._userIds || this._userIds.includes(change.user_id)) {
       this._peers.set(change.user_id, peer);
     }
     this._emit('peer', peer);
-    if (this._opt.userId && change.user_id === this._opt.userId) {
-      const { user_id: _u, display_name: _d, ...fields } = peer;
-      this._updateMe(fields);
-    }
   }
 
   _onWsError(message) {

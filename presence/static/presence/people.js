@@ -134,8 +134,8 @@ function main(root) {
   }
 
   function renderPeers() {
-    // My own changes come on the live stream too (they update `me`): the list is of the others.
-    const peers = sortPeers(client.peers.filter((peer) => peer.user_id !== root.dataset.userId));
+    // The client keeps my own changes out of its peers (they update `me`, as `userId` is given).
+    const peers = sortPeers(client.peers);
     const seen = new Set();
     for (const peer of peers) {
       seen.add(peer.user_id);
