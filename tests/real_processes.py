@@ -5,6 +5,7 @@ port, polling until a deadline, Celery processes logging to files, a private red
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import socket
 import subprocess
@@ -141,3 +142,27 @@ def runserver(env: dict[str, str], log_path: Path, timeout: float = 60) -> Itera
     finally:
         server.terminate()
         server.wait(10)
+
+
+# The suite's own choices (tasks in-process without a beat, its Redis, its log format) are not
+# `make run`'s.
+_SUITE_ONLY = {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_TASK_ALWAYS_EAGER", "BEAT_IN_PROCESS", "LOG_FORMAT"}
+
+
+def make_run_environment(**settings: str) -> dict[str, str]:
+    """The environment of `make run`'s server (the embedded default: no Redis, tasks and the beat
+    in the server's process) on the test database, signing with the suite's SECRET_KEY (sessions
+    and encrypted secrets made by a test read the same there), plus `settings`."""
+    from django.conf import settings as django_settings
+
+    from tests.databases import database_url
+
+    env = {key: value for key, value in os.environ.items() if key not in _SUITE_ONLY}
+    env.update(
+        DATABASE_URL=database_url(),
+        SECRET_KEY=django_settings.SECRET_KEY,
+        DEBUG="1",  # plain http (no secure-only cookies), and /static/ served by runserver
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(settings)
+    return env

@@ -8,7 +8,6 @@ in-process beat and countdowns did.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,17 +17,15 @@ from pathlib import Path
 
 import httpx
 import pytest
-from django.conf import settings
 from django.utils import timezone
 from rest_framework.authtoken.models import Token
 
 from integrations.models import DispatchState, GraphPublication
 from orgs.models import User
 from presence import services
-from tests.databases import database_url
 from tests.factories import ExternalAccountFactory, MatrixHomeserverFactory
 from tests.integrations.fake_microsoft import FakeMicrosoft, Fault
-from tests.real_processes import runserver
+from tests.real_processes import make_run_environment, runserver
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -57,14 +54,7 @@ class EmbeddedServer:
 def embedded_server(fake_microsoft_server: FakeMicrosoft, tmp_path, transactional_db) -> Iterator[EmbeddedServer]:
     """A server per test, stopped before the test's database is emptied: its beat writes every
     second, and would otherwise hold rows the emptying waits on."""
-    # The suite's own choices (tasks in-process without a beat, Redis) are not `make run`'s.
-    suite_only = {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_TASK_ALWAYS_EAGER", "BEAT_IN_PROCESS", "LOG_FORMAT"}
-    env = {key: value for key, value in os.environ.items() if key not in suite_only}
-    env.update(
-        DATABASE_URL=database_url(),
-        SECRET_KEY=settings.SECRET_KEY,  # the integrations' secrets are encrypted under it
-        DEBUG="1",
-        PYTHONUNBUFFERED="1",
+    env = make_run_environment(
         PRESENCE_SERVER_DISPATCH="true",
         MICROSOFT_LOGIN_URL=fake_microsoft_server.base_url,
         MICROSOFT_GRAPH_URL=f"{fake_microsoft_server.base_url}/v1.0",

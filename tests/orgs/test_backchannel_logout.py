@@ -16,7 +16,8 @@ from tests.orgs.keycloak_realm import new_key
 from tests.presence.test_websocket import refused_with
 
 LOGOUT_URL = "/oidc/backchannel-logout/"
-PRIVATE_PAGE = "/settings/privacy/"
+# Where signing in without a next page lands (LOGIN_REDIRECT_URL: the people page), signed in only.
+PRIVATE_PAGE = "/"
 ME = "/api/v1/me/presence"
 
 

@@ -10,38 +10,24 @@ import pytest
 
 from orgs.models import User
 from presence.models import PresencePreferences
+from tests.browsers import chromium, needs_chromium
 
-CHROMIUM = "/usr/bin/chromium"
 # The README's screenshot is renewed on request only (SPARKS_UPDATE_SCREENSHOTS=1): a test run
 # leaves the checkout as it found it.
 README_SCREENSHOT = Path(__file__).resolve().parents[2] / "docs" / "privacy-page.png"
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM),
-        reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = [pytest.mark.django_db(transaction=True), needs_chromium]
 
 
 @pytest.fixture
 def chromium_page():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield browser.new_page(viewport={"width": 1000, "height": 900})
-        finally:
-            browser.close()
+    with chromium() as browser:
+        yield browser.new_page(viewport={"width": 1000, "height": 900})
 
 
 def test_a_member_signs_in_with_the_organization_account_and_changes_a_presence_setting(
-    live_server, mock_provider, chromium_page, monkeypatch, tmp_path
+    live_server, mock_provider, chromium_page, tmp_path
 ):
-    # Playwright's own event loop must not make Django refuse the live server's sync calls here.
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
     mock_provider.set_user(
         "kc-gina", email="gina@acme.test", given_name="Gina", family_name="Linetti", organization="acme"
     )

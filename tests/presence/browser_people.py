@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,12 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
-from django.test import Client
 
 from orgs.models import User
-from tests.databases import database_url
-from tests.real_processes import RunningServer, runserver
+from tests.real_processes import RunningServer, make_run_environment, runserver
 
 # The delays measured in this run, shown at the end of the run (see tests/presence/conftest.py).
 DELAYS = pytest.StashKey[list[dict[str, Any]]]()
@@ -106,39 +102,20 @@ def now_ms() -> float:
 
 
 def server_environment(**overrides: str) -> dict[str, str]:
-    """`make run`'s embedded default (no Redis: tasks and the beat in the server's process) on the
-    test database, with the short timings and `overrides`."""
-    # The suite's own choices (tasks in-process without a beat, its Redis) are not `make run`'s.
-    suite_only = {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_TASK_ALWAYS_EAGER", "BEAT_IN_PROCESS", "LOG_FORMAT"}
-    env = {key: value for key, value in os.environ.items() if key not in suite_only}
-    env.update(
-        DATABASE_URL=database_url(),
-        SECRET_KEY=settings.SECRET_KEY,  # the session cookies copied into the browsers are bound to it
-        DEBUG="1",  # plain http (no secure-only cookies), and /static/ served by runserver
-        PYTHONUNBUFFERED="1",
+    """`make run`'s embedded default on the test database, with the short timings and `overrides`."""
+    return make_run_environment(
         BEAT_IN_PROCESS="1",
         # A signal a second per device, more than a deployment's 120 a minute allows on a busy page.
         PRESENCE_RATE_LIMIT_DEVICE="6000/m",
         PRESENCE_RATE_LIMIT_USER="6000/m",
-        **SERVER_TIMINGS,
+        **{**SERVER_TIMINGS, **overrides},
     )
-    env.update(overrides)
-    return env
 
 
 @contextlib.contextmanager
 def presence_server(log_path: Path, **overrides: str) -> Iterator[RunningServer]:
     with runserver(server_environment(**overrides), log_path) as server:
         yield server
-
-
-def session_cookie(user: User, base_url: str) -> dict[str, Any]:
-    """A session of `user` as the organization account's sign-in opens it, as a Playwright cookie."""
-    client = Client()
-    # As stored: the factory's password is not saved, and the session is bound to the stored one.
-    client.force_login(User.objects.get(pk=user.pk), backend="orgs.oidc.OrganizationAccountBackend")
-    name = settings.SESSION_COOKIE_NAME
-    return {"name": name, "value": client.cookies[name].value, "url": base_url}
 
 
 @dataclass

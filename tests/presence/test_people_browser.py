@@ -21,7 +21,6 @@ written to `people-browser-delays.json` in each test's directory and listed at t
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from datetime import datetime, timedelta
@@ -29,6 +28,8 @@ from datetime import datetime, timedelta
 import pytest
 from django.utils import timezone
 
+from tests.browsers import chromium as launch_chromium
+from tests.browsers import needs_chromium, session_cookie
 from tests.factories import MembershipFactory, OrganizationFactory, UserFactory
 from tests.presence.browser_people import (
     DELAYS,
@@ -41,37 +42,19 @@ from tests.presence.browser_people import (
     now_ms,
     presence_server,
     sees,
-    session_cookie,
 )
 
-CHROMIUM = "/usr/bin/chromium"
 BUDGET_MS = 2000
 TIMEOUT_MS = 5000  # Playwright's default for actions and expectations here (30 s otherwise)
 
-pytestmark = [
-    pytest.mark.django_db(transaction=True),
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM),
-        reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)",
-    ),
-]
+pytestmark = [pytest.mark.django_db(transaction=True), needs_chromium]
 
 
 @pytest.fixture(scope="module")
 def chromium() -> Iterator[object]:
     """One browser for the module; each person gets a context (cookies, storage) of their own."""
-    from playwright.sync_api import sync_playwright
-
-    with pytest.MonkeyPatch.context() as patch:
-        # Playwright's event loop runs in this thread: Django must not refuse the ORM calls of the
-        # fixtures (nor the database's emptying after each test) for that.
-        patch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-            try:
-                yield browser
-            finally:
-                browser.close()
+    with launch_chromium() as browser:
+        yield browser
 
 
 @pytest.fixture

@@ -12,17 +12,13 @@ from io import StringIO
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.core.management import call_command
-from django.db import connections
-from django.test import Client
 
 from orgs.models import User
 from presence.models import ManualStatus
-from tests.databases import database_url
-from tests.real_processes import RunningServer, runserver
+from tests.browsers import chromium, needs_chromium, session_cookie
+from tests.real_processes import RunningServer, make_run_environment, runserver
 
-CHROMIUM = "/usr/bin/chromium"
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 # The order the page promises: available, busy, dnd, away, offline, then by name.
 DEMO_LIST = [
@@ -34,22 +30,14 @@ DEMO_LIST = [
     ("Grace Gray", "offline"),
 ]
 
-pytestmark = pytest.mark.skipif(
-    not os.path.exists(CHROMIUM), reason=f"{CHROMIUM} is missing: install Debian's chromium (apt-get install chromium)"
-)
+pytestmark = needs_chromium
 
 
 @pytest.fixture
 def demo_server(tmp_path, transactional_db) -> Iterator[RunningServer]:
     """`make run`'s server on the test database, the demo seeded and its colleagues playing."""
     call_command("seed_demo", stdout=StringIO())
-    suite_only = {"REDIS_URL", "CELERY_BROKER_URL", "CELERY_TASK_ALWAYS_EAGER", "BEAT_IN_PROCESS", "LOG_FORMAT"}
-    env = {key: value for key, value in os.environ.items() if key not in suite_only}
-    env.update(
-        DATABASE_URL=database_url(),
-        SECRET_KEY=settings.SECRET_KEY,
-        DEBUG="1",
-        PYTHONUNBUFFERED="1",
+    env = make_run_environment(
         DEMO_COLLEAGUES="1",
         # The demo colleagues first play one heartbeat interval after the start: soon, here.
         PRESENCE_HEARTBEAT_INTERVAL_SECONDS="2",
@@ -60,32 +48,15 @@ def demo_server(tmp_path, transactional_db) -> Iterator[RunningServer]:
 
 @pytest.fixture
 def browser() -> Iterator[object]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
-        try:
-            yield chromium
-        finally:
-            chromium.close()
-            # The test's queries ran beside Playwright's loop, on a connection of their own: closed
-            # here, or it would keep the test database from being dropped.
-            connections.close_all()
-
-
-def session_cookie(username: str, base_url: str) -> dict[str, str]:
-    """A signed-in session of the user, in the test database the server reads."""
-    client = Client()
-    client.force_login(User.objects.get(username=username))
-    name = settings.SESSION_COOKIE_NAME
-    return {"name": name, "value": client.cookies[name].value, "url": base_url}
+    with chromium() as launched:
+        yield launched
 
 
 def open_people_page(browser, server: RunningServer, color_scheme: str = "light"):
     context = browser.new_context(
         viewport={"width": 1100, "height": 860}, color_scheme=color_scheme, locale="en-GB", timezone_id="Europe/Berlin"
     )
-    context.add_cookies([session_cookie("alice", server.base_url)])
+    context.add_cookies([session_cookie(User.objects.get(username="alice"), server.base_url)])
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -104,8 +75,7 @@ def listed(page) -> list[tuple[str, str]]:
     return page.eval_on_selector_all("#colleagues [data-user-id]", script)
 
 
-def test_the_people_page_lists_colleagues_live_and_sets_my_status(demo_server, browser, monkeypatch, tmp_path):
-    monkeypatch.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "1")  # Playwright's loop beside the ORM
+def test_the_people_page_lists_colleagues_live_and_sets_my_status(demo_server, browser, tmp_path):
     page, errors = open_people_page(browser, demo_server)
 
     assert [tuple(item) for item in listed(page)] == DEMO_LIST
