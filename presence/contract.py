@@ -3,7 +3,7 @@
 - A batch of signals is described from the wire format's own tables (`presence.wire`): one shape
   per signal type, as a `oneOf` with a discriminator on `type` (a heartbeat carries no value,
   the others one of their values), seq and batch bounds from the constants `read_batch` checks.
-- Every strict input (`serializers.StrictSerializer`, which refuses fields it does not know) is a
+- Every strict input (`strict_fields.StrictSerializer`, which refuses fields it does not know) is a
   closed object: `additionalProperties: false`, with its rules between fields (`contract_rules`).
 - A string field says by a pattern what DRF's character fields refuse (NUL; blank once trimmed).
 
@@ -122,7 +122,7 @@ class SignalBatchExtension(OpenApiSerializerExtension):
 class ClosedObjectExtension(OpenApiSerializerExtension):
     """A strict serializer refuses unknown fields: its request shape says so."""
 
-    target_class = "presence.serializers.StrictSerializer"
+    target_class = "presence.strict_fields.StrictSerializer"
     match_subclasses = True
 
     def map_serializer(self, auto_schema, direction) -> dict[str, Any]:
@@ -153,7 +153,7 @@ NOT_BLANK = f"^[^{_REFUSED}]*[^{_REFUSED}{_WHITESPACE}][^{_REFUSED}]*$"
 class StringFieldExtension(OpenApiSerializerFieldExtension):
     """What a string field of an input accepts, pattern included."""
 
-    target_class = "presence.serializers.StringField"
+    target_class = "presence.strict_fields.StringField"
     match_subclasses = True
 
     def map_serializer_field(self, auto_schema, direction) -> dict[str, Any]:
