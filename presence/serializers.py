@@ -302,11 +302,21 @@ class PeerSubscriptionSerializer(StrictSerializer):
 
 PEER_PAGE_SIZE = 100
 MAX_PEER_PAGE_SIZE = 500
+MAX_PEER_QUERY_LENGTH = 100
 
 
 class PeerPageQuerySerializer(serializers.Serializer):
-    """The query of a page of colleagues: counts, so whole numbers (a query string is text). The
-    schema's parameters are these fields, bounds included."""
+    """The query of a page of colleagues: a search, and counts, so whole numbers (a query string is
+    text). The schema's parameters are these fields, bounds included."""
+
+    q = StringField(
+        required=False,
+        allow_blank=True,
+        max_length=MAX_PEER_QUERY_LENGTH,
+        help_text="Only colleagues found by this text, in any case: part of the display name, the username or "
+        f"the e-mail address before its @ (at most {MAX_PEER_QUERY_LENGTH} characters once trimmed; empty: "
+        "everyone). Paging applies to what is found.",
+    )
 
     limit = serializers.IntegerField(
         required=False,
@@ -321,7 +331,7 @@ class PeerPageQuerySerializer(serializers.Serializer):
 
 
 class PeerPageSerializer(serializers.Serializer):
-    """A page of colleagues (`?limit=&offset=`)."""
+    """A page of colleagues (`?limit=&offset=`, optionally searched with `?q=`)."""
 
     count = serializers.IntegerField()
     next = serializers.URLField(allow_null=True)

@@ -10,7 +10,10 @@ import time_machine
 from django.utils import timezone
 
 from orgs.models import Membership, User
+from presence import selectors
 from presence.models import PresenceState
+from presence.serializers import MAX_PEER_QUERY_LENGTH
+from tests.factories import MembershipFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -251,3 +254,146 @@ def test_a_calendar_busy_time_shows_its_end_and_a_plain_status_none(api_for, ali
     assert bob_api.put("/api/v1/me/calendar", {"blocks": []}, format="json").status_code == 200
     [available] = api_for(alice).get("/api/v1/peers").json()["results"]
     assert (available["status"], available["status_until"]) == ("available", None)
+
+
+# --- Searching: ?q= ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def named(organization):
+    """A member of an organization with a name and an e-mail address of one's own."""
+
+    def make(username: str, first: str = "", last: str = "", email: str = "", org=None) -> User:
+        user = UserFactory(username=username, first_name=first, last_name=last, email=email)
+        MembershipFactory(user=user, organization=org or organization)
+        return user
+
+    return make
+
+
+def _search(client, q: str, **params) -> dict:
+    response = client.get("/api/v1/peers", {"q": q, **params})
+    assert response.status_code == 200, response.content
+    return response.json()
+
+
+def test_search_finds_a_colleague_by_part_of_the_name_in_any_case(api_for, alice, named):
+    ada = named("alovelace", "Ada", "Lovelace", "ada.l@example.test")
+    named("ghopper", "Grace", "Hopper", "grace@example.test")
+
+    for q in ("LOVE", "ada", "ada lovelace", "  Ada   LoveLace ", "ovela"):
+        assert _peer_ids(_search(api_for(alice), q)) == [str(ada.public_id)], q
+
+
+def test_search_finds_by_username_and_by_the_e_mail_address_before_its_at(api_for, alice, named):
+    ada = named("u1234", "Ada", "Lovelace", "countess@analytical.test")
+    named("u5678", "Grace", "Hopper", "grace@analytical.test")
+
+    assert _peer_ids(_search(api_for(alice), "U12")) == [str(ada.public_id)]
+    assert _peer_ids(_search(api_for(alice), "countess")) == [str(ada.public_id)]
+    # The part after the @ is the organization's domain, which every colleague shares: no clue.
+    assert _search(api_for(alice), "analytical")["count"] == 0
+
+
+def test_search_finds_a_colleague_without_a_name_by_the_username_shown(api_for, alice, named):
+    nameless = named("zed")
+
+    assert _peer_ids(_search(api_for(alice), "ZE")) == [str(nameless.public_id)]
+
+
+def test_search_results_are_paged(api_for, alice, named):
+    found = [named(f"smith{i}", "Pat", f"Smith {i}") for i in range(5)]
+    named("jones", "Pat", "Jones")
+
+    body = _search(api_for(alice), "smith", limit=2, offset=2)
+
+    assert body["count"] == 5
+    assert _peer_ids(body) == [str(user.public_id) for user in found[2:4]]
+    assert "q=smith" in body["next"] and "offset=4" in body["next"]
+    assert "q=smith" in body["previous"]
+    last = api_for(alice).get(body["next"]).json()
+    assert _peer_ids(last) == [str(found[4].public_id)] and last["next"] is None
+
+
+@pytest.mark.parametrize("q", ["", "   "])
+def test_an_empty_search_lists_everyone(api_for, alice, bob, named, q):
+    dave = named("dave", "Dave", "Doe")
+
+    body = _search(api_for(alice), q)
+
+    assert body["count"] == 2
+    assert _peer_ids(body) == [str(bob.public_id), str(dave.public_id)]
+
+
+def test_search_never_finds_members_of_another_organization(api_for, alice, named, other_organization):
+    named("alovelace", "Ada", "Lovelace", "ada@example.test")
+    stranger = named("ada-elsewhere", "Ada", "Stranger", "ada@acme.test", org=other_organization)
+
+    for q in ("ada", "stranger", "elsewhere", "acme"):
+        assert str(stranger.public_id) not in _peer_ids(_search(api_for(alice), q)), q
+    assert _search(api_for(alice), "stranger")["count"] == 0
+
+
+def test_search_never_finds_myself(api_for, alice):
+    assert _search(api_for(alice), "alice")["count"] == 0
+
+
+def test_a_search_too_long_is_a_400_naming_q(api_for, alice):
+    assert _search(api_for(alice), "a" * MAX_PEER_QUERY_LENGTH)["count"] == 0
+
+    response = api_for(alice).get("/api/v1/peers", {"q": "a" * (MAX_PEER_QUERY_LENGTH + 1)})
+
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "validation_error"
+    assert set(body["fields"]) == {"q"}, body["fields"]
+
+
+@pytest.mark.parametrize("query_string", ["q=%00", "q=ada%00", "q=%00%00&limit=2"])
+def test_a_search_with_nul_is_a_400_naming_q(api_for, alice, named, query_string):
+    named("alovelace", "Ada", "Lovelace")
+
+    response = api_for(alice).get(f"/api/v1/peers?{query_string}")
+
+    assert response.status_code == 400, response.content
+    assert response.json()["error"] == "validation_error"
+    assert set(response.json()["fields"]) == {"q"}
+
+
+@pytest.mark.parametrize(
+    "q", ["%", "_", "\\", "'", '"', "a%e", "l_v", "😀", "\u202e", "\x01\x1f", "\ufffd", "Ä", "(.*)", "[a-z]"]
+)
+def test_odd_characters_in_a_search_are_taken_literally(api_for, alice, named, q):
+    named("alovelace", "Ada", "Lovelace")
+
+    body = _search(api_for(alice), q)
+
+    assert body["count"] == 0, body
+
+
+def test_odd_characters_find_a_name_that_holds_them(api_for, alice, named):
+    percent = named("pct", "100%", "Sure")
+    underscore = named("under_score")
+    named("underxscore")
+    umlaut = named("jk", "Jürgen", "Ärmel")
+
+    assert _peer_ids(_search(api_for(alice), "0%")) == [str(percent.public_id)]
+    assert _peer_ids(_search(api_for(alice), "r_s")) == [str(underscore.public_id)]
+    assert _peer_ids(_search(api_for(alice), "ärmel")) == [str(umlaut.public_id)]
+
+
+def test_an_invalid_utf_8_search_is_no_error(api_for, alice, named):
+    named("alovelace", "Ada", "Lovelace")
+
+    response = api_for(alice).get("/api/v1/peers?q=%ED%A0%80%FF")
+
+    assert response.status_code == 200
+    assert response.json()["count"] == 0
+
+
+def test_the_selector_finds_nobody_for_a_query_no_name_can_hold(alice, named):
+    named("alovelace", "Ada", "Lovelace")
+
+    assert list(selectors.colleagues_of(alice, query="ada\x00")) == []
+    assert list(selectors.colleagues_of(alice, query="ada\ud800")) == []
+    assert [user.username for user in selectors.colleagues_of(alice, query="ADA")] == ["alovelace"]
