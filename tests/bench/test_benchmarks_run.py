@@ -5,6 +5,7 @@ No time is asserted here; the figures are in BENCHMARKS.md.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -46,6 +47,14 @@ def test_the_stale_reads_benchmark_runs_both_read_paths_and_verifies_them():
 
 def test_the_load_scenario_runs_and_every_final_presence_is_the_engines():
     assert "verification: OK" in run("load.py")
+
+
+def test_the_unit_costs_benchmark_measures_every_unit_and_checks_its_counts():
+    output = run("unit_costs.py", "--json")
+    assert "verification: OK" in output
+    figures = json.loads(output.splitlines()[-1])
+    # One round trip per steady heartbeat: the lane's one step.
+    assert figures["heartbeat"]["round_trips"] == 1
 
 
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="the HTTP load generator, wrk, is not installed")
