@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -82,6 +83,21 @@ def setup_django(db_name: str, redis_db: int) -> None:
 
     django.setup()
     call_command("migrate", verbosity=0, interactive=False)
+
+
+def run_on_own_data(db_name: str, redis_db: int, run: Callable[[], int], keep: bool = False) -> int:
+    """`run()` with Django set up on a fresh database and an emptied Redis db of the benchmark's
+    own, both dropped / emptied afterwards unless `keep`."""
+    flush_redis(redis_db)
+    create_database(db_name)
+    try:
+        setup_django(db_name, redis_db)
+        return run()
+    finally:
+        if not keep:
+            close_django()
+            drop_database(db_name)
+            flush_redis(redis_db)
 
 
 def close_django() -> None:

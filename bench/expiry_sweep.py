@@ -53,16 +53,7 @@ def main() -> int:
     if args.quick:
         args.users, args.devices_per_user = 500, 4
 
-    _stack.flush_redis(REDIS_DB)
-    _stack.create_database(DB_NAME)
-    try:
-        _stack.setup_django(DB_NAME, REDIS_DB)
-        return run(args)
-    finally:
-        if not args.keep:
-            _stack.close_django()
-            _stack.drop_database(DB_NAME)
-            _stack.flush_redis(REDIS_DB)
+    return _stack.run_on_own_data(DB_NAME, REDIS_DB, lambda: run(args), keep=args.keep)
 
 
 def run(args) -> int:
