@@ -28,7 +28,7 @@ from presence.changes import PresenceChange
 from presence.engine import visible
 from presence.hot import layout
 from presence.models import PresenceState
-from presence.services.persist import persist_users
+from presence.services.persist import persist_users, save_fields
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +85,7 @@ def commit(batch: Sequence[Commit]) -> list[bool]:
         if item.visible_change:  # news to colleagues, even when the row had it already
             item.row.changed_at = now
     if behind:
-        PresenceState.objects.bulk_update([item.row for item in behind], decisions.STATE_FIELDS)
+        save_fields([item.row for item in behind], decisions.STATE_FIELDS)
     # (A change written with signals was published with its write.)
     changes = [
         item.change()

@@ -18,18 +18,13 @@ from presence import hot, selectors, services
 from presence.models import Device, PresencePreferences, PresenceState
 from presence.services import Signal
 from presence.vocabulary import SignalType, Status
+from tests.captured_sql import writes_in
 
 pytestmark = pytest.mark.django_db
-
-WRITES = ("INSERT", "UPDATE", "DELETE")
 
 
 def heartbeat(seq: int) -> list[Signal]:
     return [Signal(SignalType.HEARTBEAT, None, seq)]
-
-
-def writes_in(queries: CaptureQueriesContext) -> list[str]:
-    return [q["sql"] for q in queries.captured_queries if q["sql"].lstrip().upper().startswith(WRITES)]
 
 
 @pytest.fixture
@@ -160,6 +155,43 @@ def test_heartbeats_reach_the_database_copy_at_most_every_flush_interval(alice, 
     assert stored.last_seen_at == start + timedelta(seconds=90)
     assert stored.last_active_at == start + timedelta(seconds=90)
     assert stored.last_seq == 3
+
+
+def test_devices_due_for_their_database_copy_are_written_in_one_batch(make_member, settings):
+    settings.PRESENCE_DEVICE_FLUSH_SECONDS = 60
+    start = timezone.now()
+    devices = {}
+    for name in ("ann", "ben", "cy", "dee", "eve"):
+        user = make_member(name)
+        device, _ = services.register_device(user, f"{name}-laptop")
+        devices[device.device_id] = user
+    with time_machine.travel(start + timedelta(seconds=90), tick=False):
+        for device_id, user in devices.items():
+            services.ingest_signals(user, device_id, [Signal(SignalType.ACTIVITY, "active", 2)])
+
+    with CaptureQueriesContext(connection) as queries:
+        assert services.flush_device_activity() == len(devices)
+
+    assert len(writes_in(queries)) == 1  # one UPDATE for the batch, not one per device
+    copies = Device.objects.filter(device_id__in=devices)
+    assert {(d.last_seen_at, d.last_seq) for d in copies} == {(start + timedelta(seconds=90), 2)}
+
+
+def test_a_flush_leaves_a_newer_database_copy_as_it_is(make_member, settings):
+    settings.PRESENCE_DEVICE_FLUSH_SECONDS = 60
+    start = timezone.now()
+    ann, ben = make_member("ann"), make_member("ben")
+    anns, _ = services.register_device(ann, "ann-laptop")
+    bens, _ = services.register_device(ben, "ben-laptop")
+    with time_machine.travel(start + timedelta(seconds=90), tick=False):
+        for user, device in ((ann, anns), (ben, bens)):
+            services.ingest_signals(user, device.device_id, [Signal(SignalType.ACTIVITY, "active", 2)])
+    Device.objects.filter(pk=anns.pk).update(last_seq=5)  # written by a newer signal meanwhile
+
+    assert services.flush_device_activity() == 1
+
+    assert Device.objects.get(pk=anns.pk).last_seq == 5
+    assert Device.objects.get(pk=bens.pk).last_seq == 2
 
 
 def test_a_heartbeat_keeps_the_hot_decision_fresh_for_readers(alice, laptop):

@@ -32,6 +32,7 @@ from presence.models import (
 )
 from presence.services import Signal
 from presence.vocabulary import SignalType, Status
+from tests.captured_sql import locks_and_writes
 from tests.factories import UserFactory
 
 # Changes are published when their transaction commits: the tests that listen need real commits.
@@ -39,7 +40,6 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 T0 = datetime(2026, 11, 25, 9, 0, tzinfo=UTC)
 QUIET_SECONDS = 0.5
-WRITES = ("INSERT", "UPDATE", "DELETE")
 
 
 def iso(moment: datetime) -> str:
@@ -64,14 +64,6 @@ def footprint(*users: User) -> dict:
         "due": [store.client.zscore(store.due_key, str(user.pk)) for user in users],
         "history": list(PresenceHistory.objects.order_by("pk").values_list("pk", flat=True)),
     }
-
-
-def locks_and_writes(queries: CaptureQueriesContext) -> list[str]:
-    return [
-        q["sql"]
-        for q in queries.captured_queries
-        if "FOR UPDATE" in q["sql"].upper() or q["sql"].lstrip().upper().startswith(WRITES)
-    ]
 
 
 # --- A read answers what time changed, and changes nothing ------------------------------------
