@@ -27,6 +27,7 @@ from channels.layers import get_channel_layer
 from django.utils import timezone
 
 from presence import events, live
+from presence.sharded_layer import RESUBSCRIBED
 
 logger = logging.getLogger(__name__)
 
@@ -141,8 +142,12 @@ class Hub:
                 renewed = asyncio.get_running_loop().time()
                 for organization_id in list(self.listeners):
                     await self.layer.group_add(events.organization_group(organization_id), channel)
-            if message is not None and message.get("type") == "presence.change":
+            if message is None:
+                continue
+            if message.get("type") == "presence.change":
                 await self._deliver(message)
+            elif message.get("type") == RESUBSCRIBED:
+                await self._start_afresh()
 
     async def _deliver(self, change: dict[str, Any]) -> None:
         members = self.listeners.get(change.get("organization_id"))
@@ -155,6 +160,15 @@ class Hub:
                 await self.leave(listener)
                 if listener.close is not None:
                     asyncio.get_running_loop().create_task(listener.close())
+
+    async def _start_afresh(self) -> None:
+        """The layer lost its subscriptions for a while (a cluster failover): changes may have been
+        missed. Every socket is closed; its client reconnects and gets a fresh snapshot."""
+        listeners = [listener for members in self.listeners.values() for listener in members]
+        logger.warning("Presence changes may have been missed: closing %d socket(s) to start afresh", len(listeners))
+        for listener in listeners:  # each leaves the hub as its socket closes
+            if listener.close is not None:
+                asyncio.get_running_loop().create_task(listener.close())
 
 
 _hubs: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Hub] = weakref.WeakKeyDictionary()

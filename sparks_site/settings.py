@@ -193,6 +193,25 @@ else:
     CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache", "LOCATION": "sparks"}}
     CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
 
+# A Redis Cluster's seed nodes ("host:port,host:port"): the hot presence state (with its rate
+# limits, schedules, write-behind queue and history buffer) and the live fan-out move there, spread
+# over the cluster's masters. `REDIS_URL` stays required beside it: Celery's broker, the cache and
+# the sweep's clock need a plain Redis (neither kombu nor Django's cache speak the cluster protocol).
+REDIS_CLUSTER_NODES = env.list("REDIS_CLUSTER_NODES", default=[])
+if REDIS_CLUSTER_NODES:
+    if not REDIS_URL:
+        raise ImproperlyConfigured("REDIS_CLUSTER_NODES needs REDIS_URL beside it (Celery's broker, the cache)")
+    CHANNEL_LAYERS = {
+        "default": {
+            # Sharded pub/sub: each organization's group on the master that owns its slot.
+            "BACKEND": "presence.sharded_layer.ShardedPubSubChannelLayer",
+            "CONFIG": {
+                "nodes": REDIS_CLUSTER_NODES,
+                "prefix": env.str("CHANNEL_LAYER_PREFIX", default="sparks:live:"),
+            },
+        }
+    }
+
 # --- Celery ---------------------------------------------------------------------------------
 CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "memory://")
 CELERY_RESULT_BACKEND = None

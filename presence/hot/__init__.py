@@ -6,12 +6,14 @@ activity, sequence number), the user's slow inputs as last read from the databas
 decision with its version. A steady heartbeat is then one read and one conditional write of
 that hash, and no database query at all.
 
-Two stores share one interface (`HotStore`): Redis (`RedisHotStore`, with `REDIS_URL`, shared by
-every web and worker process) and process memory (`LocalHotStore`, the embedded default, one
-process). What must survive a restart of Redis lives in the database; after one, the hash is
-rebuilt from the database on first use.
+Two stores share one interface (`HotStore`): Redis (`RedisHotStore`, with `REDIS_URL`, or a Redis
+Cluster with `REDIS_CLUSTER_NODES`, shared by every web and worker process) and process memory
+(`LocalHotStore`, the embedded default, one process). What must survive a restart of Redis lives
+in the database; after one, the hash is rebuilt from the database on first use.
 
-Layout of the user hash (`<prefix>u:<user id>`; every name is defined once, in `layout`, for
+Users are spread over `layout.SHARDS` logical shards; every key of a shard carries its hash tag,
+`{p:NN}`, so one script's keys lie in one Redis Cluster slot. Layout of the user hash
+(`<prefix>{p:NN}:u:<user id>`; every name is defined once, in `layout`, for
 the Python code and the Lua scripts in `lua/` alike):
     d:<device id>  device state (JSON object: last_active, activity, visibility, in_call,
                    in_meeting, network, label)
@@ -23,17 +25,17 @@ the Python code and the Lua scripts in `lua/` alike):
     ver            version of ctx/dec            loaded         "1" once devices came from the DB
     rd:<device id>, ru, rc                       rate limits' state (`presence.ratelimits`)
 
-Besides: `due` (sorted set of users by their decision's `valid_until`, for the expiry sweep),
+Besides, per shard: `due` (sorted set of users by their decision's `valid_until`, for the expiry sweep),
 `dirty` (devices whose times are due for the database copy), `persist` (users whose device
 states or decision changed in the hot store and are not yet in the database: a signal that
 changes a user's status is answered and pushed at once, and written behind in batches; each
 member's score is a number from the `persist:seq` counter, so the writer removes only what it
 wrote and keeps a user changed again in between), `history` (the history's buffer, drained by
-`presence.history.flush` under `history:lock`) and `epoch`.
+`presence.history.flush` under the shard's `history:lock`) and `epoch`.
 
-The prefix carries the layout's version (`sparks:presence:v2:`): code of another layout never
+The prefix carries the layout's version (`sparks:presence:v3:`): code of another layout never
 reads these keys, nor this code theirs. After a deployment that moves the version, `epoch` is
-missing under the new prefix, so the first sweep's `check_epoch` rebuilds every user the database
+missing under the new prefix, so the first sweep's `lost_shards` rebuilds every user the database
 holds as live, exactly as after a Redis restart. As after a restart, what the old keys held and
 the database did not yet (users waiting in the old `persist`, entries in the old `history`) is not
 carried over; the old keys themselves are left behind, unread, until Redis is restarted or they
@@ -87,10 +89,13 @@ __all__ = [
 
 
 @lru_cache(maxsize=4)
-def _store_for(redis_url: str) -> HotStore:
+def _store_for(redis_url: str, cluster_nodes: tuple[str, ...]) -> HotStore:
+    if cluster_nodes:
+        return RedisHotStore(cluster_nodes=cluster_nodes)
     return RedisHotStore(redis_url) if redis_url else LocalHotStore()
 
 
 def store() -> HotStore:
-    """The hot store of this deployment (one per process, shared across threads)."""
-    return _store_for(settings.REDIS_URL)
+    """The hot store of this deployment (one per process, shared across threads): the Redis
+    Cluster's when `REDIS_CLUSTER_NODES` names one, else `REDIS_URL`'s, else process memory."""
+    return _store_for(settings.REDIS_URL, tuple(settings.REDIS_CLUSTER_NODES))

@@ -14,19 +14,40 @@ from presence.vocabulary import NetworkValue
 
 # The version of everything below. It is part of every key, so hashes written by code of another
 # layout are never read (and a deployment's first sweep rebuilds the hot state, see `presence.hot`).
-LAYOUT_VERSION = 2
+LAYOUT_VERSION = 3
 KEY_PREFIX = f"sparks:presence:v{LAYOUT_VERSION}:"
 
-# --- Keys under the prefix ----------------------------------------------------------------------
+# --- Shards -------------------------------------------------------------------------------------
+
+# Users are spread over a fixed number of logical shards (`shard_of`). Every key of a shard carries
+# the shard's hash tag (`{p:07}`), so a user's hash and the bookkeeping a script touches with it
+# (due, dirty, persist, history) lie in one Redis Cluster hash slot, and one Lua step may touch
+# them all. On a single Redis the tags change nothing but the key names. The count bounds how many
+# cluster masters the hot state can use (one shard is never split), so it is generous: moving it
+# moves the layout's version.
+SHARDS = 64
+
+
+def shard_of(user_id: int) -> int:
+    """The logical shard of a user's hot state."""
+    return user_id % SHARDS
+
+
+def shard_tag(shard: int) -> str:
+    """The shard's hash tag: Redis Cluster hashes only what stands between the braces."""
+    return f"{{p:{shard:02d}}}:"
+
+
+# --- Keys under the prefix and a shard's tag ----------------------------------------------------
 
 USER_KEY_PREFIX = "u:"  # + user id: the user's hash
-DUE_KEY = "due"  # sorted set: users by their decision's valid_until
+DUE_KEY = "due"  # sorted set: the shard's users by their decision's valid_until
 DIRTY_KEY = "dirty"  # set of "<user id>:<device id>": device times due for the database copy
-EPOCH_KEY = "epoch"  # set once; missing after Redis lost its data (or after a layout change)
+EPOCH_KEY = "epoch"  # set once per shard; missing after its Redis lost its data (or a layout change)
 PERSIST_KEY = "persist"  # sorted set: users to write to the database, scored by PERSIST_SEQ_KEY
 PERSIST_SEQ_KEY = "persist:seq"
-HISTORY_KEY = "history"  # list: the history's buffer (`presence.history`)
-HISTORY_LOCK_KEY = "history:lock"  # held by the one process draining the buffer
+HISTORY_KEY = "history"  # list: the shard's part of the history's buffer (`presence.history`)
+HISTORY_LOCK_KEY = "history:lock"  # held by the one process draining the shard's buffer
 
 # --- Fields of the user hash ----------------------------------------------------------------------
 

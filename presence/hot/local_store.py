@@ -26,6 +26,7 @@ from presence.hot.layout import (
     LOADED,
     POLICY_DEVICE_TIMEOUT,
     SEQ_PREFIX,
+    SHARDS,
 )
 from presence.hot.protocol import Heartbeat, SteadyCommit, UserCommit
 from presence.hot.records import HotDecision, HotDevice, device_fields, settings_fingerprint
@@ -218,7 +219,7 @@ class LocalHotStore:
             self._due.pop(user_id, None)
             self._persist.pop(user_id, None)
 
-    def check_epoch(self) -> bool:
+    def lost_shards(self) -> set[int]:
         with self._lock:
             was_reset, self._epoch = not self._epoch, True
-            return was_reset
+            return set(range(SHARDS)) if was_reset else set()

@@ -8,6 +8,8 @@ import types
 
 import hiredis
 
+from presence.hot.connection import Target, async_client
+
 
 class HeartbeatPipeline:
     """Heartbeats of one event loop to Redis, sent together: those that arrive while a batch is
@@ -19,10 +21,8 @@ class HeartbeatPipeline:
     A lone heartbeat goes out at once, as before.
     """
 
-    def __init__(self, redis_url: str, script: str) -> None:
-        import redis.asyncio
-
-        self.client = redis.asyncio.Redis.from_url(redis_url, decode_responses=True)
+    def __init__(self, target: Target, script: str) -> None:
+        self.client = async_client(target)
         self.script = script
         self.sha = hashlib.sha1(script.encode()).hexdigest()
         self.waiting: list[tuple[list[str], list[str], asyncio.Future]] = []
@@ -92,22 +92,43 @@ class HeartbeatPipeline:
             await pool.release(connection)
 
 
-# Per event loop, one pipeline per Redis URL and script: an asyncio client's connections belong to
+class ClusterHeartbeats:
+    """Heartbeats of one event loop to a Redis Cluster: each its own EVALSHA, routed by the
+    cluster client to the master of the user's shard (a batch would span masters; the single
+    server's pipeline above is the measured fast path)."""
+
+    def __init__(self, target: Target, script: str) -> None:
+        self.client = async_client(target)
+        self.script = script
+        self.sha = hashlib.sha1(script.encode()).hexdigest()
+
+    async def call(self, keys: list[str], args: list[str]) -> list:
+        import redis.exceptions
+
+        try:
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+        except redis.exceptions.NoScriptError:  # a new master after a failover, or a flushed one
+            await self.client.script_load(self.script)
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+
+
+# Per event loop, one pipeline per Redis target and script: an asyncio client's connections belong to
 # the loop that opened them. A server has one loop per process; the tests open one per scenario, so
 # each loop's clients are closed with it.
-_pipelines: dict[asyncio.AbstractEventLoop, dict[tuple[str, str], HeartbeatPipeline]] = {}
+_pipelines: dict[asyncio.AbstractEventLoop, dict[tuple[Target, str], HeartbeatPipeline | ClusterHeartbeats]] = {}
 
 
-def for_running_loop(redis_url: str, script: str) -> HeartbeatPipeline:
-    """The running loop's pipeline of `script` to `redis_url`, opened on first use."""
+def for_running_loop(target: Target, script: str) -> HeartbeatPipeline | ClusterHeartbeats:
+    """The running loop's pipeline of `script` to `target`, opened on first use."""
     loop = asyncio.get_running_loop()
     pipelines = _pipelines.get(loop)
     if pipelines is None:
         pipelines = _pipelines[loop] = {}
         _close_with_loop(loop)
-    pipeline = pipelines.get((redis_url, script))
+    pipeline = pipelines.get((target, script))
     if pipeline is None:
-        pipeline = pipelines[redis_url, script] = HeartbeatPipeline(redis_url, script)
+        kind = ClusterHeartbeats if target.is_cluster else HeartbeatPipeline
+        pipeline = pipelines[target, script] = kind(target, script)
     return pipeline
 
 

@@ -135,8 +135,10 @@ class HotStore(Protocol):
 
     def forget_user(self, user_id: int) -> None: ...
 
-    def check_epoch(self) -> bool:
-        """True when the store lost its data since last asked (a restarted Redis)."""
+    def lost_shards(self) -> set[int]:
+        """The shards (`layout.shard_of`) whose data the store lost since last asked: every one
+        on first use or after a restarted Redis, a master's share after a cluster master failed
+        without a replica to take over."""
         ...
 
     def reset(self) -> None: ...

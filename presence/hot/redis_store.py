@@ -1,14 +1,27 @@
-"""The hot store in Redis, shared by every web and worker process (with `REDIS_URL`)."""
+"""The hot store in Redis, shared by every web and worker process: one server (`REDIS_URL`) or a
+Redis Cluster (`REDIS_CLUSTER_NODES`).
+
+Keys are spread over the layout's logical shards (`layout.shard_of`); each script touches keys of
+one shard alone, so of one cluster slot. What spans users (the sweep's schedule, the write-behind's
+queue, the dirty devices, the history's buffer, the epoch) exists once per shard, and the readers
+of it walk the shards, pipelined.
+"""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from django.conf import settings
+from redis.commands.core import Script
+from redis.exceptions import NoScriptError
 
 from presence import ratelimits
+from presence.hot.connection import Target, sync_client
 from presence.hot.layout import (
     DIRTY_KEY,
     DUE_KEY,
@@ -19,9 +32,12 @@ from presence.hot.layout import (
     KEY_PREFIX,
     PERSIST_KEY,
     PERSIST_SEQ_KEY,
+    SHARDS,
     USER_KEY_PREFIX,
+    shard_of,
+    shard_tag,
 )
-from presence.hot.pipeline import HeartbeatPipeline, for_running_loop
+from presence.hot.pipeline import ClusterHeartbeats, HeartbeatPipeline, for_running_loop
 from presence.hot.protocol import Heartbeat, SteadyCommit, UserCommit
 from presence.hot.records import HotDecision, HotDevice, settings_fingerprint
 from presence.hot.scripts import lua_source
@@ -51,6 +67,45 @@ def heartbeat_result(result: list, limits: Sequence[ratelimits.Limit]) -> Heartb
     return Heartbeat(applied=result[0] == 1, decision=HotDecision.decode(result[1]))
 
 
+@dataclass(frozen=True)
+class ShardKeys:
+    """The keys of one shard, all under its hash tag."""
+
+    number: int
+    prefix: str  # the store's prefix and the shard's tag
+
+    def user(self, user_id: int) -> str:
+        return f"{self.prefix}{USER_KEY_PREFIX}{user_id}"
+
+    @property
+    def due(self) -> str:
+        return self.prefix + DUE_KEY
+
+    @property
+    def dirty(self) -> str:
+        return self.prefix + DIRTY_KEY
+
+    @property
+    def epoch(self) -> str:
+        return self.prefix + EPOCH_KEY
+
+    @property
+    def persist(self) -> str:
+        return self.prefix + PERSIST_KEY
+
+    @property
+    def persist_seq(self) -> str:
+        return self.prefix + PERSIST_SEQ_KEY
+
+    @property
+    def history(self) -> str:
+        return self.prefix + HISTORY_KEY
+
+    @property
+    def history_lock(self) -> str:
+        return self.prefix + HISTORY_LOCK_KEY
+
+
 def _score(due: float | None) -> str:
     return "" if due is None else repr(due)
 
@@ -58,19 +113,11 @@ def _score(due: float | None) -> str:
 class RedisHotStore:
     buffers_history = True
 
-    def __init__(self, url: str, prefix: str = KEY_PREFIX) -> None:
-        import redis
-
-        self.url = url
-        self.client = redis.Redis.from_url(url, decode_responses=True)
+    def __init__(self, url: str = "", prefix: str = KEY_PREFIX, cluster_nodes: Sequence[str] = ()) -> None:
+        self.target = Target(url, tuple(cluster_nodes))
+        self.client = sync_client(self.target)
         self.prefix = prefix
-        self.due_key = prefix + DUE_KEY
-        self.dirty_key = prefix + DIRTY_KEY
-        self.epoch_key = prefix + EPOCH_KEY
-        self.persist_key = prefix + PERSIST_KEY
-        self.persist_seq_key = prefix + PERSIST_SEQ_KEY
-        self.history_key = prefix + HISTORY_KEY
-        self.history_lock_key = prefix + HISTORY_LOCK_KEY
+        self.shards = [ShardKeys(number, prefix + shard_tag(number)) for number in range(SHARDS)]
         self._heartbeat_source = lua_source("heartbeat")
         self._read_charged = self.client.register_script(lua_source("read_charged"))
         self._charge = self.client.register_script(lua_source("charge"))
@@ -80,9 +127,34 @@ class RedisHotStore:
         self._device = self.client.register_script(lua_source("commit_device"))
         self._user = self.client.register_script(lua_source("commit_user"))
         self._heartbeat = self.client.register_script(self._heartbeat_source)
+        self._history_turn = itertools.count()
+
+    def shard(self, user_id: int) -> ShardKeys:
+        return self.shards[shard_of(user_id)]
 
     def user_key(self, user_id: int) -> str:
-        return f"{self.prefix}{USER_KEY_PREFIX}{user_id}"
+        return self.shard(user_id).user(user_id)
+
+    def _run_many(self, script: Script, calls: list[tuple[list[str], list[str]]]) -> list:
+        """The script for each (keys, args), pipelined (each routed to its slot's master on a
+        cluster), in order. A master that does not know the script (a new one after a failover,
+        a restarted one) is taught it and asked again."""
+        results = self._pipelined(script, calls)
+        missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+        if missing:
+            self.client.script_load(script.script)  # on a cluster: every master
+            for i, result in zip(missing, self._pipelined(script, [calls[i] for i in missing]), strict=True):
+                results[i] = result
+        for result in results:
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    def _pipelined(self, script: Script, calls: list[tuple[list[str], list[str]]]) -> list:
+        pipe = self.client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        return pipe.execute(raise_on_error=False)
 
     def read(self, user_id: int) -> dict[str, str]:
         return self.client.hgetall(self.user_key(user_id))
@@ -136,23 +208,25 @@ class RedisHotStore:
             commit.history_entry or "",
             *(commit.announcement or ("", "")),
         ]
-        keys = [
-            self.user_key(user_id),
-            self.due_key,
-            self.dirty_key,
-            self.persist_key,
-            self.persist_seq_key,
-            self.history_key,
-        ]
+        shard = self.shard(user_id)
+        keys = [shard.user(user_id), shard.due, shard.dirty, shard.persist, shard.persist_seq, shard.history]
         return bool(self._steady(keys=keys, args=args))
 
     def pending_persist(self, limit: int) -> list[tuple[int, int]]:
-        found = self._pending(keys=[self.persist_key, self.persist_seq_key], args=[limit])
-        return [(int(found[i]), int(found[i + 1])) for i in range(0, len(found), 2)]
+        calls = [([shard.persist, shard.persist_seq], [str(limit)]) for shard in self.shards]
+        marks = [
+            (int(found[i]), int(found[i + 1]))
+            for found in self._run_many(self._pending, calls)
+            for i in range(0, len(found), 2)
+        ]
+        return marks[:limit]
 
     def clear_persisted(self, marks: list[tuple[int, int]]) -> None:
-        if marks:
-            self._clear(keys=[self.persist_key], args=[str(v) for mark in marks for v in mark])
+        by_shard: dict[int, list[str]] = {}
+        for user_id, mark in marks:
+            by_shard.setdefault(shard_of(user_id), []).extend((str(user_id), str(mark)))
+        if by_shard:
+            self._run_many(self._clear, [([self.shards[n].persist], args) for n, args in by_shard.items()])
 
     def commit_device(self, user_id: int, device: HotDevice, expected_seq: int | None) -> bool:
         expected = "*" if expected_seq is None else ("" if expected_seq < 0 else str(expected_seq))
@@ -167,22 +241,22 @@ class RedisHotStore:
         return bool(self._device(keys=[self.user_key(user_id)], args=args))
 
     def commit_users(self, commits: list[UserCommit]) -> list[bool]:
-        if not commits:
-            return []
-        pipe = self.client.pipeline(transaction=False)
+        calls = []
         for commit in commits:
             expected = "*" if commit.expected_version is None else str(commit.expected_version)
             args = [expected, _score(commit.due), str(commit.user_id), str(len(commit.fields))]
             for name, value in commit.fields.items():
                 args.extend((name, value))
             args.extend(commit.remove)
-            self._user(keys=[self.user_key(commit.user_id), self.due_key], args=args, client=pipe)
-        return [bool(result) for result in pipe.execute()]
+            shard = self.shard(commit.user_id)
+            calls.append(([shard.user(commit.user_id), shard.due], args))
+        return [bool(result) for result in self._run_many(self._user, calls)] if calls else []
 
     def heartbeat(
         self, user_id: int, device_id: str, seq: int, now: float, limits: Sequence[ratelimits.Limit]
     ) -> Heartbeat | None:
-        keys = [self.user_key(user_id), self.dirty_key]
+        shard = self.shard(user_id)
+        keys = [shard.user(user_id), shard.dirty]
         return heartbeat_result(
             self._heartbeat(keys=keys, args=heartbeat_args(user_id, device_id, seq, now, limits)), limits
         )
@@ -191,33 +265,58 @@ class RedisHotStore:
         self, user_id: int, device_id: str, seq: int, now: float, limits: Sequence[ratelimits.Limit]
     ) -> Heartbeat | None:
         """The same script through an asyncio Redis client, pipelined with the loop's other
-        heartbeats (`presence.hot.pipeline`)."""
-        keys = [self.user_key(user_id), self.dirty_key]
+        heartbeats on a single server (`presence.hot.pipeline`)."""
+        shard = self.shard(user_id)
+        keys = [shard.user(user_id), shard.dirty]
         args = heartbeat_args(user_id, device_id, seq, now, limits)
         return heartbeat_result(await self.loop_pipeline().call(keys, args), limits)
 
-    def loop_pipeline(self) -> HeartbeatPipeline:
+    def loop_pipeline(self) -> HeartbeatPipeline | ClusterHeartbeats:
         """The running event loop's pipeline of this store's heartbeats."""
-        return for_running_loop(self.url, self._heartbeat_source)
+        return for_running_loop(self.target, self._heartbeat_source)
 
     def append_history(self, entries: Sequence[str]) -> None:
+        # Each call's entries go to one shard's buffer, the shards taken in turn: the buffer's
+        # entries carry their times, and the database orders by them.
         if entries:
-            self.client.rpush(self.history_key, *entries)
+            self.client.rpush(self.shards[next(self._history_turn) % SHARDS].history, *entries)
 
     def drain_history(
         self, insert: Callable[[list[str]], int], batch_size: int, max_batches: int, lock_seconds: float
     ) -> int:
-        lock = self.client.lock(self.history_lock_key, timeout=lock_seconds)
+        """The shards' buffers one after the other, at most `max_batches` batches in all."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.llen(shard.history)
+        waiting = [shard for shard, length in zip(self.shards, pipe.execute(), strict=True) if length]
+        written, budget = 0, max_batches
+        for shard in waiting:
+            if budget <= 0:
+                break
+            shard_written, batches = self._drain_shard(shard, insert, batch_size, budget, lock_seconds)
+            written, budget = written + shard_written, budget - batches
+        return written
+
+    def _drain_shard(
+        self,
+        shard: ShardKeys,
+        insert: Callable[[list[str]], int],
+        batch_size: int,
+        max_batches: int,
+        lock_seconds: float,
+    ) -> tuple[int, int]:
+        lock = self.client.lock(shard.history_lock, timeout=lock_seconds)
         if not lock.acquire(blocking=False):
-            return 0
-        written = 0
+            return 0, 0
+        written = batches = 0
         try:
-            for _ in range(max_batches):
-                raw = self.client.lrange(self.history_key, 0, batch_size - 1)
+            while batches < max_batches:
+                raw = self.client.lrange(shard.history, 0, batch_size - 1)
                 if not raw:
                     break
                 written += insert(raw)
-                self.client.ltrim(self.history_key, len(raw), -1)
+                batches += 1
+                self.client.ltrim(shard.history, len(raw), -1)
                 if len(raw) < batch_size:
                     break
         finally:
@@ -225,25 +324,45 @@ class RedisHotStore:
                 lock.release()
             except Exception:  # expired meanwhile: another drain may hold it now, which is fine
                 logger.warning("The presence history flush outlived its lock")
-        return written
+        return written, batches
 
     def due(self, now: float, limit: int) -> list[int]:
-        return [int(uid) for uid in self.client.zrangebyscore(self.due_key, "-inf", now, start=0, num=limit)]
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.zrangebyscore(shard.due, "-inf", now, start=0, num=limit, withscores=True)
+        found = heapq.merge(*pipe.execute(), key=lambda member: member[1])  # the earliest first
+        return [int(uid) for uid, _ in itertools.islice(found, limit)]
 
     def pop_dirty(self, limit: int) -> list[tuple[int, str]]:
-        members = self.client.spop(self.dirty_key, limit) or []
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.scard(shard.dirty)
+        wanted, counts = limit, []
+        for shard, size in zip(self.shards, pipe.execute(), strict=True):
+            if size and wanted > 0:
+                counts.append((shard, min(size, wanted)))
+                wanted -= size
+        pipe = self.client.pipeline(transaction=False)
+        for shard, count in counts:
+            pipe.spop(shard.dirty, count)
+        members = [member for popped in (pipe.execute() if counts else []) for member in popped or []]
         return [(int(uid), device_id) for uid, device_id in (m.split(":", 1) for m in members)]
 
     def forget_user(self, user_id: int) -> None:
-        pipe = self.client.pipeline(transaction=True)
-        pipe.delete(self.user_key(user_id)).zrem(self.due_key, user_id).zrem(self.persist_key, user_id).execute()
+        shard = self.shard(user_id)
+        pipe = self.client.pipeline(transaction=True)  # one shard: one slot, one MULTI on a cluster
+        pipe.delete(shard.user(user_id)).zrem(shard.due, user_id).zrem(shard.persist, user_id).execute()
 
-    def check_epoch(self) -> bool:
-        # SET NX succeeds only when the key is missing: first use, Redis lost its data, or the
-        # layout's version (in the prefix) moved on.
-        return bool(self.client.set(self.epoch_key, str(time.time()), nx=True))
+    def lost_shards(self) -> set[int]:
+        # SET NX succeeds only where the key is missing: first use, a Redis (or cluster master
+        # without a replica) that lost its data, or the layout's version (in the prefix) moved on.
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.set(shard.epoch, str(time.time()), nx=True)
+        return {shard.number for shard, created in zip(self.shards, pipe.execute(), strict=True) if created}
 
     def reset(self) -> None:
-        keys = list(self.client.scan_iter(match=self.prefix + "*", count=1000))
-        if keys:
-            self.client.delete(*keys)
+        pipe = self.client.pipeline(transaction=False)
+        for key in self.client.scan_iter(match=self.prefix + "*", count=1000):
+            pipe.delete(key)  # one by one: on a cluster, a DEL of many keys must stay within a slot
+        pipe.execute()

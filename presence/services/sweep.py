@@ -25,16 +25,17 @@ def sweep_expired(now: datetime | None = None, batch_size: int = 500) -> int:
     The due users come from the hot store's schedule (a sorted set by `valid_until` on Redis) and
     are decided from their hot state in batches: no database query for a user whose visible
     status stays, one locked batch update for those whose status changed. If the store lost its
-    data, every user the database does not hold as plainly offline is recomputed once first,
-    which rebuilds their hot state and schedule.
+    data (all of it, or a shard's), every user of what was lost that the database does not hold as
+    plainly offline is recomputed once first, which rebuilds their hot state and schedule.
     """
     now = now or timezone.now()
     store = hot.store()
     swept = 0
-    if store.check_epoch():
+    lost = store.lost_shards()
+    if lost:
         maybe_live = PresenceState.objects.exclude(status=Status.OFFLINE, valid_until=None)
         for user in User.objects.filter(pk__in=maybe_live.values("user_id")).iterator(chunk_size=batch_size):
-            if not hot.HotUser.parse(store.read(user.pk)).loaded:
+            if hot.layout.shard_of(user.pk) in lost and not hot.HotUser.parse(store.read(user.pk)).loaded:
                 recompute(user, now, source="sweep")
                 swept += 1
     while True:

@@ -91,7 +91,7 @@ def test_the_embedded_default_writes_entries_at_once(alice, settings):
 def test_a_second_flusher_leaves_the_buffer_to_the_one_holding_the_lock(alice, laptop):
     services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "hidden", 2)])
     store = hot.store()
-    lock = store.client.lock(store.history_lock_key, timeout=30)
+    lock = store.client.lock(store.shard(alice.pk).history_lock, timeout=30)
     assert lock.acquire(blocking=False)
     try:
         assert history.flush() == 0
@@ -106,13 +106,13 @@ def test_a_second_flusher_leaves_the_buffer_to_the_one_holding_the_lock(alice, l
 def test_entries_inserted_by_a_flusher_that_died_before_trimming_are_not_inserted_twice(alice, laptop):
     services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "hidden", 2)])
     store = hot.store()
-    buffered = store.client.lrange(store.history_key, 0, -1)
+    buffered = store.client.lrange(store.shard(alice.pk).history, 0, -1)
     history._insert([entry for entry in map(history._parse, buffered) if entry is not None])  # then it died
 
     history.flush()
 
     assert len(entries_of(alice)) == 1
-    assert store.client.llen(store.history_key) == 0
+    assert store.client.llen(store.shard(alice.pk).history) == 0
 
 
 def test_entries_of_a_user_deleted_before_the_flush_are_dropped_and_the_rest_written(alice, laptop):

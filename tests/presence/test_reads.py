@@ -61,7 +61,7 @@ def footprint(*users: User) -> dict:
     return {
         "rows": list(PresenceState.objects.filter(user__in=users).order_by("user_id").values()),
         "hot": [store.read(user.pk) for user in users],
-        "due": [store.client.zscore(store.due_key, str(user.pk)) for user in users],
+        "due": [store.client.zscore(store.shard(user.pk).due, str(user.pk)) for user in users],
         "history": list(PresenceHistory.objects.order_by("pk").values_list("pk", flat=True)),
     }
 

@@ -76,8 +76,21 @@ def test_the_key_prefix_carries_the_layouts_version():
 
     assert store.prefix == layout.KEY_PREFIX
     assert store.prefix.endswith(f":v{layout.LAYOUT_VERSION}:")
-    assert store.user_key(7) == f"{layout.KEY_PREFIX}u:7"
-    assert store.epoch_key == layout.KEY_PREFIX + layout.EPOCH_KEY
+    assert store.user_key(7) == f"{layout.KEY_PREFIX}{{p:07}}:u:7"
+    assert store.user_key(7 + layout.SHARDS) == f"{layout.KEY_PREFIX}{{p:07}}:u:{7 + layout.SHARDS}"
+    assert store.shard(7).epoch == layout.KEY_PREFIX + "{p:07}:" + layout.EPOCH_KEY
+
+
+def test_every_key_a_script_touches_with_a_user_lies_in_the_users_cluster_slot():
+    """The shard's hash tag puts the user's hash and its shard's bookkeeping in one slot."""
+    from redis.crc import key_slot
+
+    store = hot.RedisHotStore(settings.REDIS_URL)
+    for user_id in (7, 1234, 10_000_019):
+        shard = store.shard(user_id)
+        keys = [shard.user(user_id), shard.due, shard.dirty, shard.persist, shard.persist_seq, shard.history]
+        assert {key_slot(key.encode()) for key in keys} == {key_slot(store.user_key(user_id).encode())}
+    assert len({key_slot(shard.due.encode()) for shard in store.shards}) > layout.SHARDS // 2  # spread
 
 
 def test_a_hash_of_the_previous_layout_is_not_read():
@@ -91,7 +104,7 @@ def test_a_hash_of_the_previous_layout_is_not_read():
     store = hot.RedisHotStore(settings.REDIS_URL, prefix=f"{old_prefix}v{layout.LAYOUT_VERSION}:")
     try:
         assert store.read(7) == {}
-        assert store.check_epoch()
+        assert store.lost_shards() == set(range(layout.SHARDS))
     finally:
         store.reset()
         client.delete(old, f"{old_prefix}epoch")

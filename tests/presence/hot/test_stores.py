@@ -8,12 +8,18 @@ import pytest
 from django.conf import settings
 
 from presence.hot import HotDecision, HotDevice, HotUser, LocalHotStore, RedisHotStore, SteadyCommit, UserCommit
+from presence.hot.layout import SHARDS, shard_of
 from presence.ratelimits import DEVICE_SCOPE, USER_SCOPE, Limit, RateLimited
+
+
+def redis_store() -> RedisHotStore:
+    """A store on the test Redis: the cluster's when the suite runs on one."""
+    return RedisHotStore(settings.REDIS_URL, prefix="test:hot:", cluster_nodes=settings.REDIS_CLUSTER_NODES)
 
 
 @pytest.fixture(params=["redis", "memory"])
 def store(request):
-    hot = RedisHotStore(settings.REDIS_URL, prefix="test:hot:") if request.param == "redis" else LocalHotStore()
+    hot = redis_store() if request.param == "redis" else LocalHotStore()
     hot.reset()
     yield hot
     hot.reset()
@@ -164,12 +170,43 @@ def test_a_forgotten_user_is_gone_and_unscheduled(store):
 
 
 def test_the_store_says_once_that_it_lost_its_data(store):
-    assert store.check_epoch()
-    assert not store.check_epoch()
+    assert store.lost_shards() == set(range(SHARDS))
+    assert store.lost_shards() == set()
 
     store.reset()
 
-    assert store.check_epoch()
+    assert store.lost_shards() == set(range(SHARDS))
+
+
+def test_a_shard_that_lost_its_data_is_named_alone():
+    """As after a cluster master failed with no replica to take over: the other shards kept theirs."""
+    store = redis_store()
+    store.reset()
+    try:
+        store.lost_shards()
+        store.client.delete(store.shard(7).epoch)
+
+        assert store.lost_shards() == {shard_of(7)}
+    finally:
+        store.reset()
+
+
+def test_the_schedule_and_the_write_behind_queue_span_every_shard(store):
+    """Users of different shards are due, dirty and pending alike, each once."""
+    users = [3, 3 + SHARDS, 4, 5 * SHARDS + 9]  # two share a shard
+    for user_id in users:
+        fields = {"loaded": "1", "ctx": "{}", "dec": DECISION.encode()}
+        assert store.commit_users([UserCommit(user_id, -1, fields, 1060.0)])
+        store.commit_device(user_id, device(seq=1), None)
+        assert store.commit_steady(steady(device(seq=2), user_id=user_id, mark_dirty=True, persist=True))
+
+    assert sorted(store.due(float("inf"), 10)) == sorted(users)
+    assert len(store.due(float("inf"), 3)) == 3
+    assert sorted(uid for uid, _ in store.pop_dirty(10)) == sorted(users)
+    pending = store.pending_persist(10)
+    assert sorted(uid for uid, _ in pending) == sorted(users)
+    store.clear_persisted(pending)
+    assert store.pending_persist(10) == []
 
 
 def test_decisions_of_many_users_are_read_at_once(store):
@@ -195,15 +232,17 @@ def test_the_buffer_is_drained_in_order_in_batches_and_trimmed(store):
         batches.append(batch)
         return len(batch) * 10
 
-    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 40
-    assert batches == [["a", "b"], ["c", "d"]]
-    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 10
-    assert batches[2:] == [["e"]]
+    # Each append's entries stay together and in order (in one shard's buffer); a drain takes at
+    # most `max_batches` batches in all.
+    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 30
+    assert batches == [["a", "b"], ["c"]]
+    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 20
+    assert batches[2:] == [["d", "e"]]
     assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 0
 
 
 def test_one_drain_at_a_time():
-    store = RedisHotStore(settings.REDIS_URL, prefix="test:hot:")
+    store = redis_store()
     store.reset()
     store.append_history(["a"])
     inner = []
@@ -222,7 +261,7 @@ def test_one_drain_at_a_time():
 
 
 def test_entries_stay_buffered_when_their_insert_fails():
-    store = RedisHotStore(settings.REDIS_URL, prefix="test:hot:")
+    store = redis_store()
     store.reset()
     store.append_history(["a", "b"])
 
@@ -375,8 +414,8 @@ def test_a_charged_read_reads_the_user_or_refuses_without_counting(store):
 
 
 def test_every_process_shares_the_limits_through_redis():
-    first = RedisHotStore(settings.REDIS_URL, prefix="test:hot:")
-    second = RedisHotStore(settings.REDIS_URL, prefix="test:hot:")
+    first = redis_store()
+    second = redis_store()
     first.reset()
     try:
         for _ in range(3):
