@@ -100,6 +100,17 @@ def run_on_own_data(db_name: str, redis_db: int, run: Callable[[], int], keep: b
             flush_redis(redis_db)
 
 
+def waiting_to_persist(client) -> int:
+    """Users marked for the write-behind in the hot store's Redis db that `client` reads: the
+    members of every shard's `persist`, counted in one pipeline (Django set up on that db)."""
+    from presence import hot
+
+    pipe = client.pipeline(transaction=False)
+    for shard in hot.store().shards:
+        pipe.zcard(shard.persist)
+    return sum(pipe.execute())
+
+
 def close_django() -> None:
     from django.db import connections
 

@@ -9,9 +9,9 @@ On PostgreSQL (its own database, `sparks_presence_bench`, created and dropped) a
 flushed at start and end). The database rows come from `bulk_create`; the hot store is written
 directly with one Redis pipeline, using `presence.hot`'s encoders, in the shape
 `services.recompute` leaves it: per user the hash (`d:`/`q:` per device, `ctx`, `dec`, `ver`,
-`loaded`), the user in the `due` sorted set at its decision's `valid_until`, and the store's epoch
-key (as in a deployment that has been running: without it the sweep takes its rebuild-after-a-
-Redis-restart path). Before timing, two sample users (one fresh, one stale) are rebuilt by
+`loaded`), the user in its shard's `due` sorted set at its decision's `valid_until`, and every
+shard's epoch key (as in a deployment that has been running: without them the sweep takes its
+rebuild-after-a-Redis-restart path). Before timing, two sample users (one fresh, one stale) are rebuilt by
 `services.recompute` itself and compared field for field with what was written, so the
 replica is known to be exact.
 
@@ -130,7 +130,7 @@ def run(args) -> int:
             fields.update(hot.device_fields(device))
         pipe.hset(store.user_key(user.pk), mapping=fields)
         if hot_decision.valid_until is not None:
-            pipe.zadd(store.due_key, {str(user.pk): hot_decision.valid_until})
+            pipe.zadd(store.shard(user.pk).due, {str(user.pk): hot_decision.valid_until})
         states.append(
             PresenceState(
                 user=user,
@@ -150,7 +150,7 @@ def run(args) -> int:
         if len(pipe) >= CHUNK:
             pipe.execute()
     pipe.execute()
-    store.check_epoch()  # a running deployment: the store has its epoch
+    store.lost_shards()  # a running deployment: every shard has its epoch
     Device.objects.bulk_create(devices, batch_size=CHUNK)
     PresenceState.objects.bulk_create(states, batch_size=CHUNK)
     with connection.cursor() as cursor:
@@ -264,7 +264,7 @@ def check_replica(fresh_user, fresh_seen, stale_user, stale_seen) -> None:
         store.client.delete(store.user_key(user.pk))  # not loaded: recompute rebuilds from the rows
         services.recompute(user, seen)
         rebuilt = store.read(user.pk)
-        score = store.client.zscore(store.due_key, str(user.pk))
+        score = store.client.zscore(store.shard(user.pk).due, str(user.pk))
         after = PresenceState.objects.get(user=user)
         if rebuilt != written:
             diff = {

@@ -335,9 +335,10 @@ class Sparks:
         client = redis.Redis.from_url(_stack.redis_url(REDIS_DB), decode_responses=True)
         started = time.monotonic()
         while True:
-            pending = client.zcard(layout.KEY_PREFIX + layout.PERSIST_KEY)
+            pending = _stack.waiting_to_persist(client)
             decisions = {}
-            for key in client.scan_iter(f"{layout.KEY_PREFIX}{layout.USER_KEY_PREFIX}*"):
+            # Every shard's user hashes: <prefix><shard's tag><user key prefix><user id>.
+            for key in client.scan_iter(f"{layout.KEY_PREFIX}*:{layout.USER_KEY_PREFIX}*"):
                 dec = client.hget(key, layout.FIELD_DECISION)
                 if dec:
                     decisions[int(key.rsplit(":", 1)[1])] = json.loads(dec)

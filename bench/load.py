@@ -76,13 +76,10 @@ import _stack
 
 sys.path.insert(0, str(_stack.ROOT))
 from deploy import processes  # what `make serve-prod` runs
-from presence.hot import layout
 
 DB_NAME = "sparks_presence_bench_load"
 REDIS_DB = 10
 VENV_BIN = Path(sys.executable).parent
-PERSIST_KEY = layout.KEY_PREFIX + layout.PERSIST_KEY
-PERSIST_SEQ_KEY = layout.KEY_PREFIX + layout.PERSIST_SEQ_KEY
 MANUAL_STATUSES = ("available", "busy", "away", "dnd", "offline")
 MESSAGES = ("", "", "Workshop", "Back at 3", "Heads down")
 
@@ -246,10 +243,13 @@ class Servers:
         no-op write, the user's rows are current) and the mark must go."""
         import redis
 
+        from presence import hot
+
         client = redis.Redis.from_url(_stack.redis_url(REDIS_DB))
-        client.zadd(PERSIST_KEY, {str(user_id): client.incr(PERSIST_SEQ_KEY)})
+        shard = hot.store().shard(user_id)
+        client.zadd(shard.persist, {str(user_id): client.incr(shard.persist_seq)})
         deadline = time.monotonic() + timeout
-        while client.zcard(PERSIST_KEY):
+        while client.zcard(shard.persist):
             if time.monotonic() > deadline:
                 raise SystemExit(f"the Celery worker did not write behind within {timeout:.0f} s")
             time.sleep(0.1)
@@ -697,7 +697,7 @@ def wait_written_behind(timeout: float = 30.0) -> float:
 
     client = redis.Redis.from_url(_stack.redis_url(REDIS_DB))
     started = time.monotonic()
-    while client.zcard(PERSIST_KEY):
+    while _stack.waiting_to_persist(client):
         if time.monotonic() - started > timeout:
             raise SystemExit(f"the writes behind did not settle within {timeout:.0f} s")
         time.sleep(0.1)

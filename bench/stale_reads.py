@@ -233,14 +233,16 @@ class Organization:
                 layout.FIELD_DECISION: encoded.encode(),
                 **hot.device_fields(hot_device),
             }
-            key = store.user_key(state.user_id)
+            shard = store.shard(state.user_id)
+            key = shard.user(state.user_id)
             pipe.delete(key)
             if keep_hot:
-                pipe.hset(key, mapping=fields).zadd(store.due_key, {str(state.user_id): encoded.valid_until})
+                pipe.hset(key, mapping=fields).zadd(shard.due, {str(state.user_id): encoded.valid_until})
             else:
-                pipe.zrem(store.due_key, str(state.user_id))
+                pipe.zrem(shard.due, str(state.user_id))
             decisions.copy_to_row(state, encoded, device.last_seen_at)
-        pipe.delete(store.history_key, store.persist_key, store.dirty_key)
+        for shard in store.shards:  # one DEL per shard: its keys share one slot
+            pipe.delete(shard.history, shard.persist, shard.dirty)
         pipe.execute()
         fields = ["status", "activity", "status_msg", "last_active_at", "currently_active", "reason", "valid_until"]
         PresenceState.objects.bulk_update(self.states, [*fields, "changed_at", "computed_at"], batch_size=CHUNK)

@@ -30,7 +30,8 @@ Measured, one user per device to start with (N users of one organization, device
    `services.flush_device_activity()`;
 4. Redis memory: `MEMORY USAGE` of every user hash, averaged, with 1, 2 and 3 devices per user
    (each new device signed in and heartbeating once, so its rate-limit field exists), and of the
-   bookkeeping (`due`, `dirty`, `persist`, `history`) per member when they hold every user;
+   bookkeeping (`due`, `dirty`, `persist`, `history`, each the sum over the layout's shards) per
+   member when they hold every user;
 5. CPU: `time.process_time()` of this process over each loop: the Python side (service code,
    redis-py, Django) without the time spent waiting on Redis or PostgreSQL; the Redis server's own
    CPU (`INFO cpu`, user + sys) is given beside it.
@@ -302,6 +303,12 @@ def run(args) -> int:
     services.flush_device_activity()
     print(f"populated in {time.perf_counter() - t0:.1f} s ({warm:,} of {users_n:,} first heartbeats steady)")
 
+    # The bookkeeping exists once per shard: each figure of it is the sum over the shards' keys.
+    due_keys = [shard.due for shard in store.shards]
+    dirty_keys = [shard.dirty for shard in store.shards]
+    persist_keys = [shard.persist for shard in store.shards]
+    history_keys = [shard.history for shard in store.shards]
+
     round_trips = RoundTrips()
     meter = RedisMeter(meter_client, round_trips)
     checks: dict[str, bool] = {}
@@ -316,7 +323,7 @@ def run(args) -> int:
     heartbeat = meter.per(args.heartbeats)
     checks["every heartbeat applied on the steady lane"] = applied == args.heartbeats
     checks["one EVALSHA per heartbeat"] = meter.commands["evalsha"] == args.heartbeats
-    checks["no device marked for the flush"] = client.scard(store.dirty_key) == 0
+    checks["no device marked for the flush"] = total(client, "scard", dirty_keys) == 0
     results["heartbeat"] = heartbeat
 
     # --- 2. state changes and their write-behind --------------------------------------------------
@@ -344,10 +351,10 @@ def run(args) -> int:
                 visibility[device_id] = value
                 expected = "away" if value == HIDDEN else "available"
                 flipped += outcome.applied == 1 and outcome.presence.status == expected
-        marked += client.zcard(store.persist_key)
+        marked += total(client, "zcard", persist_keys)
         if not memory_marks:  # the bookkeeping of a round of changes, one per user, before it is written
-            memory_marks["persist"] = memory_usage(client, store.persist_key) / len(batch)
-            memory_marks["history"] = memory_usage(client, store.history_key) / len(batch)
+            memory_marks["persist"] = memory_usage_of(client, persist_keys) / len(batch)
+            memory_marks["history"] = memory_usage_of(client, history_keys) / len(batch)
         with persist_meter.measure(), sql_persist.measure():
             persisted_users += services.persist_pending()
         done += len(batch)
@@ -361,7 +368,7 @@ def run(args) -> int:
     checks["no SQL statement on a change (written behind)"] = sum(sql_changes.statements.values()) == 0
     checks["the write-behind wrote every marked user"] = persisted_users == m
     checks["one presence and one device history row per change"] = presence_rows == m and device_rows == m
-    left = client.zcard(store.persist_key) + client.llen(store.history_key)
+    left = total(client, "zcard", persist_keys) + total(client, "llen", history_keys)
     checks["nothing left to write behind"] = left == 0
     checks["the database equals the hot store after persist"] = database_equals_hot(store, users)
     results["change"] = change
@@ -381,10 +388,10 @@ def run(args) -> int:
     marking_meter = RedisMeter(meter_client, round_trips)
     with marking_meter.measure():
         marking_applied = sum(beat(u, d) for u, d in devices)
-    dirty = client.scard(store.dirty_key)
-    memory_marks["dirty"] = memory_usage(client, store.dirty_key) / max(dirty, 1)
-    memory_marks["due"] = memory_usage(client, store.due_key) / max(client.zcard(store.due_key), 1)
-    due_members = client.zcard(store.due_key)
+    dirty = total(client, "scard", dirty_keys)
+    memory_marks["dirty"] = memory_usage_of(client, dirty_keys) / max(dirty, 1)
+    due_members = total(client, "zcard", due_keys)
+    memory_marks["due"] = memory_usage_of(client, due_keys) / max(due_members, 1)
     flush_meter = RedisMeter(meter_client, round_trips)
     sql_flush = SqlMeter()
     with flush_meter.measure(), sql_flush.measure():
@@ -438,6 +445,22 @@ def run(args) -> int:
 
 def memory_usage(client, key: str) -> int:
     return client.memory_usage(key, samples=0) or 0
+
+
+def total(client, command: str, keys: list[str]) -> int:
+    """`command` (a count: zcard, scard, llen) of every key, pipelined, added up."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        getattr(pipe, command)(key)
+    return sum(pipe.execute())
+
+
+def memory_usage_of(client, keys: list[str]) -> int:
+    """MEMORY USAGE (SAMPLES 0) of the keys, pipelined, added up (a missing key counts 0)."""
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.memory_usage(key, samples=0)
+    return sum(size or 0 for size in pipe.execute())
 
 
 def hot_users_of(store, users) -> dict:
