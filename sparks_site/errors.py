@@ -138,12 +138,15 @@ def unavailable_service(exc: BaseException) -> str | None:
     connection, a timeout), else None. Such a failure is the deployment's, not the request's: the
     client should retry, and nothing was changed."""
     from django.db import InterfaceError, OperationalError
+    from redis.exceptions import ClusterDownError, SlotNotCoveredError
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 
     if isinstance(exc, OperationalError | InterfaceError):
         return "database"
-    if isinstance(exc, RedisConnectionError | RedisTimeoutError):
+    # A Redis Cluster between a master's failure and its replica's promotion answers CLUSTERDOWN,
+    # or leaves the master's slots uncovered: down for a few seconds, as a dropped connection is.
+    if isinstance(exc, RedisConnectionError | RedisTimeoutError | ClusterDownError | SlotNotCoveredError):
         return "redis"
     return None
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Iterator
 
@@ -44,7 +45,20 @@ def _fresh_redis(_runs_on_the_real_stack) -> None:
 
 @pytest.fixture(autouse=True)
 def _clean_cache() -> None:
+    # On Redis, the cache's clear empties the test db, hot state included: each test starts with
+    # none. On a cluster run the hot state lives on the suite's own cluster, emptied alike.
+    from django.conf import settings
+
     cache.clear()
+    if settings.REDIS_CLUSTER_NODES:
+        _test_cluster(tuple(settings.REDIS_CLUSTER_NODES)).flushall(target_nodes="primaries")
+
+
+@functools.cache
+def _test_cluster(nodes: tuple[str, ...]):
+    from presence.hot.connection import Target, sync_client
+
+    return sync_client(Target(cluster_nodes=nodes))
 
 
 @pytest.fixture(autouse=True)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 
 
 @dataclass(frozen=True)
@@ -44,7 +45,10 @@ def startup_nodes(nodes: Sequence[str]) -> list[ClusterNode]:
 
 def sync_client(target: Target) -> redis.Redis | RedisCluster:
     if target.is_cluster:
-        return RedisCluster(startup_nodes=startup_nodes(target.cluster_nodes), decode_responses=True)
+        try:  # the cluster client reads the cluster's slots at once
+            return RedisCluster(startup_nodes=startup_nodes(target.cluster_nodes), decode_responses=True)
+        except RedisClusterException as error:
+            raise redis.exceptions.ConnectionError(f"no node of the Redis Cluster answers: {error}") from error
     return redis.Redis.from_url(target.url, decode_responses=True)
 
 

@@ -40,7 +40,13 @@ def shard_tag(shard: int) -> str:
 
 # --- Keys under the prefix and a shard's tag ----------------------------------------------------
 
-USER_KEY_PREFIX = "u:"  # + user id: the user's hash
+
+def user_key(user_id: int, prefix: str = KEY_PREFIX) -> str:
+    """The key of a user's hash (`RedisHotStore.user_key`)."""
+    return f"{prefix}{shard_tag(shard_of(user_id))}{USER_KEY_PREFIX}{user_id}"
+
+
+USER_KEY_PREFIX = "u:"  # + user id: the user's hash (`user_key`)
 DUE_KEY = "due"  # sorted set: the shard's users by their decision's valid_until
 DIRTY_KEY = "dirty"  # set of "<user id>:<device id>": device times due for the database copy
 EPOCH_KEY = "epoch"  # set once per shard; missing after its Redis lost its data (or a layout change)

@@ -84,8 +84,9 @@ class HotStore(Protocol):
         ...
 
     def pending_persist(self, limit: int) -> list[tuple[int, int]]:
-        """Users marked for the database writer before this call, oldest mark first, as
-        (user id, mark); at most `limit`."""
+        """Users marked for the database writer before this call, as (user id, mark); at most
+        `limit`. Oldest mark first within a shard (marks of different shards do not compare), no
+        shard left behind the others from one call to the next."""
         ...
 
     def clear_persisted(self, marks: list[tuple[int, int]]) -> None:
@@ -122,8 +123,8 @@ class HotStore(Protocol):
     def drain_history(
         self, insert: Callable[[list[str]], int], batch_size: int, max_batches: int, lock_seconds: float
     ) -> int:
-        """Hand the buffered history to `insert`, oldest first, in batches of `batch_size` (at most
-        `max_batches`); returns the sum of what `insert` answered. Each batch is trimmed from the
+        """Hand the buffered history to `insert`, oldest first (within a shard's buffer: entries
+        carry their times), in batches of `batch_size` (at most `max_batches` in all); returns the sum of what `insert` answered. Each batch is trimmed from the
         buffer only once `insert` returned, so a drain that fails or dies halfway loses nothing.
         One drain at a time, under a lock of `lock_seconds`: another one meanwhile returns 0.
         0 on a store without a buffer."""

@@ -128,6 +128,7 @@ class RedisHotStore:
         self._user = self.client.register_script(lua_source("commit_user"))
         self._heartbeat = self.client.register_script(self._heartbeat_source)
         self._history_turn = itertools.count()
+        self._persist_turn = itertools.count()
 
     def shard(self, user_id: int) -> ShardKeys:
         return self.shards[shard_of(user_id)]
@@ -153,7 +154,9 @@ class RedisHotStore:
     def _pipelined(self, script: Script, calls: list[tuple[list[str], list[str]]]) -> list:
         pipe = self.client.pipeline(transaction=False)
         for keys, args in calls:
-            pipe.evalsha(script.sha, len(keys), *keys, *args)
+            # Through execute_command: the cluster pipeline refuses its `evalsha` method (a script
+            # may name keys of many slots) but routes the command by its keys, one slot each here.
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
         return pipe.execute(raise_on_error=False)
 
     def read(self, user_id: int) -> dict[str, str]:
@@ -213,7 +216,12 @@ class RedisHotStore:
         return bool(self._steady(keys=keys, args=args))
 
     def pending_persist(self, limit: int) -> list[tuple[int, int]]:
-        calls = [([shard.persist, shard.persist_seq], [str(limit)]) for shard in self.shards]
+        # Each shard's marks are its own counter's, oldest first; the shards are taken from a
+        # starting point that moves on with every call, so that none waits behind the others
+        # when there is more to write than one call takes.
+        start = next(self._persist_turn) % SHARDS
+        shards = self.shards[start:] + self.shards[:start]
+        calls = [([shard.persist, shard.persist_seq], [str(limit)]) for shard in shards]
         marks = [
             (int(found[i]), int(found[i + 1]))
             for found in self._run_many(self._pending, calls)
@@ -351,7 +359,10 @@ class RedisHotStore:
     def forget_user(self, user_id: int) -> None:
         shard = self.shard(user_id)
         pipe = self.client.pipeline(transaction=True)  # one shard: one slot, one MULTI on a cluster
-        pipe.delete(shard.user(user_id)).zrem(shard.due, user_id).zrem(shard.persist, user_id).execute()
+        pipe.delete(shard.user(user_id))
+        pipe.zrem(shard.due, user_id)
+        pipe.zrem(shard.persist, user_id)
+        pipe.execute()
 
     def lost_shards(self) -> set[int]:
         # SET NX succeeds only where the key is missing: first use, a Redis (or cluster master

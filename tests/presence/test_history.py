@@ -79,6 +79,7 @@ def test_a_policy_change_records_the_recompute_it_causes(
 
 def test_the_embedded_default_writes_entries_at_once(alice, settings):
     settings.REDIS_URL = ""
+    settings.REDIS_CLUSTER_NODES = []
     assert isinstance(hot.store(), hot.LocalHotStore)
     hot.store().reset()
     device, _ = services.register_device(alice, "alice-laptop")

@@ -219,6 +219,8 @@ def test_a_change_while_redis_is_unreachable_is_refused_before_anything_is_store
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
     settings.REDIS_URL = f"redis://127.0.0.1:{closed_port}/0"
+    if settings.REDIS_CLUSTER_NODES:
+        settings.REDIS_CLUSTER_NODES = [f"127.0.0.1:{closed_port}"]
 
     response = alice_api.put("/api/v1/me/status", {"status": "busy"}, format="json")
 

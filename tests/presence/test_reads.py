@@ -274,6 +274,7 @@ def test_after_a_redis_restart_a_read_answers_what_the_sweep_then_stores(alice, 
 
 def test_the_embedded_default_reads_without_storing_too(alice, bob, settings):
     settings.REDIS_URL = ""
+    settings.REDIS_CLUSTER_NODES = []
     settings.PRESENCE_WRITE_BEHIND = False
     assert isinstance(hot.store(), hot.LocalHotStore)
     hot.store().reset()

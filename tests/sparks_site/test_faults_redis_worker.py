@@ -378,7 +378,7 @@ def heartbeat_all(devices: list[FakeDevice]) -> None:
 
 def user_key(user: User) -> str:
     """The user's hash in the deployment's hot store."""
-    return f"{layout.KEY_PREFIX}{layout.USER_KEY_PREFIX}{user.pk}"
+    return layout.user_key(user.pk)
 
 
 def assert_unavailable(response: httpx.Response) -> None:

@@ -78,6 +78,7 @@ def test_the_key_prefix_carries_the_layouts_version():
     assert store.prefix.endswith(f":v{layout.LAYOUT_VERSION}:")
     assert store.user_key(7) == f"{layout.KEY_PREFIX}{{p:07}}:u:7"
     assert store.user_key(7 + layout.SHARDS) == f"{layout.KEY_PREFIX}{{p:07}}:u:{7 + layout.SHARDS}"
+    assert layout.user_key(7 + layout.SHARDS) == store.user_key(7 + layout.SHARDS)
     assert store.shard(7).epoch == layout.KEY_PREFIX + "{p:07}:" + layout.EPOCH_KEY
 
 
