@@ -1,7 +1,7 @@
 """Scaling with web processes: REST heartbeat throughput and p99 of the production web server with
 1, 2 and 4 processes, side by side in one run, as ratios to one process, and where the curve bends.
 
-    python bench/scaling.py                    # 1, 2 and 4 processes, 3 rounds of 10 s each
+    python bench/scaling.py                    # 1, 2 and 4 processes, 5 rounds of 10 s each (~3 min)
     python bench/scaling.py --quick            # 20 users, 1 round of 2 s (a smoke run)
     python bench/scaling.py --processes 1,2,3,4,6,8 --server-cpu 0-3 --load-cpu 4   # a bigger machine
 
@@ -238,7 +238,7 @@ def bend(figures: dict[int, dict], counts: list[int], threshold: float) -> tuple
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--processes", default="1,2,4", help="web process counts, the first the baseline (1,2,4)")
-    parser.add_argument("--runs", type=int, default=3, help="rounds; the median is reported (default 3)")
+    parser.add_argument("--runs", type=int, default=5, help="rounds; the median is reported (default 5)")
     parser.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
     parser.add_argument("--connections", type=int, default=16, help="requests in flight (default 16)")
     parser.add_argument("--users", type=int, default=50, help="users, one device each (default 50)")
