@@ -278,6 +278,14 @@ def main() -> int:
     runs: dict[int, list[dict]] = {count: [] for count in counts}
 
     def run() -> int:
+        # The servers stop before the benchmark's database is dropped and its Redis db flushed
+        # (`run_on_own_data`): still running, the worker and beat would write to them again.
+        try:
+            return measure_all()
+        finally:
+            stack.stop()
+
+    def measure_all() -> int:
         started = time.monotonic()
         stack.seed()
         stack.start()
