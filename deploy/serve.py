@@ -29,6 +29,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 DEPLOY_DIR = Path(__file__).resolve().parent
@@ -83,8 +84,17 @@ def live_timeout_seconds(env: dict[str, str]) -> int:
 
 
 def render_nginx(
-    run_dir: Path, host: str, port: int, web_port: int, live_port: int, static_root: Path, env: dict[str, str]
+    run_dir: Path,
+    host: str,
+    port: int,
+    web_addresses: Sequence[str],
+    live_addresses: Sequence[str],
+    static_root: Path,
+    env: dict[str, str],
 ) -> Path:
+    """nginx's config in `run_dir`, listening on host:port, in front of the web servers at
+    `web_addresses` and the live servers at `live_addresses` ("host:port" each): serve-prod's one
+    of each on loopback, or every node's of a deployment of several (README, "Several web nodes")."""
     cert, key = env.get("TLS_CERT_FILE", ""), env.get("TLS_KEY_FILE", "")
     listen = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     tls = ""
@@ -106,8 +116,8 @@ def render_nginx(
         "run_dir": str(run_dir),
         "mime_types": "/etc/nginx/mime.types",
         "deploy_dir": str(DEPLOY_DIR),
-        "web_address": f"{LOOPBACK}:{web_port}",
-        "live_address": f"{LOOPBACK}:{live_port}",
+        "web_servers": _upstream_servers(web_addresses),
+        "live_servers": _upstream_servers(live_addresses),
         "listen": listen,
         "tls": tls,
         "static_root": str(static_root.resolve()),
@@ -122,17 +132,42 @@ def render_nginx(
     return path
 
 
+def _upstream_servers(addresses: Sequence[str]) -> str:
+    if not addresses:
+        raise ValueError("an upstream needs at least one server")
+    return "\n        ".join(f"server {address};" for address in addresses)
+
+
+def start_servers(
+    supervisor: Supervisor, bin_dir: Path, host: str, web_port: int, live_port: int, web_workers: int, proxy: str
+) -> None:
+    """One node's web and live servers on host's ports, believing the forwarded headers of the
+    proxy at address `proxy` only: what serve-prod runs behind its nginx, and each node of a
+    deployment of several runs behind the shared one."""
+    supervisor.start("web", processes.web_command(bin_dir, host, web_port, web_workers))
+    supervisor.start("live", processes.live_command(bin_dir, host, live_port, forwarded_allow_ips=proxy))
+
+
 class Supervisor:
     """Children in sessions of their own (a terminal's Ctrl-C reaches this process only), each
     stopped with its whole process group (granian's and Celery's workers too)."""
 
-    def __init__(self, env: dict[str, str]) -> None:
+    def __init__(self, env: dict[str, str], log_dir: Path | None = None) -> None:
         self.env = env
+        # Each child's output: `<name>.log` there, else this process's stdout and stderr.
+        self.log_dir = log_dir
         self.children: dict[str, subprocess.Popen] = {}
         self.stopping = False
 
     def start(self, name: str, command: list[str]) -> None:
-        self.children[name] = subprocess.Popen(command, cwd=PROJECT_DIR, env=self.env, start_new_session=True)
+        output = (self.log_dir / f"{name}.log").open("ab") if self.log_dir else None
+        try:
+            self.children[name] = subprocess.Popen(
+                command, cwd=PROJECT_DIR, env=self.env, start_new_session=True, stdout=output, stderr=output
+            )
+        finally:
+            if output is not None:
+                output.close()  # the child has its own copy of the descriptor
 
     def watch(self) -> int:
         """Until a signal or a child's exit: 0 after a signal, 1 when a child exited."""
@@ -213,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
     static_root = Path(env.get("STATIC_ROOT") or PROJECT_DIR / "staticfiles")
 
     web_port, live_port = free_port(), free_port()
-    config = render_nginx(run_dir, args.host, args.port, web_port, live_port, static_root, env)
+    config = render_nginx(
+        run_dir, args.host, args.port, [f"{LOOPBACK}:{web_port}"], [f"{LOOPBACK}:{live_port}"], static_root, env
+    )
     if subprocess.run([args.nginx, "-t", "-q", "-e", "stderr", "-p", str(run_dir), "-c", str(config)]).returncode:
         return 1
 
@@ -225,8 +262,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     try:
-        supervisor.start("web", processes.web_command(bin_dir, LOOPBACK, web_port, args.web_workers))
-        supervisor.start("live", processes.live_command(bin_dir, LOOPBACK, live_port, forwarded_allow_ips=LOOPBACK))
+        start_servers(supervisor, bin_dir, LOOPBACK, web_port, live_port, args.web_workers, proxy=LOOPBACK)
         supervisor.start("worker", processes.worker_command(bin_dir))
         supervisor.start("beat", processes.beat_command(bin_dir))
         supervisor.start("nginx", [args.nginx, "-e", "stderr", "-p", str(run_dir), "-c", str(config)])

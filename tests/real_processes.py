@@ -1,10 +1,12 @@
 """Helpers for the tests that start real processes (servers, Celery, a Redis of their own): a free
 port, polling until a deadline, Celery processes logging to files, a private redis-server,
-`manage.py runserver`."""
+`manage.py runserver`; for the production deployments: nginx, a database of their own, the
+environment they start from, the colleagues they know."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import psycopg
 import redis
 
 PROJECT_DIR = Path(__file__).resolve().parents[1]
@@ -166,3 +169,71 @@ def make_run_environment(**settings: str) -> dict[str, str]:
     )
     env.update(settings)
     return env
+
+
+NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
+
+
+def nginx_available() -> bool:
+    """Whether nginx is at NGINX; when missing, installed as `make serve-prod` would (Debian's package)."""
+    if not os.path.exists(NGINX):
+        subprocess.run(["make", "-s", NGINX], cwd=PROJECT_DIR, capture_output=True, timeout=600)
+    return os.access(NGINX, os.X_OK)
+
+
+def deployment_environment() -> dict[str, str]:
+    """The suite's environment without what must not reach a deployment: the outer make's
+    variables, and the suite's choice to run tasks in-process."""
+    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CELERY_TASK_ALWAYS_EAGER", "BEAT_IN_PROCESS"}
+    return {key: value for key, value in os.environ.items() if key not in drop}
+
+
+@contextlib.contextmanager
+def throwaway_database(suffix: str) -> Iterator[str]:
+    """`postgres://…` of an empty PostgreSQL database beside the suite's (its name the suite's
+    test database's and `suffix`), dropped on leaving."""
+    from django.conf import settings
+
+    from tests.databases import database_url
+
+    name = f"{settings.DATABASES['default']['NAME']}_{suffix}"
+    with psycopg.connect(database_url("postgres"), autocommit=True) as connection:
+        connection.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield database_url(name)
+    finally:
+        with psycopg.connect(database_url("postgres"), autocommit=True) as connection:
+            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def manage_shell(env: dict[str, str], code: str) -> str:
+    """What `manage.py shell -c code` printed, run with `env` (a deployment's database)."""
+    done = subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=PROJECT_DIR, env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+# Colleagues of one organization with API tokens, made in a deployment's own database.
+_SEED = """
+import json
+from rest_framework.authtoken.models import Token
+from orgs.models import Membership, User
+from orgs.services import ensure_organization, set_membership
+organization = ensure_organization("prod", "Production")
+people = {}
+for name in NAMES:
+    user = User.objects.create_user(username=name, email=f"{name}@prod.example")
+    set_membership(user, organization, Membership.Role.MEMBER)
+    people[name] = {"token": Token.objects.create(user=user).key, "id": str(user.public_id)}
+print(json.dumps(people))
+"""
+
+
+def seed_colleagues(env: dict[str, str], *names: str) -> dict[str, dict[str, str]]:
+    """Members of one organization ("prod") in the deployment's database, by name: each one's API
+    `token` and public `id`."""
+    printed = manage_shell(env, f"NAMES = {list(names)!r}\n" + _SEED)
+    return json.loads(printed.strip().splitlines()[-1])

@@ -71,3 +71,15 @@ def test_the_heartbeat_benchmark_measures_the_production_servers_direct_and_behi
     assert "  prod " in output
     if proxy:
         assert "  prod via nginx " in output
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="the HTTP load generator, wrk, is not installed")
+def test_the_scaling_benchmark_measures_each_web_process_count_against_one():
+    output = run("scaling.py", "--json")
+    figures = json.loads(output.splitlines()[-1])
+
+    results = figures["results"]
+    assert list(results) == ["1", "2", "4"]
+    assert results["1"]["ratio"] == 1.0  # the baseline: every other count is a ratio to it
+    assert all(result["requests"] > 0 and result["errors"] == 0 for result in results.values())
+    assert "the curve " in output

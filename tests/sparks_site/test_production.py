@@ -30,43 +30,27 @@ from pathlib import Path
 from queue import Empty, Queue
 
 import httpx
-import psycopg
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from django.conf import settings
 from websockets.sync.client import connect
 
 from deploy import serve
-from tests.databases import database_url
-from tests.real_processes import PrivateRedis, eventually, free_port
+from tests.real_processes import (
+    NGINX,
+    PrivateRedis,
+    deployment_environment,
+    eventually,
+    free_port,
+    nginx_available,
+    seed_colleagues,
+    throwaway_database,
+)
 
 PROJECT_DIR = Path(__file__).resolve().parents[2]
-NGINX = os.environ.get("NGINX", "/usr/sbin/nginx")
 STARTUP_SECONDS = 60
-# Who the deployment knows: two colleagues of one organization, with API tokens.
-SEED = """
-import json
-from rest_framework.authtoken.models import Token
-from orgs.models import Membership, User
-from orgs.services import ensure_organization, set_membership
-organization = ensure_organization("prod", "Production")
-people = {}
-for name in ("ada", "ben"):
-    user = User.objects.create_user(username=name, email=f"{name}@prod.example")
-    set_membership(user, organization, Membership.Role.MEMBER)
-    people[name] = {"token": Token.objects.create(user=user).key, "id": str(user.public_id)}
-print(json.dumps(people))
-"""
-
-
-def _nginx_available() -> bool:
-    if not os.path.exists(NGINX):
-        # As `make serve-prod` would: Debian's package, installed when missing.
-        subprocess.run(["make", "-s", NGINX], cwd=PROJECT_DIR, capture_output=True, timeout=600)
-    return os.access(NGINX, os.X_OK)
 
 
 def _serve_prod_command(port: int, workdir: Path, env: dict[str, str]) -> list[str]:
@@ -79,13 +63,6 @@ def _serve_prod_command(port: int, workdir: Path, env: dict[str, str]) -> list[s
     command = shlex.split(printed.replace("\\\n", " "))
     assert command[1:2] == ["deploy/serve.py"], printed
     return command
-
-
-def _clean_environment() -> dict[str, str]:
-    """The suite's environment without what must not reach a deployment: the outer make's
-    variables, and the suite's choice to run tasks in-process."""
-    drop = {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "CELERY_TASK_ALWAYS_EAGER", "BEAT_IN_PROCESS"}
-    return {key: value for key, value in os.environ.items() if key not in drop}
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -124,38 +101,24 @@ class Production:
         headers = {"Authorization": f"Token {token}"} if token else {}
         return httpx.Client(base_url=self.base_url, verify=self.tls, headers=headers, timeout=15)
 
-    def manage_shell(self, code: str) -> str:
-        done = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", code],
-            cwd=PROJECT_DIR, env=self.env, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
 
 @pytest.fixture
 def own_database() -> Iterator[str]:
     """A PostgreSQL database of the deployment's own, beside the suite's, dropped after."""
-    name = f"{settings.DATABASES['default']['NAME']}_serve_{uuid.uuid4().hex[:8]}"
-    with psycopg.connect(database_url("postgres"), autocommit=True) as connection:
-        connection.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield database_url(name)
-    finally:
-        with psycopg.connect(database_url("postgres"), autocommit=True) as connection:
-            connection.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    with throwaway_database(f"serve_{uuid.uuid4().hex[:8]}") as url:
+        yield url
 
 
 @pytest.fixture
 def production(tmp_path, own_database) -> Iterator[Production]:
-    if not _nginx_available():
+    if not nginx_available():
         pytest.skip(f"nginx is not installed at {NGINX} and could not be installed")
     redis_server = PrivateRedis(tmp_path)
     redis_server.start()
     cert, key = _self_signed(tmp_path)
     port = free_port()
     env = {
-        **_clean_environment(),
+        **deployment_environment(),
         "DATABASE_URL": own_database,
         "REDIS_URL": redis_server.url,
         "SECRET_KEY": secrets.token_urlsafe(50),
@@ -254,7 +217,7 @@ def test_the_whole_product_answers_on_one_port(production: Production):
     assert plain.status_code == 301
     assert plain.headers["Location"] == f"https://127.0.0.1:{stack.port}/admin/login/"
 
-    people = json.loads(stack.manage_shell(SEED).strip().splitlines()[-1])
+    people = seed_colleagues(stack.env, "ada", "ben")
     ada, ben = people["ada"], people["ben"]
 
     # Ben watches over the websocket (token subprotocol) and over SSE, both through the one port.
@@ -302,7 +265,7 @@ def test_the_whole_product_answers_on_one_port(production: Production):
 
 def test_the_deployment_check_gives_no_warning_with_the_production_settings(tmp_path):
     """The environment serve-prod gives its Django processes (with TLS) passes `check --deploy`."""
-    base = {**_clean_environment(), "SECRET_KEY": secrets.token_urlsafe(50)}
+    base = {**deployment_environment(), "SECRET_KEY": secrets.token_urlsafe(50)}
     env = serve.app_environment(base, tls=True, metrics_dir=tmp_path)
     done = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],

@@ -66,7 +66,9 @@ def test_the_plain_http_nginx_config_is_valid(tmp_path):
     nginx = os.environ.get("NGINX", "/usr/sbin/nginx")
     if not os.access(nginx, os.X_OK):
         pytest.skip(f"nginx is not installed at {nginx}")
-    config = serve.render_nginx(tmp_path, "127.0.0.1", 8000, 8001, 8002, tmp_path / "static", env={})
+    config = serve.render_nginx(
+        tmp_path, "127.0.0.1", 8000, ["127.0.0.1:8001"], ["127.0.0.1:8002"], tmp_path / "static", env={}
+    )
     text = config.read_text()
     assert "listen 127.0.0.1:8000;" in text
     assert "ssl" not in text
