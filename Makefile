@@ -5,6 +5,14 @@ BIN := $(VENV)/bin
 PORT ?= 8000
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/sparks_presence
 TEST_REDIS_URL ?= redis://127.0.0.1:6379/1
+# The suites of the hot state and the live fan-out run again on a real Redis Cluster on loopback
+# (three masters and their replicas, started and stopped by tests/redis_cluster.py).
+TEST_CLUSTER_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/sparks_presence_cluster
+TEST_CLUSTER_REDIS_URL ?= redis://127.0.0.1:6379/2
+CLUSTER_SUITES := tests/presence/hot tests/presence/services tests/presence/test_hot_path.py \
+	tests/presence/test_rate_limits.py tests/presence/test_fastpath.py tests/presence/test_fastlane.py \
+	tests/presence/test_reads.py tests/presence/test_history.py tests/presence/test_websocket.py \
+	tests/presence/test_hub.py
 
 .PHONY: run test lint format worker beat
 
@@ -30,13 +38,17 @@ run: $(VENV)/.installed-runtime
 
 ## test: lint, then the whole suite against PostgreSQL and Redis on 127.0.0.1 (a fresh test database).
 ## Tasks run in-process for determinism; the worker tests start real Celery workers on Redis.
-## Then the web client's unit tests on Node's own test runner (Node 20 or later, no npm package).
+## Then the hot state's and live fan-out's suites again on a local Redis Cluster (redis-server), and
+## the web client's unit tests on Node's own test runner (Node 20 or later, no npm package).
 NODE ?= node
 test: $(VENV)/.installed-dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	DATABASE_URL=$(TEST_DATABASE_URL) REDIS_URL=$(TEST_REDIS_URL) SECRET_KEY=test-only-secret-key DEBUG=0 \
 		CELERY_TASK_ALWAYS_EAGER=1 BEAT_IN_PROCESS=0 $(BIN)/pytest $(PYTEST_ARGS)
+	DATABASE_URL=$(TEST_CLUSTER_DATABASE_URL) REDIS_URL=$(TEST_CLUSTER_REDIS_URL) SECRET_KEY=test-only-secret-key \
+		DEBUG=0 CELERY_TASK_ALWAYS_EAGER=1 BEAT_IN_PROCESS=0 \
+		$(BIN)/python -m tests.redis_cluster -- $(BIN)/pytest -q $(CLUSTER_SUITES)
 	$(NODE) --test tests/js/*.test.mjs
 
 lint: $(VENV)/.installed-dev

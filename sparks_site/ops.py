@@ -75,7 +75,22 @@ def _ping_redis(url: str, timeout: float) -> str:
 def check_redis(timeout: float) -> str:
     if not settings.REDIS_URL:
         return SKIPPED
+    if settings.REDIS_CLUSTER_NODES:
+        _ping_cluster(settings.REDIS_CLUSTER_NODES, timeout)
     return _ping_redis(settings.REDIS_URL, timeout)
+
+
+def _ping_cluster(nodes: list[str], timeout: float) -> None:
+    """Every master of the hot state's cluster answers (one down leaves its shards unserved)."""
+    from redis.cluster import RedisCluster
+
+    from presence.hot.connection import Target, sync_client
+
+    client = sync_client(Target(cluster_nodes=tuple(nodes)), socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        client.ping(target_nodes=RedisCluster.PRIMARIES)
+    finally:
+        client.close()
 
 
 def check_broker(timeout: float) -> str:

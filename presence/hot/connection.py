@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import redis
 from redis.cluster import ClusterNode, RedisCluster
@@ -43,13 +44,14 @@ def startup_nodes(nodes: Sequence[str]) -> list[ClusterNode]:
     return [ClusterNode(host, int(port)) for host, _, port in (node.rpartition(":") for node in nodes)]
 
 
-def sync_client(target: Target) -> redis.Redis | RedisCluster:
+def sync_client(target: Target, **options: Any) -> redis.Redis | RedisCluster:
+    """A client of the target; `options` go to redis-py's client (timeouts, say)."""
     if target.is_cluster:
         try:  # the cluster client reads the cluster's slots at once
-            return RedisCluster(startup_nodes=startup_nodes(target.cluster_nodes), decode_responses=True)
+            return RedisCluster(startup_nodes=startup_nodes(target.cluster_nodes), decode_responses=True, **options)
         except RedisClusterException as error:
             raise redis.exceptions.ConnectionError(f"no node of the Redis Cluster answers: {error}") from error
-    return redis.Redis.from_url(target.url, decode_responses=True)
+    return redis.Redis.from_url(target.url, decode_responses=True, **options)
 
 
 def async_client(target: Target):

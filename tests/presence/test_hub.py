@@ -186,3 +186,26 @@ def test_a_client_too_far_behind_is_closed_and_left(monkeypatch):
     closed, listeners = async_to_sync(scenario)()
     assert closed == [True]
     assert listeners == {}
+
+
+def test_sockets_are_closed_to_start_afresh_when_the_layer_may_have_missed_changes():
+    """A clustered layer that lost its subscriptions for a while (a master failed over) says so:
+    changes may have been missed, so every socket is closed and its client reconnects to a fresh
+    snapshot."""
+    from presence.sharded_layer import RESUBSCRIBED
+
+    async def scenario():
+        hub = Hub()
+        closed, other_closed = [], []
+        members = [stuck_listener(closed), stuck_listener(other_closed)]
+        members[1].watch = live.Watch(OTHER_ORG)
+        for member in members:
+            await hub.join(member)
+            await hub.resume(member)
+        await hub.layer.send(hub.channel, {"type": RESUBSCRIBED})
+        await asyncio.sleep(0.3)
+        for member in members:
+            await hub.leave(member)
+        return closed, other_closed
+
+    assert async_to_sync(scenario)() == ([True], [True])
