@@ -16,13 +16,14 @@ from pathlib import Path
 
 import pytest
 import redis.exceptions
+from django.test import Client
 
 from orgs.models import User
 from presence import history, hot, selectors, services
 from presence.models import PresenceHistory, PresenceState
 from presence.services import Signal
 from presence.vocabulary import SignalType, Status
-from tests.redis_cluster import LocalCluster
+from tests.redis_cluster import LocalCluster, free_port
 
 pytestmark = [
     pytest.mark.django_db,
@@ -70,6 +71,17 @@ def until_redis_answers(action: Callable[[], object]) -> object:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.2)
+
+
+def test_readiness_asks_every_master_of_the_cluster(on_the_cluster, settings):
+    assert Client().get("/readyz").json()["checks"]["redis"]["status"] == "ok"
+
+    settings.REDIS_CLUSTER_NODES = [f"127.0.0.1:{free_port()}"]  # a cluster nobody runs
+    response = Client().get("/readyz")
+
+    assert response.status_code == 503
+    assert response.json()["failed"] == ["redis"]
+    assert response.json()["checks"]["redis"]["error"] == "ConnectionError"
 
 
 def test_presence_converges_and_the_database_keeps_everything_when_a_master_fails(on_the_cluster, cluster, make_member):
