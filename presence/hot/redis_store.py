@@ -155,9 +155,16 @@ class RedisHotStore:
         pipe = self.client.pipeline(transaction=False)
         for keys, args in calls:
             # Through execute_command: the cluster pipeline refuses its `evalsha` method (a script
-            # may name keys of many slots) but routes the command by its keys, one slot each here.
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            # may name keys of many slots). Routed to the master of its keys' slot by name: left
+            # to itself, redis-py's cluster pipeline (8.1) asks a node for an EVALSHA's keys with
+            # a COMMAND GETKEYS round trip per script before sending the batch.
+            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args, **self._route(keys[0]))
         return pipe.execute(raise_on_error=False)
+
+    def _route(self, key: str) -> dict:
+        if not self.target.is_cluster:
+            return {}
+        return {"target_nodes": self.client.get_node_from_key(key)}
 
     def read(self, user_id: int) -> dict[str, str]:
         return self.client.hgetall(self.user_key(user_id))
