@@ -2,7 +2,7 @@
 and a cluster of three, side by side in one run; throughput, the Redis work per heartbeat over all
 masters, and each master's share of it.
 
-    python bench/cluster_scaling.py            # 3,000 users, 2 client processes, 3 rounds of 10 s (~4 min)
+    python bench/cluster_scaling.py            # 3,000 users, 2 client processes, 3 rounds of 10 s (~6 min)
     python bench/cluster_scaling.py --quick    # 64 users, 1 round of 1 s (a smoke run)
     python bench/cluster_scaling.py --masters 1,2,3,6 --clients 8   # a bigger machine
 
