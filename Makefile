@@ -78,6 +78,7 @@ bench: $(VENV)/.installed-dev
 	$(BIN)/python bench/load.py --quick
 	$(BIN)/python bench/unit_costs.py --quick
 	$(BIN)/python bench/scaling.py --quick
+	$(BIN)/python bench/cluster_scaling.py --quick
 
 ## serve-prod: the whole product on one port, http://$(HOST):$(PORT) (https with TLS_CERT_FILE and
 ## TLS_KEY_FILE), on PostgreSQL and Redis (set DATABASE_URL, REDIS_URL and SECRET_KEY): nginx serves the

@@ -57,6 +57,21 @@ def test_the_unit_costs_benchmark_measures_every_unit_and_checks_its_counts():
     assert figures["heartbeat"]["round_trips"] == 1
 
 
+@pytest.mark.skipif(
+    shutil.which("redis-server") is None or shutil.which("redis-cli") is None, reason="Redis is not installed"
+)
+def test_the_cluster_scaling_benchmark_measures_a_single_redis_and_clusters_of_one_and_three_masters():
+    output = run("cluster_scaling.py", "--json")
+    assert "verification: OK" in output
+    figures = json.loads(output.splitlines()[-1])["configs"]
+
+    assert list(figures) == ["single", "cluster-1", "cluster-3"]
+    assert figures["single"]["ratio"] == 1.0  # the baseline: the clusters are ratios to it
+    masters = figures["cluster-3"]["per_master"]
+    assert len(masters) == 3 and sum(master["shards"] for master in masters) == 64
+    assert all(master["hb_share"] > 0 for master in masters)
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="the HTTP load generator, wrk, is not installed")
 def test_the_heartbeat_benchmark_measures_the_production_servers_direct_and_behind_the_proxy():
     # Ports of its own, away from a full run's defaults.
