@@ -7,8 +7,11 @@ Each benchmark owns its database (created at start, dropped at the end) and its 
 from __future__ import annotations
 
 import os
+import socket
 import statistics
+import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -176,3 +179,29 @@ def stop_processes(processes: list) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
     processes.clear()
+
+
+def start_redis_server(workdir: Path) -> tuple[subprocess.Popen, int]:
+    """A redis-server of a benchmark's own: a free loopback port, nothing kept on disk, its files
+    under `workdir`; returns once it answers."""
+    import redis
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    directory = workdir / f"redis-{port}"
+    directory.mkdir(parents=True)
+    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    process = subprocess.Popen([*command, "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    client = redis.Redis(port=port)
+    deadline = time.monotonic() + 15
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit("a redis-server of the benchmark did not start") from None
+            time.sleep(0.05)
+    client.close()
+    return process, port

@@ -56,7 +56,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -110,64 +109,15 @@ def main() -> int:
 
 def start_redis(workdir: Path) -> tuple[subprocess.Popen, int]:
     """A plain redis-server on a free loopback port, keeping nothing on disk."""
-    import redis
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    directory = workdir / f"redis-{port}"
-    directory.mkdir()
-    command = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen([*command, "--dir", str(directory)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-    client = redis.Redis(port=port)
-    deadline = time.monotonic() + 15
-    while True:
-        try:
-            client.ping()
-            break
-        except redis.exceptions.ConnectionError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit("a redis-server of the benchmark did not start") from None
-            time.sleep(0.05)
-    client.close()
-    return process, port
+    return _stack.start_redis_server(workdir)
 
 
 def start_cluster(workdir: Path, masters: int):
-    """A Redis Cluster of `masters` masters and no replica. `redis-cli --cluster create` wants three
-    masters at least: fewer get their slots by hand, in even ranges as it would give them."""
+    """A Redis Cluster of `masters` masters and no replica."""
     sys.path.insert(0, str(_stack.ROOT))
-    from tests.redis_cluster import LocalCluster, free_port
+    from tests.redis_cluster import LocalCluster
 
-    cluster = LocalCluster(workdir)
-    if masters >= 3:
-        return cluster.start(masters=masters, replicas=0)
-    for port in sorted({free_port() for _ in range(masters)}):
-        cluster.nodes.append(cluster._start_node(port))
-    for node in cluster.nodes:
-        _wait(lambda node=node: node.client().ping(), f"redis-server on {node.port}")
-    bounds = [round(i * 16384 / masters) for i in range(masters + 1)]
-    for node, low, high in zip(cluster.nodes, bounds, bounds[1:], strict=False):
-        node.client().execute_command("CLUSTER ADDSLOTSRANGE", low, high - 1)
-    for node in cluster.nodes[1:]:
-        node.client().execute_command("CLUSTER MEET", "127.0.0.1", cluster.nodes[0].port)
-    cluster.wait_until_ok()
-    return cluster
-
-
-def _wait(check, what: str, timeout: float = 30.0) -> None:
-    import redis
-
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if check():
-                return
-        except (redis.RedisError, OSError):
-            pass
-        if time.monotonic() > deadline:
-            raise SystemExit(f"{what} did not come within {timeout:.0f} s")
-        time.sleep(0.05)
+    return LocalCluster(workdir).start(masters=masters, replicas=0)
 
 
 class Masters:

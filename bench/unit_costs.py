@@ -48,8 +48,6 @@ import argparse
 import json
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -90,27 +88,10 @@ def private_redis(wanted: bool):
     if not wanted:
         yield
         return
-    import redis
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     workdir = Path(tempfile.mkdtemp(prefix="sparks-bench-units-"))
-    cmd = ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-    process = subprocess.Popen([*cmd, "--dir", str(workdir)], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    process, port = _stack.start_redis_server(workdir)
     _stack.REDIS_SERVER = f"redis://127.0.0.1:{port}"
     try:
-        client = redis.Redis.from_url(_stack.redis_url(0))
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.exceptions.ConnectionError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("the benchmark's redis-server did not start") from None
-                time.sleep(0.05)
-        client.close()
         yield
     finally:
         _stack.stop_processes([process])

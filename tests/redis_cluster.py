@@ -17,6 +17,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -60,6 +62,10 @@ class Node:
     def role(self) -> str:
         return self.client().info("replication")["role"]
 
+    def synced(self) -> bool:
+        """A replica whose link to its master is up (its first sync done)."""
+        return self.client().info("replication").get("master_link_status") == "up"
+
 
 @dataclass
 class LocalCluster:
@@ -77,7 +83,9 @@ class LocalCluster:
         for port in sorted(ports):
             self.nodes.append(self._start_node(port))
         for node in self.nodes:
-            _wait(lambda node=node: node.client().ping(), f"redis-server on {node.port}")
+            wait_for(lambda node=node: node.client().ping(), f"redis-server on {node.port}")
+        if masters < 3:
+            return self._join_by_hand(masters, replicas)
         subprocess.run(
             [
                 "redis-cli",
@@ -95,7 +103,20 @@ class LocalCluster:
         # A replica that never synced cannot take over (its data would be too old): wait for all.
         replicas = [node for node in self.nodes if node.role() != "master"]
         for node in replicas:
-            _wait(lambda node=node: node.client().info("replication")["master_link_status"] == "up", "a replica's sync")
+            wait_for(node.synced, "a replica's sync")
+        return self
+
+    def _join_by_hand(self, masters: int, replicas: int) -> LocalCluster:
+        """`redis-cli --cluster create` wants three masters at least: fewer get their slots by
+        hand, in even ranges as it would give them (no replicas)."""
+        if replicas:
+            raise ValueError("a cluster of fewer than three masters is started without replicas")
+        bounds = [round(i * 16384 / masters) for i in range(masters + 1)]
+        for node, low, high in zip(self.nodes, bounds, bounds[1:], strict=False):
+            node.client().execute_command("CLUSTER ADDSLOTSRANGE", low, high - 1)
+        for node in self.nodes[1:]:
+            node.client().execute_command("CLUSTER MEET", "127.0.0.1", self.nodes[0].port)
+        self.wait_until_ok()
         return self
 
     def _start_node(self, port: int) -> Node:
@@ -129,12 +150,12 @@ class LocalCluster:
                     return False
             return True
 
-        _wait(ok, "the Redis Cluster's state ok", timeout)
+        wait_for(ok, "the Redis Cluster's state ok", timeout)
 
     def wait_for_failover(self, killed: Node, timeout: float = 30.0) -> None:
         """Until a replica of the killed master took its slots over, and the cluster is ok again."""
         assert killed.process.poll() is not None, "the master is still running"
-        _wait(lambda: len(self.masters()) == MASTERS, "a replica's promotion", timeout)
+        wait_for(lambda: len(self.masters()) == MASTERS, "a replica's promotion", timeout)
         self.wait_until_ok(timeout)
 
     def masters(self) -> list[Node]:
@@ -169,7 +190,8 @@ class LocalCluster:
                 node.process.kill()
 
 
-def _wait(check, what: str, timeout: float = 30.0) -> None:
+def wait_for(check: Callable[[], object], what: str, timeout: float = 30.0) -> None:
+    """Until `check()` is true (a Redis error or a refused connection counts as not yet)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -182,20 +204,26 @@ def _wait(check, what: str, timeout: float = 30.0) -> None:
         time.sleep(0.1)
 
 
+@contextmanager
+def running(masters: int = MASTERS, replicas: int = 1) -> Iterator[LocalCluster]:
+    """A cluster for as long as the block runs, in a temporary directory removed after."""
+    workdir = Path(tempfile.mkdtemp(prefix="sparks-redis-cluster-"))
+    cluster = LocalCluster(workdir)
+    try:
+        yield cluster.start(masters, replicas)
+    finally:
+        cluster.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def main(argv: list[str]) -> int:
     if "--" not in argv:
         print(__doc__, file=sys.stderr)
         return 2
     command = argv[argv.index("--") + 1 :]
-    workdir = Path(tempfile.mkdtemp(prefix="sparks-redis-cluster-"))
-    cluster = LocalCluster(workdir)
-    try:
-        cluster.start()
+    with running() as cluster:
         env = {**os.environ, "REDIS_CLUSTER_NODES": cluster.seeds}
         return subprocess.run(command, env=env).returncode
-    finally:
-        cluster.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

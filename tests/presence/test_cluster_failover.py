@@ -9,10 +9,8 @@ one of its masters, which the suite's shared cluster must not suffer.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
 import redis.exceptions
@@ -23,7 +21,7 @@ from presence import history, hot, selectors, services
 from presence.models import PresenceHistory, PresenceState
 from presence.services import Signal
 from presence.vocabulary import SignalType, Status
-from tests.redis_cluster import LocalCluster, free_port
+from tests.redis_cluster import LocalCluster, free_port, running
 
 pytestmark = [
     pytest.mark.django_db,
@@ -41,13 +39,8 @@ RETRY_SECONDS = 30.0
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    workdir = Path(tempfile.mkdtemp(prefix="sparks-failover-"))
-    local = LocalCluster(workdir).start()
-    try:
+    with running() as local:
         yield local
-    finally:
-        local.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from presence.sharded_layer import RESUBSCRIBED, ShardedPubSubChannelLayer
-from tests.redis_cluster import LocalCluster
+from tests.redis_cluster import LocalCluster, running
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None, reason="needs redis-server")
 
@@ -24,13 +22,8 @@ WAIT = 5.0
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    workdir = Path(tempfile.mkdtemp(prefix="sparks-layer-"))
-    local = LocalCluster(workdir).start()
-    try:
+    with running() as local:
         yield local
-    finally:
-        local.stop()
-        shutil.rmtree(workdir, ignore_errors=True)
 
 
 def two_processes(cluster: LocalCluster) -> tuple[ShardedPubSubChannelLayer, ShardedPubSubChannelLayer]:
