@@ -12,7 +12,9 @@ of them.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
+import contextlib
 import logging
 import os
 import threading
@@ -204,6 +206,22 @@ class _Publisher:
         if sent is not None:
             sent.result(timeout)
 
+    def close(self, timeout: float = 5.0) -> None:
+        """At the process's exit: send what is queued (within `timeout`), then stop the loop, so
+        no change handed over without waiting is dropped unsaid and no task dies pending."""
+        try:
+            self.send(None, [], wait=True, timeout=timeout)  # once every batch before it is sent
+            asyncio.run_coroutine_threadsafe(self._stop(), self.loop).result(timeout)
+        except Exception:
+            logger.warning("The presence publisher did not finish sending before the process exited")
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(timeout)
+
+    async def _stop(self) -> None:
+        self._drainer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._drainer
+
 
 _publisher_lock = threading.Lock()
 _publisher_instance: _Publisher | None = None
@@ -216,4 +234,10 @@ def _publisher() -> _Publisher:
         # A forked worker (Celery prefork, gunicorn) must not use its parent's loop thread.
         if _publisher_instance is None or _publisher_pid != os.getpid():
             _publisher_instance, _publisher_pid = _Publisher(), os.getpid()
+            atexit.register(_close_publisher, _publisher_instance, _publisher_pid)
         return _publisher_instance
+
+
+def _close_publisher(publisher: _Publisher, pid: int) -> None:
+    if pid == os.getpid():  # a forked child inherits the handler, not the thread
+        publisher.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import pytest
@@ -269,3 +270,22 @@ def test_nothing_is_heard_of_a_signal_that_changes_nothing_visible(subscribe, bo
     assert _heartbeat(bob_api, 2).status_code == 202
 
     assert heard.batches == []
+
+
+def test_changes_handed_over_without_waiting_are_sent_before_the_process_exits():
+    """The publisher's close (run at exit) sends what is queued, then stops its loop."""
+    sent: list[str] = []
+
+    class SlowLayer:
+        async def group_send(self, group: str, message: dict) -> None:
+            await asyncio.sleep(0.2)
+            sent.append(message["user_id"])
+
+    publisher = events._Publisher()
+    changes = [events.PresenceChange(5, f"user-{n}", "busy", "busy", None, False, None) for n in range(3)]
+    publisher.send(SlowLayer(), changes, wait=False)
+
+    publisher.close()
+
+    assert sorted(sent) == ["user-0", "user-1", "user-2"]
+    assert not publisher.thread.is_alive()
