@@ -53,7 +53,7 @@ EPOCH_KEY = "epoch"  # set once per shard; missing after its Redis lost its data
 PERSIST_KEY = "persist"  # sorted set: users to write to the database, scored by PERSIST_SEQ_KEY
 PERSIST_SEQ_KEY = "persist:seq"
 HISTORY_KEY = "history"  # list: the shard's part of the history's buffer (`presence.history`)
-HISTORY_LOCK_KEY = "history:lock"  # held by the one process draining the shard's buffer
+HISTORY_LOCK_KEY = "history:lock"  # one key (no shard's): held by the one process draining the buffers
 
 # --- Fields of the user hash ----------------------------------------------------------------------
 

@@ -126,9 +126,8 @@ class HotStore(Protocol):
         """Hand the buffered history to `insert`, oldest first (within a shard's buffer: entries
         carry their times), in batches of `batch_size` (at most `max_batches` in all); returns the
         sum of what `insert` answered. Each batch is trimmed from the buffer only once `insert`
-        returned, so a drain that fails or dies halfway loses nothing. One drain of a buffer at a
-        time, under a lock of `lock_seconds`: another one meanwhile leaves it. 0 on a store
-        without a buffer."""
+        returned, so a drain that fails or dies halfway loses nothing. One drain at a time, under a
+        lock of `lock_seconds`: another one meanwhile returns 0. 0 on a store without a buffer."""
         ...
 
     def due(self, now: float, limit: int) -> list[int]: ...

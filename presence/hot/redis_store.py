@@ -101,10 +101,6 @@ class ShardKeys:
     def history(self) -> str:
         return self.prefix + HISTORY_KEY
 
-    @property
-    def history_lock(self) -> str:
-        return self.prefix + HISTORY_LOCK_KEY
-
 
 def _score(due: float | None) -> str:
     return "" if due is None else repr(due)
@@ -118,6 +114,8 @@ class RedisHotStore:
         self.client = sync_client(self.target)
         self.prefix = prefix
         self.shards = [ShardKeys(number, prefix + shard_tag(number)) for number in range(SHARDS)]
+        # One key, outside the shards: taken by a plain command, never inside a script.
+        self.history_lock_key = prefix + HISTORY_LOCK_KEY
         self._heartbeat_source = lua_source("heartbeat")
         self._read_charged = self.client.register_script(lua_source("read_charged"))
         self._charge = self.client.register_script(lua_source("charge"))
@@ -299,47 +297,49 @@ class RedisHotStore:
     def drain_history(
         self, insert: Callable[[list[str]], int], batch_size: int, max_batches: int, lock_seconds: float
     ) -> int:
-        """The shards' buffers one after the other, at most `max_batches` batches in all."""
-        pipe = self.client.pipeline(transaction=False)
-        for shard in self.shards:
-            pipe.llen(shard.history)
-        waiting = [shard for shard, length in zip(self.shards, pipe.execute(), strict=True) if length]
-        written, budget = 0, max_batches
-        for shard in waiting:
-            if budget <= 0:
-                break
-            shard_written, batches = self._drain_shard(shard, insert, batch_size, budget, lock_seconds)
-            written, budget = written + shard_written, budget - batches
-        return written
-
-    def _drain_shard(
-        self,
-        shard: ShardKeys,
-        insert: Callable[[list[str]], int],
-        batch_size: int,
-        max_batches: int,
-        lock_seconds: float,
-    ) -> tuple[int, int]:
-        lock = self.client.lock(shard.history_lock, timeout=lock_seconds)
+        """Batches gathered across the shards' buffers (one insert for many shards' entries), each
+        trimmed from the buffers it came from once inserted; one drain at a time."""
+        lock = self.client.lock(self.history_lock_key, timeout=lock_seconds)
         if not lock.acquire(blocking=False):
-            return 0, 0
-        written = batches = 0
+            return 0
+        written = 0
         try:
-            while batches < max_batches:
-                raw = self.client.lrange(shard.history, 0, batch_size - 1)
-                if not raw:
+            for _ in range(max_batches):
+                taken = self._take_history(batch_size)
+                if not taken:
                     break
-                written += insert(raw)
-                batches += 1
-                self.client.ltrim(shard.history, len(raw), -1)
-                if len(raw) < batch_size:
+                written += insert([entry for _, entries in taken for entry in entries])
+                pipe = self.client.pipeline(transaction=False)
+                for shard, entries in taken:
+                    pipe.ltrim(shard.history, len(entries), -1)
+                pipe.execute()
+                if sum(len(entries) for _, entries in taken) < batch_size:
                     break
         finally:
             try:
                 lock.release()
             except Exception:  # expired meanwhile: another drain may hold it now, which is fine
                 logger.warning("The presence history flush outlived its lock")
-        return written, batches
+        return written
+
+    def _take_history(self, batch_size: int) -> list[tuple[ShardKeys, list[str]]]:
+        """Up to `batch_size` entries from the heads of the shards' buffers, oldest first within
+        each, and the shard each came from."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in self.shards:
+            pipe.llen(shard.history)
+        wanted: list[tuple[ShardKeys, int]] = []
+        left = batch_size
+        for shard, length in zip(self.shards, pipe.execute(), strict=True):
+            if length and left > 0:
+                wanted.append((shard, min(length, left)))
+                left -= length
+        if not wanted:
+            return []
+        pipe = self.client.pipeline(transaction=False)
+        for shard, count in wanted:
+            pipe.lrange(shard.history, 0, count - 1)
+        return [(shard, entries) for (shard, _), entries in zip(wanted, pipe.execute(), strict=True) if entries]
 
     def due(self, now: float, limit: int) -> list[int]:
         pipe = self.client.pipeline(transaction=False)

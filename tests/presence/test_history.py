@@ -92,7 +92,7 @@ def test_the_embedded_default_writes_entries_at_once(alice, settings):
 def test_a_second_flusher_leaves_the_buffer_to_the_one_holding_the_lock(alice, laptop):
     services.ingest_signals(alice, laptop, [Signal(SignalType.VISIBILITY, "hidden", 2)])
     store = hot.store()
-    lock = store.client.lock(store.shard(alice.pk).history_lock, timeout=30)
+    lock = store.client.lock(store.history_lock_key, timeout=30)
     assert lock.acquire(blocking=False)
     try:
         assert history.flush() == 0

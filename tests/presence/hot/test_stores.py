@@ -190,6 +190,27 @@ def test_a_shard_that_lost_its_data_is_named_alone():
         store.reset()
 
 
+def test_a_drain_gathers_many_shards_buffers_into_full_batches():
+    """Entries spread over every shard are inserted a full batch at a time, not a shard at a time."""
+    store = redis_store()
+    store.reset()
+    try:
+        for n in range(SHARDS * 3):
+            store.append_history([f"entry-{n}"])
+        batches = []
+
+        def insert(batch: list[str]) -> int:
+            batches.append(batch)
+            return len(batch)
+
+        assert store.drain_history(insert, batch_size=100, max_batches=10, lock_seconds=30) == SHARDS * 3
+        assert [len(batch) for batch in batches] == [100, 92]
+        assert sorted(entry for batch in batches for entry in batch) == sorted(f"entry-{n}" for n in range(SHARDS * 3))
+        assert store.drain_history(insert, batch_size=100, max_batches=10, lock_seconds=30) == 0
+    finally:
+        store.reset()
+
+
 def test_the_schedule_and_the_write_behind_queue_span_every_shard(store):
     """Users of different shards are due, dirty and pending alike, each once."""
     users = [3, 3 + SHARDS, 4, 5 * SHARDS + 9]  # two share a shard
@@ -231,12 +252,11 @@ def test_the_buffer_is_drained_in_order_in_batches_and_trimmed(store):
         batches.append(batch)
         return len(batch) * 10
 
-    # Each append's entries stay together and in order (in one shard's buffer); a drain takes at
-    # most `max_batches` batches in all.
-    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 30
-    assert batches == [["a", "b"], ["c"]]
-    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 20
-    assert batches[2:] == [["d", "e"]]
+    # Batches gather entries across the shards' buffers (each append's in one), in order within each.
+    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 40
+    assert batches == [["a", "b"], ["c", "d"]]
+    assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 10
+    assert batches[2:] == [["e"]]
     assert store.drain_history(insert, batch_size=2, max_batches=2, lock_seconds=30) == 0
 
 
