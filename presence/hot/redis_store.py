@@ -223,13 +223,21 @@ class RedisHotStore:
     def pending_persist(self, limit: int) -> list[tuple[int, int]]:
         # Each shard's marks are its own counter's, oldest first; the shards are taken from a
         # starting point that moves on with every call, so that none waits behind the others
-        # when there is more to write than one call takes.
+        # when there is more to write than one call takes; and each is asked for no more than
+        # it holds and the call still wants.
         start = next(self._persist_turn) % SHARDS
         shards = self.shards[start:] + self.shards[:start]
-        calls = [([shard.persist, shard.persist_seq], [str(limit)]) for shard in shards]
+        pipe = self.client.pipeline(transaction=False)
+        for shard in shards:
+            pipe.zcard(shard.persist)
+        calls, left = [], limit
+        for shard, size in zip(shards, pipe.execute(), strict=True):
+            if size and left > 0:
+                calls.append(([shard.persist, shard.persist_seq], [str(min(size, left))]))
+                left -= size
         marks = [
             (int(found[i]), int(found[i + 1]))
-            for found in self._run_many(self._pending, calls)
+            for found in (self._run_many(self._pending, calls) if calls else [])
             for i in range(0, len(found), 2)
         ]
         return marks[:limit]
