@@ -109,6 +109,17 @@ def snapshot_pages(user: User, peers: list[User] | None = None) -> list[dict[str
     return pages
 
 
+def organization_peers(organization_id: int) -> tuple[list[dict[str, Any]], list[float | None]]:
+    """Every active member of the organization as a colleague sees them (`PeerSerializer`'s fields,
+    in the snapshot's order), and when each was last active (epoch seconds): what
+    `presence.snapshots` shares among the organization's connections."""
+    now = timezone.now()
+    members = list(selectors.members_of(organization_id))
+    states = selectors.fresh_presence_of(members, now)
+    peers = PeerSerializer(members, many=True, context={"states": states, "now": now}).data
+    return list(peers), [hot.to_epoch(states[member.pk].last_active_at) for member in members]
+
+
 def parse_user_ids(message: dict[str, Any]) -> list[str] | None:
     """Validate a subscription's `user_ids` (None: the whole organization again)."""
     serializer = PeerSubscriptionSerializer(data={k: v for k, v in message.items() if k not in _ENVELOPE})
