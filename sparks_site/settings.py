@@ -173,7 +173,8 @@ STORAGES = {
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # One Redis client per process, not one per async context (each websocket's): sparks_site/cache.py.
+    CACHES = {"default": {"BACKEND": "sparks_site.cache.SharedRedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
         "default": {
             # Redis pub/sub: a change is one PUBLISH, received by each process's hub (one
