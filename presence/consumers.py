@@ -16,7 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
-from presence import hub, live, selectors
+from presence import hub, live
 from sparks_site import metrics
 from sparks_site.live_auth import chosen_subprotocol
 
@@ -81,7 +81,7 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         if not settings.PRESENCE_USE_AGGREGATOR:
             await self.close(CLOSE_AGGREGATOR_DISABLED)
             return
-        organization_id = await database_sync_to_async(selectors.organization_id_of)(user)
+        organization_id = await live.organization_id_of(user)
         if organization_id is None:
             await self.close(CLOSE_FORBIDDEN)
             return

@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.db import connections
 from django.utils import timezone
 
+from orgs import authentication
 from orgs.models import User
 from presence import hot, ratelimits, selectors, services, wire
 from presence.ratelimits import RateLimited
@@ -87,6 +89,15 @@ def presence_delta(change: dict[str, Any], now: datetime) -> dict[str, Any]:
 def _utc_iso(moment: str | None) -> str | None:
     """An ISO 8601 time as the REST API writes it (UTC, `Z`)."""
     return moment.replace("+00:00", "Z") if moment else None
+
+
+async def organization_id_of(user: User) -> int | None:
+    """The id of the user's organization: on the event loop when it came with the user's token,
+    else read off the loop (a thread hand-off and a query, most of a connection's sign-in)."""
+    known, organization_id = authentication.known_organization(user)
+    if known:
+        return organization_id
+    return await database_sync_to_async(selectors.organization_id_of)(user)
 
 
 def snapshot_pages(user: User, peers: list[User] | None = None) -> list[dict[str, Any]]:

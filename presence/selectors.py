@@ -13,6 +13,7 @@ from django.db.models import Case, CharField, F, Q, QuerySet, Value, When, Windo
 from django.db.models.functions import Concat, Left, RowNumber, StrIndex
 from django.utils import timezone
 
+from orgs import authentication
 from orgs.models import Membership, Organization, PresencePolicy, User
 from presence import decisions, hot
 from presence.engine import (
@@ -43,8 +44,12 @@ def organization_of(user: User) -> Organization | None:
 
 
 def organization_id_of(user: User) -> int | None:
-    """The id of the user's organization, in one query: all a live connection needs to know of it
-    (`organization_of` reads the membership, then the organization)."""
+    """The id of the user's organization, all a live connection needs to know of it: as read with
+    the user's token when they signed in with one, else in one query (`organization_of` reads the
+    membership, then the organization)."""
+    known, organization_id = authentication.known_organization(user)
+    if known:
+        return organization_id
     return Membership.objects.filter(user_id=user.pk).values_list("organization_id", flat=True).first()
 
 

@@ -22,7 +22,7 @@ from django.http.response import HttpResponseBase
 
 from orgs.bearer import ProviderUnavailable, ProviderUnavailableError
 from orgs.models import User
-from presence import hub, live, selectors
+from presence import hub, live
 from presence.api import AggregatorDisabled
 from sparks_site.live_auth import authenticate, credential_from_authorization
 
@@ -66,7 +66,7 @@ async def peer_stream(request: HttpRequest) -> HttpResponseBase:
         return refusal
     if not settings.PRESENCE_USE_AGGREGATOR:
         return _error(409, AggregatorDisabled.default_code, str(AggregatorDisabled.default_detail))
-    organization_id = await database_sync_to_async(selectors.organization_id_of)(user)
+    organization_id = await live.organization_id_of(user)
     if organization_id is None:
         return _error(403, "permission_denied", "You belong to no organization: there is no one to watch.")
 

@@ -165,5 +165,15 @@ class CredentialAuthMiddleware(BaseMiddleware):
 
 
 def live_auth_stack(inner):
-    """Session cookie first (Channels), then the explicit credential of the connection, if any."""
-    return AuthMiddlewareStack(CredentialAuthMiddleware(inner))
+    """The explicit credential of the connection if it has one, else the session cookie (Channels)."""
+    by_credential = CredentialAuthMiddleware(inner)
+    by_session = AuthMiddlewareStack(by_credential)
+
+    async def authenticate_connection(scope, receive, send):
+        # A credential decides alone (it never falls back to the session), so the session is not
+        # read for it: a thread hand-off per connection saved, a reconnect storm's sockets sign in sooner.
+        if scope["type"] == "websocket" and credential_from_websocket(scope) is not None:
+            return await by_credential(scope, receive, send)
+        return await by_session(scope, receive, send)
+
+    return authenticate_connection

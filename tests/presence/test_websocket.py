@@ -147,6 +147,16 @@ def test_without_valid_credentials_the_socket_is_closed_4401(alice):
     run(scenario)
 
 
+def test_a_token_decides_over_another_users_session(alice, bob):
+    cookie = session_cookie(bob)
+
+    async def scenario():
+        async with socket(alice, headers=[cookie]) as ws:
+            return set(await peers_of(ws))
+
+    assert run(scenario) == {str(bob.public_id)}  # Alice's colleagues, not Bob's
+
+
 def test_an_inactive_users_token_is_refused(alice):
     key = token_of(alice)
     User.objects.filter(pk=alice.pk).update(is_active=False)
