@@ -95,3 +95,19 @@ def test_a_user_signed_in_otherwise_has_their_organization_read(alice, organizat
 
     assert organization_id == organization.id
     assert len(queries.captured_queries) == 2  # the user, then the membership
+
+
+def test_many_tokens_are_resolved_together_each_to_its_own_user_in_one_query(make_member, organization):
+    members = [make_member(f"member-{n}") for n in range(5)]
+    keys = [Token.objects.create(user=member).key for member in members]
+    gone = make_member("gone")
+    gone_key = Token.objects.create(user=gone).key
+    User.objects.filter(pk=gone.pk).update(is_active=False)
+    sign_in(keys[0])  # known to the caches already
+
+    with CaptureQueriesContext(connection) as queries:
+        users = CachedTokenAuthentication().users_for([*keys, gone_key, "no-such-token"])
+
+    assert {key: user.pk for key, user in users.items()} == {key: m.pk for key, m in zip(keys, members, strict=True)}
+    assert len(queries.captured_queries) == 1
+    assert {selectors.organization_id_of(user) for user in users.values()} == {organization.id}

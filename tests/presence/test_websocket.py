@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from contextlib import AsyncExitStack
 from datetime import timedelta
 
 import pytest
@@ -155,6 +156,23 @@ def test_a_token_decides_over_another_users_session(alice, bob):
             return set(await peers_of(ws))
 
     assert run(scenario) == {str(bob.public_id)}  # Alice's colleagues, not Bob's
+
+
+def test_sockets_signing_in_at_once_are_each_their_own_tokens_user(make_member):
+    members = [make_member(f"member-{n:02d}") for n in range(12)]
+    everyone = {str(member.public_id) for member in members}
+
+    async def scenario():
+        async with AsyncExitStack() as stack:
+            opened = [stack.enter_async_context(socket(member)) for member in members]
+            sockets, refused = await asyncio.gather(
+                asyncio.gather(*opened), refused_with(path=f"{PATH}?token=not-a-token")
+            )
+            return [set(await peers_of(ws)) for ws in sockets], refused
+
+    seen, refused = run(scenario)
+    assert seen == [everyone - {str(member.public_id)} for member in members]
+    assert refused == 4401
 
 
 def test_an_inactive_users_token_is_refused(alice):
