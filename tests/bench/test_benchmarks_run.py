@@ -71,3 +71,12 @@ def test_the_heartbeat_benchmark_measures_the_production_servers_direct_and_behi
     assert "  prod " in output
     if proxy:
         assert "  prod via nginx " in output
+
+
+def test_the_reconnect_storm_runs_and_every_socket_ends_with_every_change():
+    # Ports of its own, away from a full run's defaults.
+    output = run("fanout.py", "--storm", "--port", "18400", "--ws-port", "18450", "--json")
+    figures = json.loads(output.splitlines()[-1])
+    assert figures["sockets"] == figures["peers"]
+    assert figures["storm_changes"] > 0
+    assert (figures["wrong_final"], figures["missing"], figures["failed"]) == (0, 0, 0)
