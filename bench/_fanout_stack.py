@@ -3,6 +3,7 @@ reading a server's CPU time and memory from /proc."""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import os
@@ -52,7 +53,7 @@ class Servers:
     """`asgi_processes` live servers (deploy/processes.py's), on ws_port, ws_port + 1, …, and
     gunicorn for the REST changes."""
 
-    def __init__(self, args, workdir: Path, asgi_processes: int = 1) -> None:
+    def __init__(self, args: argparse.Namespace, workdir: Path, asgi_processes: int = 1) -> None:
         self.args = args
         self.workdir = workdir
         self.asgi_processes = asgi_processes

@@ -20,6 +20,7 @@ time and memory. All of them time with `time.perf_counter()`, the machine's one 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import shutil
@@ -66,7 +67,7 @@ class Driver:
         return await asyncio.gather(*(self.read(proc) for proc in self.procs))
 
 
-async def run_storm(plan: dict, client_command: list[str], servers) -> dict:
+async def run_storm(plan: dict, client_command: list[str], servers: Servers) -> dict:
     procs = [
         await asyncio.create_subprocess_exec(
             *client_command, str(part), stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=2**26
@@ -83,7 +84,7 @@ async def run_storm(plan: dict, client_command: list[str], servers) -> dict:
                 await proc.wait()
 
 
-async def drive(driver: Driver, plan: dict, servers) -> dict:
+async def drive(driver: Driver, plan: dict, servers: Servers) -> dict:
     await driver.each(None)  # every client process is up
     await driver.each({"step": "warm"})
     await asyncio.sleep(1.0)  # the warming sockets gone, and what they held
@@ -192,7 +193,7 @@ async def change_during(storm: asyncio.Future, plan: dict) -> tuple[dict[str, st
 # --- the case, from setup to report ----------------------------------------------------------------
 
 
-def main(args, script: Path) -> int:
+def main(args: argparse.Namespace, script: Path) -> int:
     print(
         f"reconnect storm: {args.peers} peers of one organization at once over {args.asgi_processes} live "
         f"processes ({args.asgi_server}), {args.client_processes} client processes (at most "
@@ -241,7 +242,7 @@ def main(args, script: Path) -> int:
     return 1 if lost or result["failed"] else 0
 
 
-def report(args, result: dict) -> dict:
+def report(args: argparse.Namespace, result: dict) -> dict:
     sockets, ready = result["sockets"], result["storm_ready"]
     if result["failed"]:
         result["storm_s"] = float("inf")  # not every socket got there
