@@ -1,7 +1,9 @@
-"""Fan-out of a presence change to an organization's connected websockets.
+"""Fan-out of a presence change to an organization's connected websockets, and the reconnect storm.
 
-    python bench/fanout.py              # 1,000 peers, 30 changes 0.5 s apart
-    python bench/fanout.py --quick      # 20 peers, 10 changes (a smoke run)
+    python bench/fanout.py                  # 1,000 peers, 30 changes 0.5 s apart
+    python bench/fanout.py --quick          # 20 peers, 10 changes (a smoke run)
+    python bench/fanout.py --storm          # 10,000 peers reconnecting at once to 2 live processes
+    python bench/fanout.py --storm --quick  # the same with 200 peers (a smoke run)
 
 One organization of `--peers` users (bulk-created, each with a DRF token), every one of them
 connected to `/ws/presence/` (production's live process by default, as `deploy/processes.py`
@@ -15,6 +17,12 @@ and the REST caller, one asyncio process, one clock — on core 1. PostgreSQL an
 machine's, not pinned. Its own database and Redis db, dropped and flushed at the end.
 
 Target: p99 of a delivery < 200 ms.
+
+`--storm` (bench/_fanout_storm.py): `--peers` (10,000) members connect at once, split over
+`--asgi-processes` (2) live processes and `--client-processes` (2) client processes, while some
+of them change state; timed until the last socket holds its full snapshot (target < 30 s), then
+every socket's final state of the changers is checked, and `--events` changes fanned out as
+above. Nothing is pinned by default in this case: two servers and two clients share the 2 cores.
 """
 
 from __future__ import annotations
@@ -23,7 +31,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -32,100 +39,16 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _fanout_stack
+import _fanout_storm
+import _fanout_storm_clients
 import _stack
+from _fanout_stack import DB_NAME, REDIS_DB, Servers, cpu_seconds, post_json
 
-DB_NAME = "sparks_presence_bench_fanout"
-REDIS_DB = 14
-VENV_BIN = Path(sys.executable).parent
 TARGET_P99_MS = 200.0
 
 
-# --- setup ----------------------------------------------------------------------------------
-
-
-def create_organization(peers: int) -> dict:
-    """The organization, its users and their tokens; the first user has a device and changes."""
-    _stack.flush_redis(REDIS_DB)
-    _stack.create_database(DB_NAME)
-    _stack.setup_django(DB_NAME, REDIS_DB)
-    from rest_framework.authtoken.models import Token
-
-    from orgs.models import Membership, Organization, User
-    from presence import services
-
-    organization = Organization.objects.create(slug="fanout", name="Fan-out")
-    users = User.objects.bulk_create(User(username=f"peer{i:05d}", password="!") for i in range(peers))
-    Membership.objects.bulk_create(Membership(user=user, organization=organization) for user in users)
-    tokens = Token.objects.bulk_create(Token(user=user, key=Token.generate_key()) for user in users)
-    changer = users[0]
-    device, _ = services.register_device(changer, "fanout-laptop", "laptop")
-    plan = {
-        "tokens": [token.key for token in tokens],
-        "changer_id": str(changer.public_id),
-        "changer_device": device.device_id,
-    }
-    _stack.close_django()
-    return plan
-
-
-class Servers:
-    def __init__(self, args, workdir: Path) -> None:
-        self.args = args
-        self.workdir = workdir
-        self.procs: list[subprocess.Popen] = []
-        self.env = {**os.environ, **_stack.server_environment(DB_NAME, REDIS_DB)}
-        self.pin = ["taskset", "-c", args.server_cpu] if args.server_cpu else []
-
-    def _start(self, name: str, cmd: list[str], url: str) -> None:
-        log = open(self.workdir / f"{name}.log", "w")  # noqa: SIM115  (closed with the process)
-        self.procs.append(subprocess.Popen([*self.pin, *cmd], cwd=_stack.ROOT, env=self.env, stdout=log, stderr=log))
-        _stack.wait_http(url)
-
-    def start(self) -> None:
-        args = self.args
-        self._start(
-            "daphne",
-            _stack.asgi_server_command(args.asgi_server, args.ws_port),
-            f"http://127.0.0.1:{args.ws_port}/api/v1/config",
-        )
-        self._start(
-            "gunicorn",
-            [
-                str(VENV_BIN / "gunicorn"),
-                "sparks_site.wsgi:application",
-                "--bind",
-                f"127.0.0.1:{args.port}",
-                "--workers",
-                str(args.workers),
-                "--log-level",
-                "warning",
-            ],
-            f"http://127.0.0.1:{args.port}/api/v1/config",
-        )
-
-    def stop(self) -> None:
-        _stack.stop_processes(self.procs)
-
-
 # --- the clients (run on their own core, in a process of their own) -------------------------
-
-
-async def post_json(port: int, path: str, token: str, body: dict) -> int:
-    """One HTTP/1.1 POST on the event loop (a blocking client would stall every socket's reads)."""
-    payload = json.dumps(body).encode()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(
-        (
-            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Token {token}\r\n"
-            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\nConnection: close\r\n\r\n"
-        ).encode()
-        + payload
-    )
-    await writer.drain()
-    status_line = await reader.readline()
-    await reader.read()
-    writer.close()
-    return int(status_line.split()[1])
 
 
 async def run_clients(plan: dict) -> dict:
@@ -212,29 +135,17 @@ async def run_clients(plan: dict) -> dict:
     }
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of a process so far (/proc/<pid>/stat, in clock ticks)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def client_main(plan_file: str) -> None:
     plan = json.loads(Path(plan_file).read_text())
     print("BENCHJSON " + json.dumps(asyncio.run(run_clients(plan))))
 
 
-def print_logs(workdir: Path) -> None:
-    for name in ("daphne", "gunicorn"):
-        tail = (workdir / f"{name}.log").read_text().splitlines(True)[-30:]
-        print(f"--- {name}.log (tail)\n" + "".join(tail))
-
-
 # --- main -----------------------------------------------------------------------------------
 
 
-def main() -> int:
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--peers", type=int, default=1000, help="connected users of the organization (default 1000)")
+    parser.add_argument("--peers", type=int, help="connected users of the organization (default 1000; storm 10000)")
     parser.add_argument("--events", type=int, default=30, help="changes to fan out (default 30)")
     parser.add_argument("--spacing", type=float, default=0.5, help="seconds between changes (default 0.5)")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers for the REST change (default 2)")
@@ -244,22 +155,66 @@ def main() -> int:
         default="prod",
         help="websocket server (default prod: deploy/processes.py's live process)",
     )
-    parser.add_argument("--connect-concurrency", type=int, default=20, help="sockets connecting at once")
+    parser.add_argument(
+        "--connect-concurrency",
+        type=int,
+        help="sockets connecting at once (default 20; storm: per client process, 500)",
+    )
     parser.add_argument("--port", type=int, default=18100)
-    parser.add_argument("--ws-port", type=int, default=18101)
-    parser.add_argument("--server-cpu", default="0", help="core for the servers ('' for no pinning)")
-    parser.add_argument("--load-cpu", default="1", help="core for the clients ('' for no pinning)")
-    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 peers, 10 changes")
+    parser.add_argument(
+        "--ws-port", type=int, default=18101, help="the first live process's port (the next ones follow)"
+    )
+    parser.add_argument("--server-cpu", help="core for the servers ('' for no pinning; default 0, storm '')")
+    parser.add_argument("--load-cpu", help="core for the clients ('' for no pinning; default 1, storm '')")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 20 peers, 10 changes (storm: 200 peers)")
     parser.add_argument("--json", action="store_true", help="also print the figures as one JSON line")
+    storm = parser.add_argument_group("the reconnect storm")
+    storm.add_argument("--storm", action="store_true", help="every peer connecting at once (bench/_fanout_storm.py)")
+    storm.add_argument("--asgi-processes", type=int, default=2, help="live server processes (default 2)")
+    storm.add_argument("--client-processes", type=int, default=2, help="client processes (default 2)")
+    storm.add_argument("--storm-changers", type=int, default=20, help="users changing during the storm (default 20)")
+    storm.add_argument(
+        "--storm-change-every", type=float, help="seconds between their changes (default 1; --quick 0.02)"
+    )
+    storm.add_argument("--storm-timeout", type=float, default=600.0, help="give up connecting after so long (600 s)")
+    storm.add_argument("--full-check-every", type=int, default=100, help="parse one socket's snapshot whole in so many")
     parser.add_argument("--as-client", help=argparse.SUPPRESS)  # internal: run the clients from a plan file
+    parser.add_argument("--as-storm-client", nargs=2, help=argparse.SUPPRESS)  # internal: plan file, part
     args = parser.parse_args()
+    storm_defaults = {
+        "peers": 200 if args.quick else 10_000,
+        "storm_change_every": 0.02 if args.quick else 1.0,
+        "connect_concurrency": 500,
+        "server_cpu": "",
+        "load_cpu": "",
+    }
+    defaults = storm_defaults if args.storm else {"peers": 20 if args.quick else 1000, "connect_concurrency": 20}
+    defaults = {"server_cpu": "0", "load_cpu": "1"} | defaults
+    for name, value in defaults.items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    if args.quick:
+        args.events = 10
+    return args
+
+
+def main() -> int:
+    args = parse_args()
     if args.as_client:
         client_main(args.as_client)
         return 0
-    if args.quick:
-        args.peers, args.events = 20, 10
+    if args.as_storm_client:
+        with contextlib.suppress(ImportError):  # a client process keeps up with more sockets on uvloop
+            import uvloop
+
+            asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        plan = json.loads(Path(args.as_storm_client[0]).read_text())
+        asyncio.run(_fanout_storm_clients.client_main(plan, int(args.as_storm_client[1])))
+        return 0
     if (args.server_cpu or args.load_cpu) and shutil.which("taskset") is None:
         raise SystemExit("taskset is needed (util-linux), or pass --server-cpu '' --load-cpu ''")
+    if args.storm:
+        return _fanout_storm.main(args, Path(__file__).resolve())
 
     print(
         f"fan-out: {args.peers} peers in one organization, {args.events} changes {args.spacing} s apart, "
@@ -271,7 +226,7 @@ def main() -> int:
     servers = Servers(args, workdir)
     try:
         setup_started = time.perf_counter()
-        plan = create_organization(args.peers)
+        plan = _fanout_stack.create_organization(args.peers)
         print(f"setup: {args.peers} users, memberships and tokens in {time.perf_counter() - setup_started:.1f} s")
         servers.start()
         plan.update(
@@ -295,11 +250,11 @@ def main() -> int:
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode != 0:
             print(out.stdout, out.stderr, sep="\n")
-            print_logs(workdir)
+            servers.print_logs()
             raise SystemExit("the clients failed")
         result = json.loads(next(line for line in out.stdout.splitlines() if line.startswith("BENCHJSON "))[10:])
         if result["missing"]:
-            print_logs(workdir)
+            servers.print_logs()
     finally:
         servers.stop()
         _stack.close_django()

@@ -16,7 +16,7 @@ from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.core.serializers.json import DjangoJSONEncoder
 
-from presence import hub, live, selectors
+from presence import hub, live
 from sparks_site import metrics
 from sparks_site.live_auth import chosen_subprotocol
 
@@ -81,13 +81,13 @@ class PresenceConsumer(AsyncWebsocketConsumer):
         if not settings.PRESENCE_USE_AGGREGATOR:
             await self.close(CLOSE_AGGREGATOR_DISABLED)
             return
-        organization = await database_sync_to_async(selectors.organization_of)(user)
-        if organization is None:
+        organization_id = await live.organization_id_of(user)
+        if organization_id is None:
             await self.close(CLOSE_FORBIDDEN)
             return
         # Join before taking the snapshot, paused: a change made meanwhile is sent after it, so
         # the client may see it twice but never misses it, nor sees it before the snapshot.
-        self.watch = live.Watch(organization.id)
+        self.watch = live.Watch(organization_id)
         self.listener = hub.Listener(self.watch, self._send_text, self._close_lagging)
         await hub.hub().join(self.listener)
         await self._send_snapshot(None)
@@ -151,6 +151,11 @@ class PresenceConsumer(AsyncWebsocketConsumer):
     _handlers = {"subscribe": _subscribe, "signals": _signals}
 
     async def _send_snapshot(self, peers) -> None:
+        if peers is None:
+            # The whole organization: the process's shared snapshot, less this user.
+            for text in await hub.hub().snapshot(self.listener, str(self.scope["user"].public_id)):
+                await self._send_text(text)
+            return
         for page in await database_sync_to_async(live.snapshot_pages)(self.scope["user"], peers):
             await self._send_json(page)
 

@@ -26,7 +26,7 @@ from typing import Any
 from channels.layers import get_channel_layer
 from django.utils import timezone
 
-from presence import events, live
+from presence import events, live, snapshots
 from presence.sharded_layer import RESUBSCRIBED
 
 logger = logging.getLogger(__name__)
@@ -81,6 +81,9 @@ class Hub:
         # Joining and leaving wait on the layer (a Redis subscription): one at a time, or two
         # sockets joining at once would each open a channel, and one channel would be orphaned.
         self.membership = asyncio.Lock()
+        # Each organization's colleague snapshot, shared by its sockets here and kept current with
+        # the changes this hub delivers (see presence.snapshots for why none is missed).
+        self.snapshots = snapshots.SharedSnapshots()
 
     async def join(self, listener: Listener) -> None:
         """Start delivering the listener's organization's changes to it (paused: see `resume`)."""
@@ -106,10 +109,15 @@ class Hub:
                 listener.writer = None
             if not members:
                 del self.listeners[organization_id]
+                self.snapshots.forget(organization_id)
                 await self.layer.group_discard(events.organization_group(organization_id), self.channel)
             if not self.listeners and self.task is not None:
                 self.task.cancel()
                 self.task, self.channel = None, None
+
+    async def snapshot(self, listener: Listener, viewer_id: str) -> list[str]:
+        """The whole organization's snapshot pages (JSON texts) for a joined listener's viewer."""
+        return await self.snapshots.pages(listener.watch.organization_id, viewer_id)
 
     async def pause(self, listener: Listener) -> None:
         """Hold changes back (while a new snapshot is sent), once those already queued are out."""
@@ -150,6 +158,8 @@ class Hub:
                 await self._start_afresh()
 
     async def _deliver(self, change: dict[str, Any]) -> None:
+        # The shared snapshot first: a socket that takes it from now on has this change in it.
+        self.snapshots.apply(change)
         members = self.listeners.get(change.get("organization_id"))
         if not members:
             return
@@ -163,7 +173,10 @@ class Hub:
 
     async def _start_afresh(self) -> None:
         """The layer lost its subscriptions for a while (a cluster failover): changes may have been
-        missed. Every socket is closed; its client reconnects and gets a fresh snapshot."""
+        missed. The shared snapshots are dropped and every socket is closed; its client reconnects
+        and gets a fresh snapshot, read again."""
+        for organization_id in list(self.listeners):  # they missed the same changes
+            self.snapshots.forget(organization_id)
         listeners = [listener for members in self.listeners.values() for listener in members]
         logger.warning("Presence changes may have been missed: closing %d socket(s) to start afresh", len(listeners))
         for listener in listeners:  # each leaves the hub as its socket closes

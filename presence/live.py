@@ -12,9 +12,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from channels.db import database_sync_to_async
 from django.db import connections
 from django.utils import timezone
 
+from orgs import authentication
 from orgs.models import User
 from presence import hot, ratelimits, selectors, services, wire
 from presence.ratelimits import RateLimited
@@ -89,6 +91,15 @@ def _utc_iso(moment: str | None) -> str | None:
     return moment.replace("+00:00", "Z") if moment else None
 
 
+async def organization_id_of(user: User) -> int | None:
+    """The id of the user's organization: on the event loop when it came with the user's token,
+    else read off the loop (a thread hand-off and a query, most of a connection's sign-in)."""
+    known, organization_id = authentication.known_organization(user)
+    if known:
+        return organization_id
+    return await database_sync_to_async(selectors.organization_id_of)(user)
+
+
 def snapshot_pages(user: User, peers: list[User] | None = None) -> list[dict[str, Any]]:
     """The snapshot messages: `peers` (a subscription), or else every colleague; at least one page."""
     now = timezone.now()
@@ -107,6 +118,17 @@ def snapshot_pages(user: User, peers: list[User] | None = None) -> list[dict[str
             }
         )
     return pages
+
+
+def organization_peers(organization_id: int) -> tuple[list[dict[str, Any]], list[float | None]]:
+    """Every active member of the organization as a colleague sees them (`PeerSerializer`'s fields,
+    in the snapshot's order), and when each was last active (epoch seconds): what
+    `presence.snapshots` shares among the organization's connections."""
+    now = timezone.now()
+    members = list(selectors.members_of(organization_id))
+    states = selectors.fresh_presence_of(members, now)
+    peers = PeerSerializer(members, many=True, context={"states": states, "now": now}).data
+    return list(peers), [hot.to_epoch(states[member.pk].last_active_at) for member in members]
 
 
 def parse_user_ids(message: dict[str, Any]) -> list[str] | None:

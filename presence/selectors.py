@@ -13,6 +13,7 @@ from django.db.models import Case, CharField, F, Q, QuerySet, Value, When, Windo
 from django.db.models.functions import Concat, Left, RowNumber, StrIndex
 from django.utils import timezone
 
+from orgs import authentication
 from orgs.models import Membership, Organization, PresencePolicy, User
 from presence import decisions, hot
 from presence.engine import (
@@ -40,6 +41,16 @@ from presence.vocabulary import ActivityValue, NetworkValue, Priority, Status, V
 def organization_of(user: User) -> Organization | None:
     membership = getattr(user, "membership", None)
     return membership.organization if membership is not None else None
+
+
+def organization_id_of(user: User) -> int | None:
+    """The id of the user's organization, all a live connection needs to know of it: as read with
+    the user's token when they signed in with one, else in one query (`organization_of` reads the
+    membership, then the organization)."""
+    known, organization_id = authentication.known_organization(user)
+    if known:
+        return organization_id
+    return Membership.objects.filter(user_id=user.pk).values_list("organization_id", flat=True).first()
 
 
 def policy_of(organization: Organization | None) -> PresencePolicy:
@@ -185,12 +196,7 @@ def colleagues_of(user: User, query: str = "") -> QuerySet[User]:
     organization = organization_of(user)
     if organization is None:
         return User.objects.none()
-    colleagues = (
-        User.objects.filter(membership__organization=organization, is_active=True)
-        .exclude(pk=user.pk)
-        .select_related("presence_state")
-        .order_by("username", "pk")
-    )
+    colleagues = members_of(organization.pk).exclude(pk=user.pk)
     query = " ".join(query.split())
     if not query:
         return colleagues
@@ -205,6 +211,16 @@ def colleagues_of(user: User, query: str = "") -> QuerySet[User]:
         ),
     ).filter(
         Q(search_full_name__icontains=query) | Q(username__icontains=query) | Q(search_email_local__icontains=query)
+    )
+
+
+def members_of(organization_id: int) -> QuerySet[User]:
+    """The organization's active members, in username order, with their stored presence: everyone
+    a member sees as a colleague, the member among them."""
+    return (
+        User.objects.filter(membership__organization_id=organization_id, is_active=True)
+        .select_related("presence_state")
+        .order_by("username", "pk")
     )
 
 

@@ -22,7 +22,7 @@ from django.http.response import HttpResponseBase
 
 from orgs.bearer import ProviderUnavailable, ProviderUnavailableError
 from orgs.models import User
-from presence import hub, live, selectors
+from presence import hub, live
 from presence.api import AggregatorDisabled
 from sparks_site.live_auth import authenticate, credential_from_authorization
 
@@ -66,11 +66,11 @@ async def peer_stream(request: HttpRequest) -> HttpResponseBase:
         return refusal
     if not settings.PRESENCE_USE_AGGREGATOR:
         return _error(409, AggregatorDisabled.default_code, str(AggregatorDisabled.default_detail))
-    organization = await database_sync_to_async(selectors.organization_of)(user)
-    if organization is None:
+    organization_id = await live.organization_id_of(user)
+    if organization_id is None:
         return _error(403, "permission_denied", "You belong to no organization: there is no one to watch.")
 
-    watch, peers = live.Watch(organization.id), None
+    watch, peers = live.Watch(organization_id), None
     if "user_ids" in request.GET:
         raw = request.GET["user_ids"]
         try:
@@ -81,7 +81,7 @@ async def peer_stream(request: HttpRequest) -> HttpResponseBase:
             peers = await database_sync_to_async(live.subscribed_peers)(user, user_ids)
         except live.NotColleagues:
             return _error(404, "not_found", "No such colleague.")
-        watch = live.Watch(organization.id, frozenset(user_ids))
+        watch = live.Watch(organization_id, frozenset(user_ids))
 
     response = StreamingHttpResponse(_stream(user, watch, peers), content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
@@ -106,8 +106,13 @@ async def _stream(user: User, watch: live.Watch, peers: list[User] | None) -> As
     listener = hub.Listener(watch, queue_change, end_lagging_stream)
     await hub.hub().join(listener)
     try:
-        for page in await database_sync_to_async(live.snapshot_pages)(user, peers):
-            yield _event("snapshot", page)
+        if peers is None:
+            # The whole organization: the process's shared snapshot, less this user.
+            for text in await hub.hub().snapshot(listener, str(user.public_id)):
+                yield f"event: snapshot\ndata: {text}\n\n"
+        else:
+            for page in await database_sync_to_async(live.snapshot_pages)(user, peers):
+                yield _event("snapshot", page)
         await sync_to_async(live.release_db_connections)()
         await hub.hub().resume(listener)
         while True:

@@ -173,7 +173,8 @@ STORAGES = {
 REDIS_URL = env.str("REDIS_URL", default="")
 
 if REDIS_URL:
-    CACHES = {"default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": REDIS_URL}}
+    # One Redis client per process, not one per async context (each websocket's): sparks_site/cache.py.
+    CACHES = {"default": {"BACKEND": "sparks_site.cache.SharedRedisCache", "LOCATION": REDIS_URL}}
     CHANNEL_LAYERS = {
         "default": {
             # Redis pub/sub: a change is one PUBLISH, received by each process's hub (one
@@ -254,6 +255,11 @@ PRESENCE_PERSIST_INTERVAL_SECONDS = env.int("PRESENCE_PERSIST_INTERVAL_SECONDS",
 # API tokens resolved in the last few seconds are known to each process without a round trip; a
 # revoked token is refused at once by the process that revoked it, by the others within this time.
 PRESENCE_AUTH_PROCESS_CACHE_SECONDS = env.int("PRESENCE_AUTH_PROCESS_CACHE_SECONDS", default=5)
+# A live connection watching a whole organization starts from a snapshot of it each server process
+# reads once and keeps current with every change it passes on (presence/snapshots.py). What no change
+# announces (a member joining or leaving, a new name) shows once it is read again, after this long.
+# 0: read for every connection (those connecting while a read is under way share it).
+PRESENCE_SNAPSHOT_MAX_AGE_SECONDS = env.float("PRESENCE_SNAPSHOT_MAX_AGE_SECONDS", default=30.0)
 # How long the presence history (visible changes, device states; the admin's timeline) is kept.
 PRESENCE_HISTORY_RETENTION_DAYS = env.int("PRESENCE_HISTORY_RETENTION_DAYS", default=30)
 # Key of the keyed hash that turns an installation id into a pseudonymous device id.

@@ -98,3 +98,12 @@ def test_the_scaling_benchmark_measures_each_web_process_count_against_one():
     assert results["1"]["ratio"] == 1.0  # the baseline: every other count is a ratio to it
     assert all(result["requests"] > 0 and result["errors"] == 0 for result in results.values())
     assert "the curve " in output
+
+
+def test_the_reconnect_storm_runs_and_every_socket_ends_with_every_change():
+    # Ports of its own, away from a full run's defaults.
+    output = run("fanout.py", "--storm", "--port", "18400", "--ws-port", "18450", "--json")
+    figures = json.loads(output.splitlines()[-1])
+    assert figures["sockets"] == figures["peers"]
+    assert figures["storm_changes"] > 0
+    assert (figures["wrong_final"], figures["missing"], figures["failed"]) == (0, 0, 0)

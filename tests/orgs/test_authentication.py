@@ -7,7 +7,10 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 
-from orgs.authentication import cached_user
+from orgs import services
+from orgs.authentication import CachedTokenAuthentication, cached_user
+from orgs.models import Membership, User
+from presence import selectors
 
 pytestmark = pytest.mark.django_db
 
@@ -48,3 +51,63 @@ def test_a_user_rebuilt_from_the_cache_refuses_to_be_saved(alice):
 
     with pytest.raises(RuntimeError):
         partial.save()
+
+
+# --- The user's organization, read with the token -----------------------------------------------
+
+
+def sign_in(key: str):
+    user, _ = CachedTokenAuthentication().authenticate_credentials(key)
+    return user
+
+
+def test_a_token_brings_its_users_organization_in_the_same_query_and_then_from_the_cache(alice, organization):
+    key = Token.objects.create(user=alice).key
+
+    with CaptureQueriesContext(connection) as first:
+        user = sign_in(key)
+        organization_id = selectors.organization_id_of(user)
+    with CaptureQueriesContext(connection) as again:
+        cached = sign_in(key)
+        cached_organization_id = selectors.organization_id_of(cached)
+
+    assert organization_id == cached_organization_id == organization.id
+    assert len(first.captured_queries) == 1
+    assert again.captured_queries == []
+
+
+def test_a_user_who_changed_organization_or_left_it_is_known_so_at_the_next_sign_in(
+    alice, organization, other_organization
+):
+    key = Token.objects.create(user=alice).key
+    assert selectors.organization_id_of(sign_in(key)) == organization.id
+
+    services.set_membership(alice, other_organization)
+    assert selectors.organization_id_of(sign_in(key)) == other_organization.id
+
+    Membership.objects.filter(user=alice).delete()
+    assert selectors.organization_id_of(sign_in(key)) is None
+
+
+def test_a_user_signed_in_otherwise_has_their_organization_read(alice, organization):
+    with CaptureQueriesContext(connection) as queries:
+        organization_id = selectors.organization_id_of(User.objects.get(pk=alice.pk))
+
+    assert organization_id == organization.id
+    assert len(queries.captured_queries) == 2  # the user, then the membership
+
+
+def test_many_tokens_are_resolved_together_each_to_its_own_user_in_one_query(make_member, organization):
+    members = [make_member(f"member-{n}") for n in range(5)]
+    keys = [Token.objects.create(user=member).key for member in members]
+    gone = make_member("gone")
+    gone_key = Token.objects.create(user=gone).key
+    User.objects.filter(pk=gone.pk).update(is_active=False)
+    sign_in(keys[0])  # known to the caches already
+
+    with CaptureQueriesContext(connection) as queries:
+        users = CachedTokenAuthentication().users_for([*keys, gone_key, "no-such-token"])
+
+    assert {key: user.pk for key, user in users.items()} == {key: m.pk for key, m in zip(keys, members, strict=True)}
+    assert len(queries.captured_queries) == 1
+    assert {selectors.organization_id_of(user) for user in users.values()} == {organization.id}

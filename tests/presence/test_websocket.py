@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack
 from datetime import timedelta
 
 import pytest
@@ -22,11 +21,11 @@ from orgs.models import Membership, User
 from presence import consumers, hot, live, services
 from sparks_site.asgi import application
 from tests.presence.live_helpers import register_device, settle, token_of
+from tests.presence.socket_helpers import PATH, is_delta_of, peers_of, receive_until, rest, run, snapshot, socket
 
 # Changes are published when their transaction commits: these tests need real commits.
 pytestmark = pytest.mark.django_db(transaction=True)
 
-PATH = "/ws/presence/"
 QUIET_SECONDS = 0.5
 PEER_KEYS = {
     "user_id", "display_name", "status", "activity", "status_msg", "last_active_ago", "currently_active", "status_until"
@@ -49,46 +48,6 @@ def session_cookie(user: User) -> tuple[bytes, bytes]:
     return b"cookie", f"{name}={client.cookies[name].value}".encode()
 
 
-def run(scenario: Callable) -> None:
-    async_to_sync(scenario)()
-
-
-@asynccontextmanager
-async def socket(user: User | None = None, *, path: str = PATH, headers=None, subprotocols=None, token=None):
-    """A connected socket; signed in with the user's token in the query unless told otherwise."""
-    if user is not None:
-        token = await database_sync_to_async(token_of)(user)
-    if token is not None:
-        path = f"{path}?token={token}"
-    communicator = WebsocketCommunicator(application, path, headers=headers, subprotocols=subprotocols)
-    connected, _ = await communicator.connect(timeout=5)
-    assert connected
-    try:
-        yield communicator
-    finally:
-        await communicator.disconnect()
-
-
-async def snapshot(communicator: WebsocketCommunicator, timeout: float = 10) -> list[dict]:
-    pages = []
-    while not pages or not pages[-1]["last"]:
-        page = await communicator.receive_json_from(timeout)
-        assert page["type"] == "snapshot", page
-        pages.append(page)
-    return pages
-
-
-async def peers_of(communicator: WebsocketCommunicator) -> dict[str, dict]:
-    return {peer["user_id"]: peer for page in await snapshot(communicator) for peer in page["peers"]}
-
-
-async def receive_until(communicator: WebsocketCommunicator, predicate, timeout: float = 5) -> dict:
-    while True:
-        message = await communicator.receive_json_from(timeout)
-        if predicate(message):
-            return message
-
-
 async def close_code(communicator: WebsocketCommunicator) -> int:
     output = await communicator.receive_output(timeout=5)
     assert output["type"] == "websocket.close", output
@@ -104,22 +63,6 @@ async def refused_with(*, path: str = PATH, headers=None, subprotocols=None) -> 
     # redis-py 8), which the harness would otherwise wait out on every refusal.
     await communicator.disconnect(timeout=0.1)
     return code
-
-
-def rest(client, method: str, path: str, body=None):
-    """A REST call made from the scenario, as another client would."""
-    return database_sync_to_async(lambda: getattr(client, method)(path, body, format="json"))()
-
-
-def is_delta_of(user: User, **fields) -> Callable[[dict], bool]:
-    def matches(message: dict) -> bool:
-        return (
-            message["type"] == "presence"
-            and message["user_id"] == str(user.public_id)
-            and all(message[key] == value for key, value in fields.items())
-        )
-
-    return matches
 
 
 def test_waiting_on_the_channel_layer_outlasts_redis_read_timeouts():
@@ -203,6 +146,33 @@ def test_without_valid_credentials_the_socket_is_closed_4401(alice):
         assert await refused_with(path=f"{PATH}?token=not-a-token", headers=[cookie]) == 4401
 
     run(scenario)
+
+
+def test_a_token_decides_over_another_users_session(alice, bob):
+    cookie = session_cookie(bob)
+
+    async def scenario():
+        async with socket(alice, headers=[cookie]) as ws:
+            return set(await peers_of(ws))
+
+    assert run(scenario) == {str(bob.public_id)}  # Alice's colleagues, not Bob's
+
+
+def test_sockets_signing_in_at_once_are_each_their_own_tokens_user(make_member):
+    members = [make_member(f"member-{n:02d}") for n in range(12)]
+    everyone = {str(member.public_id) for member in members}
+
+    async def scenario():
+        async with AsyncExitStack() as stack:
+            opened = [stack.enter_async_context(socket(member)) for member in members]
+            sockets, refused = await asyncio.gather(
+                asyncio.gather(*opened), refused_with(path=f"{PATH}?token=not-a-token")
+            )
+            return [set(await peers_of(ws)) for ws in sockets], refused
+
+    seen, refused = run(scenario)
+    assert seen == [everyone - {str(member.public_id)} for member in members]
+    assert refused == 4401
 
 
 def test_an_inactive_users_token_is_refused(alice):

@@ -1,0 +1,34 @@
+"""Django's Redis cache with one client, and one connection pool, per process.
+
+Django keeps a cache backend per async context, and Django's Redis backend opens its own connection
+pool. Under ASGI every websocket, SSE stream and request is a context of its own: each got a pool
+and a Redis connection of its own, opened anew (a TCP connect, the handshake, and redis-py reading
+its version from the package metadata: about a millisecond, most of a websocket's sign-in) and held
+for as long as the context lived, so 10,000 sockets held 10,000 Redis connections, Redis's default
+`maxclients`. redis-py's pools are thread-safe and notice a fork: one per process serves every
+context and thread.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import cached_property
+
+from django.core.cache.backends.redis import RedisCache, RedisCacheClient
+
+_clients: dict[tuple, RedisCacheClient] = {}
+_lock = threading.Lock()
+
+
+class SharedRedisCache(RedisCache):
+    """`django.core.cache.backends.redis.RedisCache`, its client shared by every instance of the
+    same servers and options in this process."""
+
+    @cached_property
+    def _cache(self) -> RedisCacheClient:
+        key = (tuple(self._servers), repr(sorted(self._options.items())))
+        with _lock:
+            client = _clients.get(key)
+            if client is None:
+                client = _clients[key] = self._class(self._servers, **self._options)
+            return client
