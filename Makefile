@@ -12,7 +12,7 @@ TEST_CLUSTER_REDIS_URL ?= redis://127.0.0.1:6379/2
 CLUSTER_SUITES := tests/presence/hot tests/presence/services tests/presence/test_hot_path.py \
 	tests/presence/test_rate_limits.py tests/presence/test_fastpath.py tests/presence/test_fastlane.py \
 	tests/presence/test_reads.py tests/presence/test_history.py tests/presence/test_websocket.py \
-	tests/presence/test_hub.py
+	tests/presence/test_hub.py tests/presence/test_shared_snapshot.py tests/presence/test_snapshot_pages.py
 
 .PHONY: run test lint format worker beat
 
