@@ -11,6 +11,7 @@ context and thread.
 
 from __future__ import annotations
 
+import re
 import threading
 from functools import cached_property
 
@@ -24,11 +25,19 @@ class SharedRedisCache(RedisCache):
     """`django.core.cache.backends.redis.RedisCache`, its client shared by every instance of the
     same servers and options in this process."""
 
+    def __init__(self, server: str | list[str], params: dict) -> None:
+        super().__init__(server, params)
+        # From the backend's own arguments, read as RedisCache reads them (LOCATION may list
+        # several servers, separated by ; or ,), not from its private attributes.
+        self.servers = re.split("[;,]", server) if isinstance(server, str) else list(server)
+        self.options = dict(params.get("OPTIONS") or {})
+
     @cached_property
     def _cache(self) -> RedisCacheClient:
-        key = (tuple(self._servers), repr(sorted(self._options.items())))
+        # The client every RedisCache method goes through: one per process and configuration.
+        key = (tuple(self.servers), repr(sorted(self.options.items())))
         with _lock:
             client = _clients.get(key)
             if client is None:
-                client = _clients[key] = self._class(self._servers, **self._options)
+                client = _clients[key] = RedisCacheClient(self.servers, **self.options)
             return client
