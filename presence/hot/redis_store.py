@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.conf import settings
 from redis.commands.core import Script
@@ -164,6 +165,21 @@ class RedisHotStore:
             return {}
         return {"target_nodes": self.client.get_node_from_key(key)}
 
+    def _shares(
+        self, shards: list[ShardKeys], size: Callable[[Any, ShardKeys], object], limit: int
+    ) -> list[tuple[ShardKeys, int]]:
+        """How many to take from each shard, in order, for `limit` in all: each shard's size
+        (`size` queues the command that counts it, all in one pipeline), no more than it holds."""
+        pipe = self.client.pipeline(transaction=False)
+        for shard in shards:
+            size(pipe, shard)
+        shares, left = [], limit
+        for shard, held in zip(shards, pipe.execute(), strict=True):
+            if held and left > 0:
+                shares.append((shard, min(held, left)))
+                left -= held
+        return shares
+
     def read(self, user_id: int) -> dict[str, str]:
         return self.client.hgetall(self.user_key(user_id))
 
@@ -227,14 +243,8 @@ class RedisHotStore:
         # it holds and the call still wants.
         start = next(self._persist_turn) % SHARDS
         shards = self.shards[start:] + self.shards[:start]
-        pipe = self.client.pipeline(transaction=False)
-        for shard in shards:
-            pipe.zcard(shard.persist)
-        calls, left = [], limit
-        for shard, size in zip(shards, pipe.execute(), strict=True):
-            if size and left > 0:
-                calls.append(([shard.persist, shard.persist_seq], [str(min(size, left))]))
-                left -= size
+        shares = self._shares(shards, lambda pipe, shard: pipe.zcard(shard.persist), limit)
+        calls = [([shard.persist, shard.persist_seq], [str(count)]) for shard, count in shares]
         marks = [
             (int(found[i]), int(found[i + 1]))
             for found in (self._run_many(self._pending, calls) if calls else [])
@@ -333,15 +343,7 @@ class RedisHotStore:
     def _take_history(self, batch_size: int) -> list[tuple[ShardKeys, list[str]]]:
         """Up to `batch_size` entries from the heads of the shards' buffers, oldest first within
         each, and the shard each came from."""
-        pipe = self.client.pipeline(transaction=False)
-        for shard in self.shards:
-            pipe.llen(shard.history)
-        wanted: list[tuple[ShardKeys, int]] = []
-        left = batch_size
-        for shard, length in zip(self.shards, pipe.execute(), strict=True):
-            if length and left > 0:
-                wanted.append((shard, min(length, left)))
-                left -= length
+        wanted = self._shares(self.shards, lambda pipe, shard: pipe.llen(shard.history), batch_size)
         if not wanted:
             return []
         pipe = self.client.pipeline(transaction=False)
@@ -357,14 +359,7 @@ class RedisHotStore:
         return [int(uid) for uid, _ in itertools.islice(found, limit)]
 
     def pop_dirty(self, limit: int) -> list[tuple[int, str]]:
-        pipe = self.client.pipeline(transaction=False)
-        for shard in self.shards:
-            pipe.scard(shard.dirty)
-        wanted, counts = limit, []
-        for shard, size in zip(self.shards, pipe.execute(), strict=True):
-            if size and wanted > 0:
-                counts.append((shard, min(size, wanted)))
-                wanted -= size
+        counts = self._shares(self.shards, lambda pipe, shard: pipe.scard(shard.dirty), limit)
         pipe = self.client.pipeline(transaction=False)
         for shard, count in counts:
             pipe.spop(shard.dirty, count)
